@@ -1,0 +1,104 @@
+// Package ratelimit slows io.Readers and io.Writers to a byte rate, over
+// golang.org/x/time/rate. A rate of 0 means unlimited.
+package ratelimit
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// chunk bounds one wait: a limiter's burst must cover every WaitN call.
+const chunk = 64 << 10
+
+// Limiter shares one byte budget between any number of streams.
+type Limiter struct {
+	l *rate.Limiter
+}
+
+// New returns a limiter of bytesPerSec, or nil (no limit) when it is 0.
+func New(bytesPerSec int64) *Limiter {
+	if bytesPerSec <= 0 {
+		return nil
+	}
+	burst := chunk
+	if bytesPerSec < chunk {
+		burst = int(bytesPerSec)
+	}
+	l := rate.NewLimiter(rate.Limit(bytesPerSec), burst)
+	// Start empty, so the first burst does not overshoot short transfers.
+	l.AllowN(time.Now(), burst)
+	return &Limiter{l: l}
+}
+
+// wait blocks until n bytes may pass.
+func (l *Limiter) wait(ctx context.Context, n int) error {
+	for n > 0 {
+		k := min(n, l.l.Burst())
+		if err := l.l.WaitN(ctx, k); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+// Reader returns r limited by l; a nil limiter returns r unchanged.
+func (l *Limiter) Reader(ctx context.Context, r io.Reader) io.Reader {
+	if l == nil {
+		return r
+	}
+	return &reader{ctx: ctx, r: r, l: l}
+}
+
+// Writer returns w limited by l; a nil limiter returns w unchanged.
+func (l *Limiter) Writer(ctx context.Context, w io.Writer) io.Writer {
+	if l == nil {
+		return w
+	}
+	return &writer{ctx: ctx, w: w, l: l}
+}
+
+type reader struct {
+	ctx context.Context
+	r   io.Reader
+	l   *Limiter
+}
+
+func (r *reader) Read(p []byte) (int, error) {
+	if len(p) > chunk {
+		p = p[:chunk]
+	}
+	n, err := r.r.Read(p)
+	if n > 0 {
+		if werr := r.l.wait(r.ctx, n); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
+}
+
+type writer struct {
+	ctx context.Context
+	w   io.Writer
+	l   *Limiter
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		k := min(len(p), chunk)
+		if err := w.l.wait(w.ctx, k); err != nil {
+			return written, err
+		}
+		n, err := w.w.Write(p[:k])
+		written += n
+		if err != nil {
+			return written, err
+		}
+		p = p[k:]
+	}
+	return written, nil
+}

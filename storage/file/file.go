@@ -1,0 +1,230 @@
+// Package file is the embedded default backend: objects are files under a
+// root directory, written atomically (temp file, fsync, rename, fsync dir).
+package file
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/walgo/walgo/storage"
+)
+
+// tmpPrefix marks files still being written. List never shows them.
+const tmpPrefix = ".walgo-tmp-"
+
+// Store keeps objects as files below Root.
+type Store struct {
+	root string
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// New returns a store rooted at dir, creating it if needed.
+func New(dir string) (*Store, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("file storage: empty path")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("file storage: %w", err)
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("file storage: %w", err)
+	}
+	return &Store{root: abs}, nil
+}
+
+func (s *Store) String() string { return "file://" + s.root }
+
+// path maps a key to a file, refusing keys that could leave the root.
+func (s *Store) path(key string) (string, error) {
+	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") {
+		return "", fmt.Errorf("%w: invalid key %q", storage.ErrPermanent, key)
+	}
+	for _, part := range strings.Split(key, "/") {
+		if part == "" || part == "." || part == ".." || strings.HasPrefix(part, tmpPrefix) {
+			return "", fmt.Errorf("%w: invalid key %q", storage.ErrPermanent, key)
+		}
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+func (s *Store) Put(ctx context.Context, key string, r io.Reader) (err error) {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:])+"-"+filepath.Base(p))
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err = io.Copy(f, ctxReader{ctx, r}); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("put %s: fsync: %w", key, err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err = ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err = os.Rename(tmp, p); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err = syncDir(dir); err != nil {
+		return fmt.Errorf("put %s: fsync dir: %w", key, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// ctxReader stops a copy once ctx is done, so a cancelled Put ends promptly.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
+	}
+	return f, nil
+}
+
+func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return storage.ObjectInfo{}, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && fi.IsDir() {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, storage.ErrNotFound)
+	}
+	if err != nil {
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	return storage.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// List walks only the directory that holds the prefix' last part, so a
+// prefix such as "wal_005/000000010000000A" reads one folder, not the tree.
+func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	dirKey, _ := splitDir(prefix)
+	start := s.root
+	if dirKey != "" {
+		start = filepath.Join(s.root, filepath.FromSlash(dirKey))
+	}
+	var infos []storage.ObjectInfo
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(s.root, p)
+		key := filepath.ToSlash(rel)
+		if d.IsDir() {
+			// Skip folders that cannot hold a matching key.
+			if p != start && !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), tmpPrefix) || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted while listing
+		}
+		if err != nil {
+			return err
+		}
+		infos = append(infos, storage.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list %s: %w", prefix, err)
+	}
+	sort.Slice(infos, func(i, j int) bool { return infos[i].Key < infos[j].Key })
+	for _, oi := range infos {
+		if err := fn(oi); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func splitDir(prefix string) (dir, rest string) {
+	i := strings.LastIndex(prefix, "/")
+	if i < 0 {
+		return "", prefix
+	}
+	return prefix[:i], prefix[i+1:]
+}
+
+func (s *Store) Delete(ctx context.Context, key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}

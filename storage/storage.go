@@ -1,0 +1,66 @@
+// Package storage is walgo's view of object storage: one small Store
+// interface, backends that translate it to a service's API (file, s3), and
+// wrappers that add retries, timeouts and logging around any Store.
+// It knows nothing of WAL or backups: keys are opaque slash-separated paths.
+package storage
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Sentinel errors. Backends wrap them so callers can test with errors.Is.
+var (
+	// ErrNotFound: the key does not exist.
+	ErrNotFound = errors.New("object not found")
+	// ErrUnreachable: the store could not be reached or kept failing after
+	// retries (network, timeouts, 5xx).
+	ErrUnreachable = errors.New("storage unreachable")
+	// ErrPermanent marks a failure that retrying cannot fix (access denied,
+	// bad bucket, invalid key).
+	ErrPermanent = errors.New("storage refused the request")
+)
+
+// ObjectInfo describes one stored object.
+type ObjectInfo struct {
+	Key     string
+	Size    int64
+	ModTime time.Time
+}
+
+// Store is an object store holding immutable blobs under slash-separated
+// keys. Every method takes ctx first and honours its cancellation and
+// deadline.
+type Store interface {
+	// Put stores everything r yields under key, replacing any object there.
+	// The write is atomic: readers see the old object or the whole new one,
+	// never a part, and a crash or a failed Put leaves no partial object
+	// under key. Put returns only once the object is durable.
+	Put(ctx context.Context, key string, r io.Reader) error
+
+	// Get opens the object for reading. It returns an error wrapping
+	// ErrNotFound if there is no such key. The caller closes the reader.
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+
+	// Stat returns the object's size and time, or ErrNotFound.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+
+	// List calls fn for every object whose key starts with prefix, in
+	// lexical key order. An error from fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+
+	// Delete removes the object. Deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+
+	// String names the store for logs and messages (no secrets).
+	String() string
+}
+
+// Rewinder is implemented by Put bodies that can start over from their first
+// byte. The retry wrapper retries a failed Put only when its body is a
+// Rewinder or an io.Seeker; any other body is sent once.
+type Rewinder interface {
+	Rewind() error
+}
