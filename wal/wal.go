@@ -128,7 +128,11 @@ func SegmentsPerLog(segSize int64) uint32 { return uint32((1 << 32) / segSize) }
 
 // SegmentAt returns the segment holding lsn on a timeline.
 func SegmentAt(tli uint32, lsn LSN, segSize int64) Segment {
-	no := uint64(lsn) / uint64(segSize)
+	return SegmentFromNo(tli, uint64(lsn)/uint64(segSize), segSize)
+}
+
+// SegmentFromNo returns segment number no of a timeline.
+func SegmentFromNo(tli uint32, no uint64, segSize int64) Segment {
 	per := uint64(SegmentsPerLog(segSize))
 	return Segment{Timeline: tli, Log: uint32(no / per), Seg: uint32(no % per)}
 }

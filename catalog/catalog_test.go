@@ -1,0 +1,106 @@
+package catalog
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/storage/file"
+	"github.com/walgo/walgo/wal"
+)
+
+func TestParseWALKey(t *testing.T) {
+	tests := []struct {
+		key  string
+		name string
+		ext  string
+		ok   bool
+	}{
+		{"wal_005/000000010000000000000001.zst", "000000010000000000000001", "zst", true},
+		{"wal_005/000000010000000000000001.lz4", "000000010000000000000001", "lz4", true},
+		{"wal_005/00000002.history.gz", "00000002.history", "gz", true},
+		{"wal_005/000000010000000000000002.00000028.backup.none", "000000010000000000000002.00000028.backup", "none", true},
+		{"wal_005/000000010000000000000003.partial.zst", "000000010000000000000003.partial", "zst", true},
+		{"wal_005/000000010000000000000001", "", "", false},
+		{"wal_005/000000010000000000000001.br", "", "", false},
+		{"wal_005/sub/000000010000000000000001.zst", "", "", false},
+		{"basebackups_005/000000010000000000000001.zst", "", "", false},
+		{"wal_005/junk.zst", "", "", false},
+	}
+	for _, tt := range tests {
+		o, ok := ParseWALKey(tt.key)
+		if ok != tt.ok || o.Name != tt.name || o.Ext != tt.ext {
+			t.Errorf("ParseWALKey(%q) = %+v, %v", tt.key, o, ok)
+		}
+		if ok {
+			c, _ := codec.ByExt(o.Ext)
+			if got := WALKey(o.Name, c); got != tt.key {
+				t.Errorf("WALKey round trip: %s != %s", got, tt.key)
+			}
+		}
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	const seg = 16 << 20
+	var objs []WALObject
+	add := func(names ...string) {
+		for _, n := range names {
+			objs = append(objs, WALObject{Name: n, Kind: wal.Classify(n), Size: 10})
+		}
+	}
+	// Timeline 1: 0xFD..0x101 across a log boundary, with 0xFF and 0x100 missing.
+	add("0000000100000000000000FD", "0000000100000000000000FE", "000000010000000100000001",
+		"000000010000000100000002", "000000010000000100000002", // stored twice
+		"00000002.history", "000000020000000100000002", "000000020000000100000003",
+		"000000010000000100000003.partial")
+	tls := Summarize(objs, seg)
+	if len(tls) != 2 {
+		t.Fatalf("want 2 timelines, got %+v", tls)
+	}
+	t1, t2 := tls[0], tls[1]
+	if t1.ID != 1 || t1.Count != 4 || t1.First != "0000000100000000000000FD" || t1.Last != "000000010000000100000002" || t1.Partials != 1 {
+		t.Errorf("timeline 1: %+v", t1)
+	}
+	if len(t1.Gaps) != 1 || t1.Gaps[0] != (Gap{First: "0000000100000000000000FF", Last: "000000010000000100000000", Count: 2}) {
+		t.Errorf("timeline 1 gaps: %+v", t1.Gaps)
+	}
+	if t2.ID != 2 || t2.Count != 2 || !t2.History || len(t2.Gaps) != 0 {
+		t.Errorf("timeline 2: %+v", t2)
+	}
+}
+
+func TestFindAndListWAL(t *testing.T) {
+	ctx := context.Background()
+	s, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string) {
+		if err := s.Put(ctx, key, strings.NewReader("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(WALKey("000000010000000000000001", codec.LZ4{}))
+	put(WALKey("000000010000000000000001", codec.Zstd{}))
+	put(WALKey("0000000100000000000000010", codec.Zstd{})) // not a WAL name: ignored
+	put(WALKey("000000010000000000000002", codec.Zstd{}))
+	put("basebackups_005/x/part_001.tar.zst")
+
+	got, err := FindWAL(ctx, s, "000000010000000000000001", codec.Zstd{})
+	if err != nil || len(got) != 2 || got[0].Ext != "zst" || got[1].Ext != "lz4" {
+		t.Errorf("FindWAL prefers zst: %+v, %v", got, err)
+	}
+	got, _ = FindWAL(ctx, s, "000000010000000000000001", codec.LZ4{})
+	if len(got) != 2 || got[0].Ext != "lz4" {
+		t.Errorf("FindWAL prefers lz4: %+v", got)
+	}
+	if got, _ := FindWAL(ctx, s, "000000010000000000000009", codec.Zstd{}); len(got) != 0 {
+		t.Errorf("FindWAL missing: %+v", got)
+	}
+	all, err := ListWAL(ctx, s)
+	if err != nil || len(all) != 3 {
+		t.Errorf("ListWAL: %+v, %v", all, err)
+	}
+}

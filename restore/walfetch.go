@@ -1,0 +1,373 @@
+// Package restore brings data back out of the archive: wal-fetch for
+// restore_command (with prefetch), and later base backup restores.
+package restore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
+)
+
+// ErrInvalid: the request names no WAL file or a bad destination.
+var ErrInvalid = errors.New("invalid request")
+
+// FetchConfig holds wal-fetch's settings.
+type FetchConfig struct {
+	// Compression is tried first when looking an object up.
+	Compression codec.Compression
+	// Prefetch is how many following segments to fetch in the background.
+	Prefetch int
+	// Concurrency is how many prefetch downloads run at once.
+	Concurrency int
+	// StartPrefetch starts the detached background prefetch for the
+	// segments after seg (the caller knows how to launch itself). Nil
+	// disables prefetch.
+	StartPrefetch func(seg string, walDir string, segSize int64) error
+}
+
+// Fetcher serves restore_command.
+type Fetcher struct {
+	store storage.Store
+	cfg   FetchConfig
+	log   *zap.Logger
+}
+
+// NewFetcher returns a Fetcher.
+func NewFetcher(store storage.Store, cfg FetchConfig, log *zap.Logger) *Fetcher {
+	if cfg.Compression == nil {
+		cfg.Compression = codec.Zstd{}
+	}
+	if cfg.Concurrency < 1 {
+		cfg.Concurrency = 1
+	}
+	return &Fetcher{store: store, cfg: cfg, log: log}
+}
+
+// PrefetchDir is the folder inside pg_wal that prefetched segments wait in.
+func PrefetchDir(walDir string) string { return filepath.Join(walDir, "walgo", "prefetch") }
+
+// Fetch writes WAL file name to dest (restore_command's %f and %p). It
+// returns an error wrapping storage.ErrNotFound when the archive does not
+// hold the file, and other errors for every other failure. dest is written
+// whole or not at all.
+func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
+	start := time.Now()
+	kind := wal.Classify(name)
+	if kind == wal.KindUnknown {
+		return fmt.Errorf("%w: %q is not a WAL file name", ErrInvalid, name)
+	}
+	absDest, err := filepath.Abs(dest)
+	if err != nil {
+		return fmt.Errorf("%w: destination %s: %v", ErrInvalid, dest, err)
+	}
+	if fi, err := os.Stat(filepath.Dir(absDest)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%w: destination folder %s does not exist", ErrInvalid, filepath.Dir(absDest))
+	}
+	walDir := filepath.Dir(absDest)
+	if kind == wal.KindSegment {
+		if size, ok := f.takePrefetched(name, absDest); ok {
+			f.log.Info("fetched", zap.String("wal", name), zap.Bool("prefetched", true), zap.Duration("took", time.Since(start)))
+			f.startPrefetch(name, walDir, size)
+			return nil
+		}
+	}
+	size, err := f.download(ctx, name, absDest, nil)
+	if err != nil {
+		return err
+	}
+	f.log.Info("fetched", zap.String("wal", name), zap.Int64("bytes", size), zap.Duration("took", time.Since(start)))
+	if kind == wal.KindSegment {
+		f.startPrefetch(name, walDir, size)
+	}
+	return nil
+}
+
+func (f *Fetcher) startPrefetch(name, walDir string, segSize int64) {
+	if f.cfg.Prefetch <= 0 || f.cfg.StartPrefetch == nil {
+		return
+	}
+	if err := f.cfg.StartPrefetch(name, walDir, segSize); err != nil {
+		f.log.Warn("start prefetch", zap.String("wal", name), zap.Error(err))
+	}
+}
+
+// download fetches name into dest through a temp file in dest's folder:
+// decode, check, fsync, rename, fsync the folder. h, if given, also sees
+// every plain byte. It returns the plain size.
+func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) (int64, error) {
+	objs, err := catalog.FindWAL(ctx, f.store, name, f.cfg.Compression)
+	if err != nil {
+		return 0, err
+	}
+	if len(objs) == 0 {
+		return 0, fmt.Errorf("%s: %w in %s", name, storage.ErrNotFound, f.store)
+	}
+	o := objs[0]
+	comp, err := codec.ByExt(o.Ext)
+	if err != nil {
+		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
+	}
+	rc, err := f.store.Get(ctx, o.Key)
+	if err != nil {
+		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
+	}
+	defer rc.Close()
+	dec, err := codec.Decode(comp, rc)
+	if err != nil {
+		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
+	}
+	defer dec.Close()
+
+	dir := filepath.Dir(dest)
+	tmp, err := os.CreateTemp(dir, ".walgo-fetch-"+name+"-*")
+	if err != nil {
+		return 0, fmt.Errorf("fetch %s: %w", name, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	var w io.Writer = tmp
+	if h != nil {
+		w = io.MultiWriter(tmp, h)
+	}
+	n, err := io.Copy(w, dec)
+	if err != nil {
+		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
+	}
+	if k := wal.Classify(name); k == wal.KindSegment || k == wal.KindPartial {
+		if err := checkSegmentFile(tmp, name, n); err != nil {
+			return 0, fmt.Errorf("fetch %s: %w: %w", o.Key, codec.ErrCorrupt, err)
+		}
+	}
+	if err := tmp.Sync(); err != nil {
+		return 0, fmt.Errorf("fetch %s: fsync: %w", name, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, fmt.Errorf("fetch %s: %w", name, err)
+	}
+	if err := os.Rename(tmp.Name(), dest); err != nil {
+		return 0, fmt.Errorf("fetch %s: %w", name, err)
+	}
+	ok = true
+	if err := syncDir(dir); err != nil {
+		return 0, fmt.Errorf("fetch %s: fsync folder: %w", name, err)
+	}
+	return n, nil
+}
+
+func checkSegmentFile(f *os.File, name string, size int64) error {
+	seg, err := wal.ParseSegment(name[:24])
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, wal.HeaderSize)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return fmt.Errorf("%w: %d bytes, shorter than a header", wal.ErrBadHeader, size)
+	}
+	h, err := wal.ParseHeader(buf)
+	if err != nil {
+		return err
+	}
+	return h.Check(seg, size)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// takePrefetched moves a prefetched copy of name to dest if it is whole:
+// its sha256 matches the one recorded while it was downloaded. A damaged
+// or unfinished copy is removed and ignored. It returns the segment size.
+func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
+	dir := PrefetchDir(filepath.Dir(dest))
+	p := filepath.Join(dir, name)
+	want, err := os.ReadFile(p + ".sha256")
+	if err != nil {
+		return 0, false
+	}
+	discard := func(why string) (int64, bool) {
+		f.log.Warn("ignoring damaged prefetched segment", zap.String("wal", name), zap.String("why", why))
+		os.Remove(p)
+		os.Remove(p + ".sha256")
+		return 0, false
+	}
+	file, err := os.Open(p)
+	if err != nil {
+		return discard(err.Error())
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, file)
+	if err == nil {
+		err = checkSegmentFile(file, name, n)
+	}
+	file.Close()
+	if err != nil {
+		return discard(err.Error())
+	}
+	if hex.EncodeToString(h.Sum(nil)) != strings.TrimSpace(string(want)) {
+		return discard("sha256 mismatch")
+	}
+	// Same file system (both inside pg_wal), so the rename is atomic.
+	if err := os.Rename(p, dest); err != nil {
+		return discard(err.Error())
+	}
+	os.Remove(p + ".sha256")
+	if err := syncDir(filepath.Dir(dest)); err != nil {
+		return 0, false
+	}
+	return n, true
+}
+
+// Prefetch fetches the Prefetch segments after seg on its timeline into the
+// prefetch folder of walDir, each with its sha256 beside it. Only one
+// prefetch runs per folder at a time; a second returns at once. It stops at
+// the first segment the archive does not hold yet.
+func (f *Fetcher) Prefetch(ctx context.Context, seg string, walDir string, segSize int64) error {
+	cur, err := wal.ParseSegment(seg)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if !wal.ValidSegmentSize(segSize) {
+		return fmt.Errorf("%w: segment size %d", ErrInvalid, segSize)
+	}
+	dir := PrefetchDir(walDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("prefetch: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("prefetch: %w", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return nil // another prefetch is running
+	}
+
+	var want []wal.Segment
+	next := cur
+	for range f.cfg.Prefetch {
+		next = next.Next(segSize)
+		want = append(want, next)
+	}
+	cleanPrefetch(dir, want)
+
+	jobs := make(chan wal.Segment)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	stopAt := uint64(1<<64 - 1) // first segment found missing
+	for range min(f.cfg.Concurrency, len(want)) {
+		wg.Go(func() {
+			for s := range jobs {
+				mu.Lock()
+				skip := s.No(segSize) > stopAt
+				mu.Unlock()
+				if skip {
+					continue
+				}
+				err := f.prefetchOne(ctx, dir, s.Name())
+				if err != nil {
+					mu.Lock()
+					if errors.Is(err, storage.ErrNotFound) {
+						stopAt = min(stopAt, s.No(segSize))
+					} else if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, s := range want {
+		jobs <- s
+	}
+	close(jobs)
+	wg.Wait()
+	return firstErr
+}
+
+func (f *Fetcher) prefetchOne(ctx context.Context, dir, name string) error {
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p + ".sha256"); err == nil {
+		return nil // already here
+	}
+	start := time.Now()
+	h := sha256.New()
+	// The tmp name keeps a half-written copy from ever being taken.
+	n, err := f.download(ctx, name, p, h)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(p+".sha256", []byte(hex.EncodeToString(h.Sum(nil))+"\n"), 0o600); err != nil {
+		os.Remove(p)
+		return fmt.Errorf("prefetch %s: %w", name, err)
+	}
+	f.log.Debug("prefetched", zap.String("wal", name), zap.Int64("bytes", n), zap.Duration("took", time.Since(start)))
+	return nil
+}
+
+// cleanPrefetch removes what will never be asked for: segments outside the
+// window (already replayed, of another timeline, too far ahead) and
+// leftovers of interrupted downloads.
+func cleanPrefetch(dir string, want []wal.Segment) {
+	keep := map[string]bool{".lock": true}
+	for _, s := range want {
+		keep[s.Name()] = true
+		keep[s.Name()+".sha256"] = true
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !keep[e.Name()] {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// InStandby reports whether the cluster that restore_command's dest belongs
+// to is a standby (standby.signal in its data directory). Postgres runs
+// restore_command in the data directory with dest under pg_wal.
+func InStandby(dest string) bool {
+	abs, err := filepath.Abs(dest)
+	if err != nil {
+		return false
+	}
+	candidates := []string{filepath.Dir(filepath.Dir(abs))}
+	if wd, err := os.Getwd(); err == nil {
+		candidates = append(candidates, wd)
+	}
+	for _, d := range candidates {
+		if _, err := os.Stat(filepath.Join(d, "standby.signal")); err == nil {
+			return true
+		}
+	}
+	return false
+}
