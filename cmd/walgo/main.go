@@ -1,0 +1,165 @@
+// Command walgo is the CLI: it parses settings once and wires them to the
+// library packages. Only this package exits, mapping error kinds to the
+// exit codes documented in `walgo help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/walgo/walgo/archive"
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/restore"
+	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+// errUsage marks bad flags, arguments or settings.
+var errUsage = errors.New("usage")
+
+// Exit codes. wal-fetch adds 128 to every failure but "not found" (see
+// walFetchExit), because Postgres stops recovery on a restore_command exit
+// status above 125 instead of taking it as the end of the archive.
+const (
+	exitOK         = 0
+	exitNotFound   = 1
+	exitUsage      = 2
+	exitConflict   = 3
+	exitStorage    = 4
+	exitCorrupt    = 5
+	exitOther      = 6
+	walFetchOffset = 128
+)
+
+const exitCodesHelp = `EXIT CODES:
+   0  success
+   1  not found (wal-fetch: the archive does not hold this file)
+   2  bad usage, settings or input (wrong path, not a WAL file)
+   3  conflict: the archive holds this WAL file with different content (nothing overwritten)
+   4  storage unreachable or failing after retries
+   5  corrupt or truncated data
+   6  any other failure
+   wal-fetch adds 128 to codes 2-6 (130, 132, 133, 134) so that Postgres
+   stops recovery rather than taking the failure for the end of the archive,
+   except in standby mode (standby.signal present), where every failure
+   exits 1 and Postgres retries later.`
+
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, storage.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, errUsage), errors.Is(err, archive.ErrInvalid), errors.Is(err, restore.ErrInvalid),
+		errors.Is(err, wal.ErrBadName), errors.Is(err, codec.ErrUnknown):
+		return exitUsage
+	case errors.Is(err, archive.ErrConflict):
+		return exitConflict
+	case errors.Is(err, codec.ErrCorrupt), errors.Is(err, wal.ErrBadHeader):
+		return exitCorrupt
+	case errors.Is(err, storage.ErrUnreachable), errors.Is(err, storage.ErrPermanent):
+		return exitStorage
+	}
+	return exitOther
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func newLogger(level string) (*zap.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: log level %q", errUsage, level)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeDuration = zapcore.StringDurationEncoder
+	core := zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(os.Stderr), lvl)
+	return zap.New(core).Named("walgo"), nil
+}
+
+func main() {
+	os.Exit(run(os.Args))
+}
+
+func run(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := loadConfigFile(args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "walgo:", err)
+		return exitUsage
+	}
+	code := exitOK
+	app := newApp(&code)
+	err := app.RunContext(ctx, args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "walgo:", err)
+	}
+	if code != exitOK {
+		return code
+	}
+	return exitCode(err)
+}
+
+func newApp(code *int) *cli.App {
+	cli.VersionPrinter = func(c *cli.Context) { fmt.Fprintln(c.App.Writer, "walgo", c.App.Version) }
+	return &cli.App{
+		Name:    "walgo",
+		Usage:   "continuous protection for PostgreSQL: WAL archiving, base backups, point-in-time restore",
+		Version: buildVersion(),
+		Flags:   globalFlags,
+		// urfave/cli prints the error itself unless told not to; run() does it.
+		ExitErrHandler:        func(*cli.Context, error) {},
+		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitCodesHelp + "\n",
+		Commands: []*cli.Command{
+			walPushCommand(),
+			walFetchCommand(code),
+			walPrefetchCommand(),
+			walListCommand(),
+		},
+	}
+}
+
+// env holds what every command needs, built from the parsed flags.
+type env struct {
+	set   *settings
+	log   *zap.Logger
+	store storage.Store
+}
+
+func setup(c *cli.Context, needStore bool) (*env, error) {
+	set, err := parseSettings(c)
+	if err != nil {
+		return nil, err
+	}
+	log, err := newLogger(c.String("log-level"))
+	if err != nil {
+		return nil, err
+	}
+	e := &env{set: set, log: log}
+	if needStore {
+		if e.store, err = set.openStore(c.Context, log); err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/storage/file"
+	"github.com/walgo/walgo/storage/s3"
+)
+
+// loadConfigFile applies KEY=VALUE lines of the --config file (or
+// WALGO_CONFIG) to the environment, under what is already set there, so the
+// order of precedence is: flag, environment, config file, default. It runs
+// before flags are parsed, which is why it scans args itself.
+func loadConfigFile(args []string) error {
+	path := os.Getenv("WALGO_CONFIG")
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		if v, ok := strings.CutPrefix(a, "--config="); ok {
+			path = v
+		} else if (a == "--config" || a == "-config") && i+1 < len(args) {
+			path = args[i+1]
+		}
+	}
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%w: config file: %v", errUsage, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			k, v, ok = strings.Cut(line, ":")
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" || strings.ContainsFunc(k, unicode.IsSpace) {
+			return fmt.Errorf("%w: config file %s line %d: want KEY=VALUE", errUsage, path, n)
+		}
+		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
+			v = v[1 : len(v)-1]
+		}
+		if _, set := os.LookupEnv(k); !set {
+			os.Setenv(k, v)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%w: config file %s: %v", errUsage, path, err)
+	}
+	return nil
+}
+
+// parseSize reads a byte count: "0", "1048576", "10MB", "512KiB", "1.5GB".
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	i := strings.IndexFunc(t, func(r rune) bool { return !(r >= '0' && r <= '9' || r == '.') })
+	num, unit := t, ""
+	if i >= 0 {
+		num, unit = t[:i], strings.TrimSpace(t[i:])
+	}
+	mult := map[string]float64{
+		"": 1, "b": 1,
+		"k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
+		"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+	}[strings.ToLower(unit)]
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || mult == 0 || f < 0 {
+		return 0, fmt.Errorf("%w: invalid size %q (want e.g. 0, 1048576, 10MB, 512KiB)", errUsage, s)
+	}
+	return int64(f * mult), nil
+}
+
+// Shared flags: every one has a WALGO_* variable.
+var globalFlags = []cli.Flag{
+	&cli.StringFlag{Name: "config", EnvVars: []string{"WALGO_CONFIG"}, Usage: "read WALGO_* settings (KEY=VALUE lines) from `FILE`"},
+	&cli.StringFlag{Name: "storage", EnvVars: []string{"WALGO_STORAGE"}, Usage: "repository `URL`: file:///var/lib/walgo/main or s3://bucket/prefix"},
+	&cli.StringFlag{Name: "compression", EnvVars: []string{"WALGO_COMPRESSION"}, Value: "zstd", Usage: "zstd, lz4, gzip or none"},
+	&cli.IntFlag{Name: "upload-concurrency", EnvVars: []string{"WALGO_UPLOAD_CONCURRENCY"}, Value: 4, Usage: "files pushed at once (wal-push look-ahead)"},
+	&cli.IntFlag{Name: "download-concurrency", EnvVars: []string{"WALGO_DOWNLOAD_CONCURRENCY"}, Value: 4, Usage: "files fetched at once"},
+	&cli.IntFlag{Name: "prefetch", EnvVars: []string{"WALGO_PREFETCH"}, Value: 8, Usage: "segments wal-fetch prefetches in the background (0 = off)"},
+	&cli.StringFlag{Name: "network-rate-limit", EnvVars: []string{"WALGO_NETWORK_RATE_LIMIT"}, Value: "0", Usage: "upload `BYTES` per second, e.g. 50MB (0 = unlimited)"},
+	&cli.StringFlag{Name: "s3-endpoint", EnvVars: []string{"WALGO_S3_ENDPOINT"}, Usage: "S3-compatible endpoint `URL` (default: AWS, or AWS_ENDPOINT_URL)"},
+	&cli.BoolFlag{Name: "s3-path-style", EnvVars: []string{"WALGO_S3_PATH_STYLE"}, Usage: "path-style S3 addressing (most S3-compatible servers)"},
+	&cli.StringFlag{Name: "s3-region", EnvVars: []string{"WALGO_S3_REGION"}, Usage: "S3 region (default: AWS_REGION, or us-east-1)"},
+	&cli.DurationFlag{Name: "storage-timeout", EnvVars: []string{"WALGO_STORAGE_TIMEOUT"}, Value: 30 * time.Second, Usage: "limit for one storage request, and for a transfer that makes no progress"},
+	&cli.IntFlag{Name: "storage-retries", EnvVars: []string{"WALGO_STORAGE_RETRIES"}, Value: 5, Usage: "attempts per storage request before giving up"},
+	&cli.StringFlag{Name: "wal-segment-size", EnvVars: []string{"WALGO_WAL_SEGMENT_SIZE"}, Value: "16MiB", Usage: "the cluster's wal_segment_size, for gap detection"},
+	&cli.StringFlag{Name: "log-level", EnvVars: []string{"WALGO_LOG_LEVEL"}, Value: "info", Usage: "debug, info, warn or error"},
+}
+
+// settings are the shared flags, parsed once and passed down.
+type settings struct {
+	storageURL   string
+	compression  codec.Compression
+	uploadConc   int
+	downloadConc int
+	prefetch     int
+	netRate      int64
+	s3Endpoint   string
+	s3PathStyle  bool
+	s3Region     string
+	timeout      time.Duration
+	retries      int
+	segSize      int64
+	configFile   string
+}
+
+func parseSettings(c *cli.Context) (*settings, error) {
+	comp, err := codec.ByName(c.String("compression"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	rate, err := parseSize(c.String("network-rate-limit"))
+	if err != nil {
+		return nil, err
+	}
+	seg, err := parseSize(c.String("wal-segment-size"))
+	if err != nil {
+		return nil, err
+	}
+	s := &settings{
+		storageURL:   c.String("storage"),
+		compression:  comp,
+		uploadConc:   max(1, c.Int("upload-concurrency")),
+		downloadConc: max(1, c.Int("download-concurrency")),
+		prefetch:     max(0, c.Int("prefetch")),
+		netRate:      rate,
+		s3Endpoint:   c.String("s3-endpoint"),
+		s3PathStyle:  c.Bool("s3-path-style"),
+		s3Region:     c.String("s3-region"),
+		timeout:      c.Duration("storage-timeout"),
+		retries:      max(1, c.Int("storage-retries")),
+		segSize:      seg,
+		configFile:   c.String("config"),
+	}
+	return s, nil
+}
+
+// openStore builds the Store the settings name, wrapped in retries with
+// timeouts and in debug logging.
+func (s *settings) openStore(ctx context.Context, log *zap.Logger) (storage.Store, error) {
+	if s.storageURL == "" {
+		return nil, fmt.Errorf("%w: no storage configured: set WALGO_STORAGE (or --storage), e.g. file:///var/lib/walgo/main or s3://bucket/prefix", errUsage)
+	}
+	u, err := url.Parse(s.storageURL)
+	if err != nil {
+		return nil, fmt.Errorf("%w: storage URL %q: %v", errUsage, s.storageURL, err)
+	}
+	var st storage.Store
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("%w: storage URL %q: want file:///absolute/path", errUsage, s.storageURL)
+		}
+		st, err = file.New(u.Path)
+	case "s3":
+		bucket, prefix, perr := s3.ParseURL(s.storageURL)
+		if perr != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, perr)
+		}
+		st, err = s3.New(ctx, s3.Config{
+			Bucket:    bucket,
+			Prefix:    prefix,
+			Endpoint:  s.s3Endpoint,
+			PathStyle: s.s3PathStyle,
+			Region:    s.s3Region,
+			// The retry wrapper retries; each HTTP wait is bounded here.
+			HTTPTimeout: s.timeout,
+		})
+	default:
+		return nil, fmt.Errorf("%w: storage URL %q: scheme must be file:// or s3://", errUsage, s.storageURL)
+	}
+	if err != nil {
+		return nil, err
+	}
+	st = storage.WithLogging(st, log)
+	return storage.WithRetry(st, storage.RetryOptions{
+		Attempts:    s.retries,
+		OpTimeout:   s.timeout,
+		IdleTimeout: s.timeout,
+	}, log), nil
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every walgo test on a fresh machine: installs what the tests need
+# (PostgreSQL from Debian, versitygw as the S3 server), then vet, staticcheck
+# and `go test ./...`. Integration tests never skip here: a missing Postgres
+# or S3 server fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VERSITYGW_VERSION=v1.8.0
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "== installing PostgreSQL (Debian package)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+fi
+export PATH="$PATH:$(go env GOPATH)/bin"
+if ! command -v versitygw >/dev/null 2>&1 || ! versitygw --version 2>/dev/null | grep -q "${VERSITYGW_VERSION#v}"; then
+  echo "== installing versitygw $VERSITYGW_VERSION (S3 server for the tests)"
+  go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+fi
+
+echo "== gofmt, go vet, staticcheck"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt needed:"; echo "$unformatted"; exit 1; fi
+go vet ./...
+go tool staticcheck ./...
+
+echo "== go test"
+export WALGO_TEST_NO_SKIP=1
+go test -count=1 -timeout 30m "$@" ./...
