@@ -152,7 +152,6 @@ func (nopWriteCloser) Close() error { return nil }
 type errReader struct {
 	rc   io.ReadCloser
 	name string
-	src  error
 }
 
 func (e errReader) Read(p []byte) (int, error) {

@@ -186,8 +186,9 @@ func (s *settings) openStore(ctx context.Context, log *zap.Logger) (storage.Stor
 			Endpoint:  s.s3Endpoint,
 			PathStyle: s.s3PathStyle,
 			Region:    s.s3Region,
-			// The retry wrapper retries; each HTTP wait is bounded here.
-			HTTPTimeout: s.timeout,
+			// Shorter than the wrapper's idle timeout, so the SDK resends
+			// a stalled part before the wrapper gives up on the whole Put.
+			HTTPTimeout: s.timeout / 2,
 		})
 	default:
 		return nil, fmt.Errorf("%w: storage URL %q: scheme must be file:// or s3://", errUsage, s.storageURL)

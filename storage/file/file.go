@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/walgo/walgo/storage"
 )
@@ -101,6 +102,12 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) (err error) {
 	return nil
 }
 
+// missing reports an error that means "no such object": the path is absent,
+// or a part of it is an object, not a folder ("a/b" when "a" is a file).
+func missing(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -129,7 +136,7 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		return nil, err
 	}
 	f, err := os.Open(p)
-	if errors.Is(err, fs.ErrNotExist) {
+	if missing(err) {
 		return nil, fmt.Errorf("get %s: %w", key, storage.ErrNotFound)
 	}
 	if err != nil {
@@ -148,7 +155,7 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 		return storage.ObjectInfo{}, err
 	}
 	fi, err := os.Stat(p)
-	if errors.Is(err, fs.ErrNotExist) || err == nil && fi.IsDir() {
+	if missing(err) || err == nil && fi.IsDir() {
 		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, storage.ErrNotFound)
 	}
 	if err != nil {

@@ -194,7 +194,7 @@ func testOverwrite(t *testing.T, s storage.Store) {
 
 func testMissing(t *testing.T, s storage.Store) {
 	put(t, s, "dir/sub/obj", []byte("x"))
-	for _, key := range []string{"nothing", "dir/nothing", "dir", "dir/sub", "dir/su"} {
+	for _, key := range []string{"nothing", "dir/nothing", "dir", "dir/sub", "dir/su", "dir/sub/obj/below"} {
 		assertNotFound(t, s, key)
 	}
 }
