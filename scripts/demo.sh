@@ -52,7 +52,8 @@ psql_() { run "$PGBIN/psql" -XAtq -h 127.0.0.1 -p "$PORT" -U postgres -c "$1"; }
 echo "== pgbench load"
 run "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -i -s 10 -q postgres 2>&1 | tail -n 1
 run "$PGBIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres -c 4 -T 15 postgres 2>/dev/null | grep -E "^tps|transactions actually"
-for _ in 1 2 3; do psql_ "select pg_switch_wal()" >/dev/null; psql_ "create table if not exists demo(x int); insert into demo select 1" ; done
+psql_ "create table demo(x int)"
+for _ in 1 2 3; do psql_ "select pg_switch_wal()" >/dev/null; psql_ "insert into demo select 1" ; done
 LAST=$(psql_ "select pg_walfile_name(pg_switch_wal())")
 echo "== waiting for $LAST to be archived"
 for _ in $(seq 1 120); do
