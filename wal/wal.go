@@ -222,3 +222,16 @@ func (h Header) Check(s Segment, fileSize int64) error {
 	}
 	return nil
 }
+
+// MarshalText writes the LSN as Postgres prints it, so JSON shows "0/3000028".
+func (l LSN) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+
+// UnmarshalText reads "0/3000028".
+func (l *LSN) UnmarshalText(b []byte) error {
+	v, err := ParseLSN(string(b))
+	if err != nil {
+		return err
+	}
+	*l = v
+	return nil
+}

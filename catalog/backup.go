@@ -1,0 +1,247 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
+)
+
+// A backup is stored as:
+//
+//   - tar partitions part_001.tar.<ext> ... (ustar/PAX), compressed with the
+//     codec the extension names. Entries are paths relative to the data
+//     directory, slash-separated, never absolute, never with "..": folders
+//     (TypeDir), regular files (TypeReg) and symlinks (TypeSymlink). A
+//     tablespace is stored in place, as the folder pg_tblspc/<oid>/ with its
+//     contents. A file the manifest marks Delta "pages" is stored as only
+//     its changed 8 KiB pages, in the order of ManifestFile.Pages; a file
+//     marked "unchanged" has no entry at all. Each file appears once in
+//     one partition. Part.SHA256 is over the stored (compressed) bytes.
+//   - manifest.json.<ext>: the Manifest as JSON, compressed likewise; the
+//     sentinel holds the sha256 of its stored bytes.
+//   - the sentinel, plain JSON, written last. backup_label and
+//     tablespace_map are in it, not in the tars, so a restore writes them
+//     only once everything else is in place and checked.
+
+// BackupPrefix is the folder base backups live in (WAL-E/WAL-G's name).
+const BackupPrefix = "basebackups_005/"
+
+// SentinelFormat is the sentinel format this walgo writes; readers reject
+// any other, so an old walgo never misreads a newer backup.
+const SentinelFormat = 1
+
+// ManifestFormat is the manifest format this walgo writes and reads.
+const ManifestFormat = 1
+
+const sentinelSuffix = "_backup_stop_sentinel.json"
+
+// ErrFormat: a sentinel or manifest of a format this walgo does not know.
+var ErrFormat = errors.New("unknown backup format")
+
+// BackupName names a full backup after its start segment, a delta after
+// its own and its parent's start segments.
+func BackupName(start wal.Segment, parent string) string {
+	if parent == "" {
+		return "base_" + start.Name()
+	}
+	p := strings.TrimPrefix(parent, "base_")
+	if i := strings.Index(p, "_D_"); i >= 0 {
+		p = p[:i]
+	}
+	return "base_" + start.Name() + "_D_" + p
+}
+
+// ValidBackupName reports whether name could be a backup name (and so is
+// safe to put in a key).
+func ValidBackupName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "base_")
+	if !ok || len(rest) < 24 || wal.Classify(rest[:24]) != wal.KindSegment {
+		return false
+	}
+	rest = rest[24:]
+	if rest == "" {
+		return true
+	}
+	p, ok := strings.CutPrefix(rest, "_D_")
+	return ok && len(p) == 24 && wal.Classify(p) == wal.KindSegment
+}
+
+// PartKey is the key of tar partition n (1-based) of a backup.
+func PartKey(backup string, n int, c codec.Compression) string {
+	return fmt.Sprintf("%s%s/part_%03d.tar.%s", BackupPrefix, backup, n, c.Ext())
+}
+
+// ManifestKey is the key of a backup's manifest.
+func ManifestKey(backup string, c codec.Compression) string {
+	return BackupPrefix + backup + "/manifest.json." + c.Ext()
+}
+
+// SentinelKey is the key of a backup's sentinel: a backup exists only if
+// this object does.
+func SentinelKey(backup string) string { return BackupPrefix + backup + sentinelSuffix }
+
+// BackupFolder is the prefix of every object of one backup but its sentinel.
+func BackupFolder(backup string) string { return BackupPrefix + backup + "/" }
+
+// Part describes one stored tar partition.
+type Part struct {
+	Key    string `json:"key"`
+	Size   int64  `json:"size"`   // stored bytes
+	SHA256 string `json:"sha256"` // of the stored bytes
+}
+
+// Tablespace is one tablespace of the backed-up cluster.
+type Tablespace struct {
+	OID      uint32 `json:"oid"`
+	Name     string `json:"name"`
+	Location string `json:"location"`
+}
+
+// Sentinel describes one finished backup. It is written last.
+type Sentinel struct {
+	Format           int             `json:"format"`
+	Name             string          `json:"name"`
+	StartLSN         wal.LSN         `json:"start_lsn"`
+	FinishLSN        wal.LSN         `json:"finish_lsn"`
+	Timeline         uint32          `json:"timeline"`
+	StartTime        time.Time       `json:"start_time"`
+	FinishTime       time.Time       `json:"finish_time"`
+	PGVersion        int             `json:"pg_version"`
+	SystemID         string          `json:"system_identifier"`
+	SegmentSize      int64           `json:"wal_segment_size"`
+	NextXID          uint64          `json:"next_xid"`
+	Hostname         string          `json:"hostname"`
+	DataDir          string          `json:"data_directory"`
+	CompressedSize   int64           `json:"compressed_size"`
+	UncompressedSize int64           `json:"uncompressed_size"`
+	FileCount        int             `json:"file_count"`
+	Compression      string          `json:"compression"`
+	Parts            []Part          `json:"parts"`
+	ManifestKey      string          `json:"manifest_key"`
+	ManifestSHA256   string          `json:"manifest_sha256"`
+	BackupLabel      string          `json:"backup_label"`
+	TablespaceMap    string          `json:"tablespace_map,omitempty"`
+	Tablespaces      []Tablespace    `json:"tablespaces"`
+	DeltaParent      string          `json:"delta_parent,omitempty"`
+	DeltaFrom        wal.LSN         `json:"delta_from_lsn,omitempty"`
+	Permanent        bool            `json:"permanent"`
+	UserData         json.RawMessage `json:"user_data,omitempty"`
+	WalgoVersion     string          `json:"walgo_version"`
+}
+
+// ManifestFile is one file of a backup.
+type ManifestFile struct {
+	Path    string    `json:"path"` // slash-separated, relative to the data directory
+	Size    int64     `json:"size"` // of the restored file
+	Mode    uint32    `json:"mode"` // fs.FileMode bits
+	ModTime time.Time `json:"mtime"`
+	SHA256  string    `json:"sha256,omitempty"` // of the restored file; empty for folders and links
+	Link    string    `json:"link,omitempty"`   // symlink target
+	// Delta: "" stores the whole file in this backup; "pages" stores only
+	// changed pages (Pages lists them); "unchanged" stores nothing: the
+	// file is taken from the parent backup.
+	Delta string   `json:"delta,omitempty"`
+	Pages []uint32 `json:"pages,omitempty"`
+}
+
+// Manifest lists every file a backup restores.
+type Manifest struct {
+	Format int            `json:"format"`
+	Backup string         `json:"backup"`
+	Files  []ManifestFile `json:"files"`
+}
+
+// EncodeSentinel is the sentinel's stored form.
+func EncodeSentinel(s *Sentinel) ([]byte, error) {
+	return json.MarshalIndent(s, "", "  ")
+}
+
+// DecodeSentinel parses a stored sentinel, rejecting unknown formats.
+func DecodeSentinel(b []byte) (*Sentinel, error) {
+	var s Sentinel
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%w: sentinel: %v", codec.ErrCorrupt, err)
+	}
+	if s.Format != SentinelFormat {
+		return nil, fmt.Errorf("%w: sentinel format %d (this walgo reads %d)", ErrFormat, s.Format, SentinelFormat)
+	}
+	if !ValidBackupName(s.Name) {
+		return nil, fmt.Errorf("%w: sentinel: invalid backup name %q", codec.ErrCorrupt, s.Name)
+	}
+	return &s, nil
+}
+
+// DecodeManifest parses a manifest's plain JSON, rejecting unknown formats.
+func DecodeManifest(r io.Reader) (*Manifest, error) {
+	var m Manifest
+	if err := json.NewDecoder(r).Decode(&m); err != nil {
+		return nil, fmt.Errorf("%w: manifest: %v", codec.ErrCorrupt, err)
+	}
+	if m.Format != ManifestFormat {
+		return nil, fmt.Errorf("%w: manifest format %d (this walgo reads %d)", ErrFormat, m.Format, ManifestFormat)
+	}
+	return &m, nil
+}
+
+// ReadSentinel fetches one backup's sentinel; ErrNotFound if the backup
+// does not exist (or never finished).
+func ReadSentinel(ctx context.Context, s storage.Store, name string) (*Sentinel, error) {
+	if !ValidBackupName(name) {
+		return nil, fmt.Errorf("backup %q: %w", name, storage.ErrNotFound)
+	}
+	rc, err := s.Get(ctx, SentinelKey(name))
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", name, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", name, err)
+	}
+	return DecodeSentinel(b)
+}
+
+// WriteSentinel stores a sentinel; after it, the backup exists.
+func WriteSentinel(ctx context.Context, s storage.Store, sn *Sentinel) error {
+	b, err := EncodeSentinel(sn)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, SentinelKey(sn.Name), bytes.NewReader(b))
+}
+
+// ListBackups returns every finished backup, oldest finish time first.
+// Ages come from the sentinels' times, never from names.
+func ListBackups(ctx context.Context, s storage.Store) ([]*Sentinel, error) {
+	var names []string
+	err := s.List(ctx, BackupPrefix, func(oi storage.ObjectInfo) error {
+		rest := strings.TrimPrefix(oi.Key, BackupPrefix)
+		if n, ok := strings.CutSuffix(rest, sentinelSuffix); ok && !strings.Contains(n, "/") {
+			names = append(names, n)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	var out []*Sentinel
+	for _, n := range names {
+		sn, err := ReadSentinel(ctx, s, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sn)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].FinishTime.Before(out[j].FinishTime) })
+	return out, nil
+}
