@@ -16,7 +16,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
 fi
 export PATH="$PATH:$(go env GOPATH)/bin"
-if ! command -v versitygw >/dev/null 2>&1 || ! versitygw --version 2>/dev/null | grep -q "${VERSITYGW_VERSION#v}"; then
+# go-installed binaries report no version of their own; the build info has it.
+if ! command -v versitygw >/dev/null 2>&1 || ! go version -m "$(command -v versitygw)" | grep -q "versitygw[[:space:]]*$VERSITYGW_VERSION"; then
   echo "== installing versitygw $VERSITYGW_VERSION (S3 server for the tests)"
   go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
 fi

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/walgo/walgo/archive"
+	"github.com/walgo/walgo/basebackup"
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
@@ -63,7 +64,8 @@ func exitCode(err error) int {
 	case errors.Is(err, storage.ErrNotFound):
 		return exitNotFound
 	case errors.Is(err, errUsage), errors.Is(err, archive.ErrInvalid), errors.Is(err, restore.ErrInvalid),
-		errors.Is(err, wal.ErrBadName), errors.Is(err, codec.ErrUnknown):
+		errors.Is(err, wal.ErrBadName), errors.Is(err, codec.ErrUnknown),
+		errors.Is(err, basebackup.ErrArchivingOff), errors.Is(err, basebackup.ErrBadDataDir), errors.Is(err, basebackup.ErrUnsupported):
 		return exitUsage
 	case errors.Is(err, archive.ErrConflict):
 		return exitConflict
@@ -135,6 +137,7 @@ func newApp(code *int) *cli.App {
 			walFetchCommand(code),
 			walPrefetchCommand(),
 			walListCommand(),
+			backupPushCommand(),
 		},
 	}
 }

@@ -1,0 +1,350 @@
+package basebackup
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
+)
+
+// pageSize is Postgres' block size (BLCKSZ); walgo supports the default.
+const pageSize = 8192
+
+// deltaPlan says what a delta backup compares against.
+type deltaPlan struct {
+	from   wal.LSN // the parent's start LSN: pages at or after it changed
+	parent map[string]catalog.ManifestFile
+}
+
+// partWriter streams entries into tar partitions, each compressed and
+// uploaded while the next is written, with at most Concurrency in flight.
+type partWriter struct {
+	ctx   context.Context
+	store storage.Store
+	name  string
+	cfg   Config
+	log   *zap.Logger
+
+	cur   *partition
+	n     int
+	sem   chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	parts []catalog.Part
+	err   error
+	plain int64 // tar bytes written, all partitions
+	read  int64 // bytes read from disk, for progress
+	total int64
+}
+
+type partition struct {
+	key  string
+	pw   *io.PipeWriter
+	tw   *tar.Writer
+	enc  io.WriteCloser
+	out  *hashCounter
+	size int64
+}
+
+// hashCounter sees every stored byte on its way to the upload.
+type hashCounter struct {
+	w io.Writer
+	h hash.Hash
+	n int64
+}
+
+func (c *hashCounter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+func newPartWriter(ctx context.Context, store storage.Store, name string, cfg Config, log *zap.Logger) *partWriter {
+	return &partWriter{ctx: ctx, store: store, name: name, cfg: cfg, log: log, sem: make(chan struct{}, cfg.Concurrency)}
+}
+
+func (w *partWriter) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+}
+
+func (w *partWriter) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// open starts partition n+1 and its upload.
+func (w *partWriter) open() error {
+	select {
+	case w.sem <- struct{}{}:
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+	w.n++
+	key := catalog.PartKey(w.name, w.n, w.cfg.Compression)
+	pr, pw := io.Pipe()
+	out := &hashCounter{w: pw, h: sha256.New()}
+	enc, err := w.cfg.Compression.NewWriter(out)
+	if err != nil {
+		<-w.sem
+		return err
+	}
+	p := &partition{key: key, pw: pw, tw: tar.NewWriter(enc), enc: enc, out: out}
+	w.cur = p
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer func() { <-w.sem }()
+		err := w.store.Put(w.ctx, key, pr)
+		pr.CloseWithError(err) // unblocks the writer if the upload failed
+		if err != nil {
+			w.fail(fmt.Errorf("upload %s: %w", key, err))
+			return
+		}
+		w.mu.Lock()
+		w.parts = append(w.parts, catalog.Part{Key: key, Size: out.n, SHA256: hex.EncodeToString(out.h.Sum(nil))})
+		w.mu.Unlock()
+		w.log.Debug("partition stored", zap.String("key", key), zap.Int64("stored_bytes", out.n))
+	}()
+	return nil
+}
+
+// close ends the current partition's stream; its upload finishes on its own.
+func (w *partWriter) close() error {
+	p := w.cur
+	w.cur = nil
+	err := p.tw.Close()
+	if err == nil {
+		err = p.enc.Close()
+	}
+	if err != nil {
+		p.pw.CloseWithError(err)
+		return err
+	}
+	return p.pw.Close()
+}
+
+// writeAll writes every entry and waits for every upload. It returns the
+// manifest's file list.
+func (w *partWriter) writeAll(entries []entry, delta *deltaPlan) ([]catalog.ManifestFile, error) {
+	for _, e := range entries {
+		if e.info.Mode().IsRegular() {
+			w.total += e.info.Size()
+		}
+	}
+	var files []catalog.ManifestFile
+	err := func() error {
+		for _, e := range entries {
+			if err := w.failed(); err != nil {
+				return err
+			}
+			if w.cur != nil && w.cur.size >= w.cfg.PartSize {
+				if err := w.close(); err != nil {
+					return err
+				}
+			}
+			if w.cur == nil {
+				if err := w.open(); err != nil {
+					return err
+				}
+			}
+			mf, ok, err := w.writeEntry(e, delta)
+			if err != nil {
+				return err
+			}
+			if ok {
+				files = append(files, mf)
+			}
+		}
+		if w.cur == nil { // an empty data directory still gets a partition
+			if err := w.open(); err != nil {
+				return err
+			}
+		}
+		return w.close()
+	}()
+	if err != nil && w.cur != nil {
+		w.cur.pw.CloseWithError(err)
+	}
+	w.wg.Wait()
+	if ferr := w.failed(); ferr != nil {
+		return nil, ferr
+	}
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(w.parts, func(i, j int) bool { return w.parts[i].Key < w.parts[j].Key })
+	return files, nil
+}
+
+func (w *partWriter) header(h *tar.Header) error {
+	h.Format = tar.FormatPAX
+	if err := w.cur.tw.WriteHeader(h); err != nil {
+		return fmt.Errorf("write %s: %w", w.cur.key, err)
+	}
+	return nil
+}
+
+// writeEntry stores one entry; ok is false for a file that vanished.
+func (w *partWriter) writeEntry(e entry, delta *deltaPlan) (mf catalog.ManifestFile, ok bool, err error) {
+	mf = catalog.ManifestFile{Path: e.name, Mode: uint32(e.info.Mode()), ModTime: e.info.ModTime().UTC()}
+	switch {
+	case e.info.IsDir():
+		mf.Mode = uint32(fs.ModeDir | e.info.Mode().Perm())
+		return mf, true, w.header(&tar.Header{Typeflag: tar.TypeDir, Name: e.name + "/", Mode: int64(e.info.Mode().Perm()), ModTime: e.info.ModTime()})
+	case e.link != "":
+		mf.Link = e.link
+		return mf, true, w.header(&tar.Header{Typeflag: tar.TypeSymlink, Name: e.name, Linkname: e.link, Mode: 0o777, ModTime: e.info.ModTime()})
+	}
+	f, err := os.Open(e.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return mf, false, nil // removed by Postgres since the walk: WAL replay recreates it if needed
+	}
+	if err != nil {
+		return mf, false, fmt.Errorf("open %s: %w", e.path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return mf, false, fmt.Errorf("stat %s: %w", e.path, err)
+	}
+	size := fi.Size()
+	mf.Size, mf.Mode, mf.ModTime = size, uint32(fi.Mode().Perm()), fi.ModTime().UTC()
+	if delta != nil && isRelation(e.name) && size%pageSize == 0 {
+		if parent, found := delta.parent[e.name]; found {
+			pages, err := w.changedPages(f, size, parent.Size, delta.from)
+			if err != nil {
+				return mf, false, fmt.Errorf("read %s: %w", e.path, err)
+			}
+			switch {
+			case len(pages) == 0 && size == parent.Size:
+				mf.Delta, mf.SHA256 = "unchanged", parent.SHA256
+				return mf, true, nil
+			case int64(len(pages))*pageSize*2 < size:
+				mf.Delta, mf.Pages = "pages", pages
+				return mf, true, w.writePages(f, e, pages)
+			}
+		}
+	}
+	sum, err := w.writeWhole(f, e, size)
+	mf.SHA256 = sum
+	return mf, true, err
+}
+
+// writeWhole stores size bytes of f. A file that shrank while read is
+// padded with zeros; one that grew is cut at size: a live cluster's files
+// change under a backup, and WAL replay from the start LSN repairs them.
+func (w *partWriter) writeWhole(f *os.File, e entry, size int64) (string, error) {
+	if err := w.header(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Size: size, Mode: int64(e.info.Mode().Perm()), ModTime: e.info.ModTime()}); err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	dst := io.MultiWriter(w.cur.tw, h)
+	src := w.cfg.DiskLimiter.Reader(w.ctx, &progressReader{r: f, w: w})
+	n, err := io.CopyN(dst, src, size)
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("back up %s: %w", e.path, err)
+	}
+	if n < size {
+		if _, err := io.CopyN(dst, zeros{}, size-n); err != nil {
+			return "", fmt.Errorf("back up %s: %w", e.path, err)
+		}
+	}
+	w.cur.size += size
+	w.plain += size
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// changedPages reads every page's LSN and lists the pages a delta must
+// store: changed at or after from, past the parent's end, or unstamped but
+// not empty.
+func (w *partWriter) changedPages(f *os.File, size, parentSize int64, from wal.LSN) ([]uint32, error) {
+	var pages []uint32
+	buf := make([]byte, pageSize)
+	src := w.cfg.DiskLimiter.Reader(w.ctx, &progressReader{r: io.NewSectionReader(f, 0, size), w: w})
+	for i := int64(0); i*pageSize < size; i++ {
+		n, err := io.ReadFull(src, buf)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			clear(buf[n:]) // shrank while read
+		} else if err != nil {
+			return nil, err
+		}
+		lsn := wal.LSN(uint64(binary.LittleEndian.Uint32(buf[0:4]))<<32 | uint64(binary.LittleEndian.Uint32(buf[4:8])))
+		if lsn >= from || (i+1)*pageSize > parentSize || lsn == 0 && !allZero(buf) {
+			pages = append(pages, uint32(i))
+		}
+	}
+	return pages, nil
+}
+
+func (w *partWriter) writePages(f *os.File, e entry, pages []uint32) error {
+	size := int64(len(pages)) * pageSize
+	if err := w.header(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Size: size, Mode: int64(e.info.Mode().Perm()), ModTime: e.info.ModTime()}); err != nil {
+		return err
+	}
+	buf := make([]byte, pageSize)
+	for _, p := range pages {
+		n, err := f.ReadAt(buf, int64(p)*pageSize)
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("back up %s: %w", e.path, err)
+		}
+		clear(buf[n:])
+		if _, err := w.cur.tw.Write(buf); err != nil {
+			return fmt.Errorf("write %s: %w", w.cur.key, err)
+		}
+	}
+	w.cur.size += size
+	w.plain += size
+	return nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// progressReader reports bytes read from disk to Config.Progress.
+type progressReader struct {
+	r io.Reader
+	w *partWriter
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 && p.w.cfg.Progress != nil {
+		p.w.read += int64(n)
+		p.w.cfg.Progress(p.w.read, p.w.total)
+	}
+	return n, err
+}

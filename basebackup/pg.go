@@ -1,0 +1,165 @@
+package basebackup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/walgo/walgo/wal"
+)
+
+var (
+	// ErrArchivingOff: the cluster does not archive WAL, so a backup of it
+	// could never be restored.
+	ErrArchivingOff = errors.New("WAL archiving is off")
+	// ErrStopTimeout: pg_backup_stop did not return in time, which means
+	// the backup's last WAL segment is not being archived.
+	ErrStopTimeout = errors.New("pg_backup_stop timed out waiting for WAL archiving")
+	// ErrUnsupported: a Postgres version walgo does not back up.
+	ErrUnsupported = errors.New("unsupported PostgreSQL version")
+)
+
+// server is the Postgres session a backup holds open from start to stop.
+type server struct {
+	conn        *pgx.Conn
+	version     int
+	systemID    string
+	dataDir     string
+	segSize     int64
+	archiveMode string
+}
+
+func connect(ctx context.Context, dsn string) (*server, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("connect to postgres: %w", err)
+	}
+	s := &server{conn: conn}
+	err = conn.QueryRow(ctx, `select current_setting('server_version_num')::int,
+		(select system_identifier::text from pg_control_system()),
+		current_setting('data_directory'),
+		(select setting::bigint from pg_settings where name = 'wal_segment_size'),
+		current_setting('archive_mode')`).Scan(&s.version, &s.systemID, &s.dataDir, &s.segSize, &s.archiveMode)
+	if err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("read server settings: %w", err)
+	}
+	if s.version < 120000 {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("%w: server_version_num %d (walgo backs up 12 and later)", ErrUnsupported, s.version)
+	}
+	return s, nil
+}
+
+func (s *server) close() { s.conn.Close(context.Background()) }
+
+// checkArchiving refuses a cluster whose WAL is not archived.
+func (s *server) checkArchiving(ctx context.Context) error {
+	if s.archiveMode == "off" {
+		return fmt.Errorf("%w: archive_mode = off; a base backup needs the WAL written during and after it: set archive_mode = on and archive_command = 'walgo wal-push %%p'", ErrArchivingOff)
+	}
+	var cmd, lib string
+	q := `select current_setting('archive_command'), coalesce(current_setting('archive_library', true), '')`
+	if err := s.conn.QueryRow(ctx, q).Scan(&cmd, &lib); err != nil {
+		return fmt.Errorf("read archive_command: %w", err)
+	}
+	if (cmd == "" || cmd == "(disabled)") && lib == "" {
+		return fmt.Errorf("%w: archive_command is empty; set archive_command = 'walgo wal-push %%p'", ErrArchivingOff)
+	}
+	return nil
+}
+
+type startInfo struct {
+	lsn      wal.LSN
+	timeline uint32
+	time     time.Time
+}
+
+// start begins a non-exclusive backup in this session.
+func (s *server) start(ctx context.Context, label string, fast bool) (startInfo, error) {
+	q := `select pg_backup_start($1, $2)::text`
+	if s.version < 150000 {
+		q = `select pg_start_backup($1, $2, false)::text`
+	}
+	var lsn string
+	if err := s.conn.QueryRow(ctx, q, label, fast).Scan(&lsn); err != nil {
+		return startInfo{}, fmt.Errorf("start backup: %w", err)
+	}
+	st := startInfo{time: time.Now().UTC()}
+	var err error
+	if st.lsn, err = wal.ParseLSN(lsn); err != nil {
+		return startInfo{}, fmt.Errorf("start backup: %w", err)
+	}
+	if err := s.conn.QueryRow(ctx, `select timeline_id from pg_control_checkpoint()`).Scan(&st.timeline); err != nil {
+		return startInfo{}, fmt.Errorf("read timeline: %w", err)
+	}
+	return st, nil
+}
+
+type stopInfo struct {
+	lsn     wal.LSN
+	label   string
+	spcmap  string
+	nextXID uint64
+	time    time.Time
+}
+
+// stop ends the backup, waiting until its last WAL segment is archived, for
+// at most timeout (0 = no limit).
+func (s *server) stop(ctx context.Context, timeout time.Duration) (stopInfo, error) {
+	q := `select lsn::text, labelfile, coalesce(spcmapfile, '') from pg_backup_stop(true)`
+	if s.version < 150000 {
+		q = `select lsn::text, labelfile, coalesce(spcmapfile, '') from pg_stop_backup(false, true)`
+	}
+	qctx := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		qctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	var st stopInfo
+	var lsn string
+	if err := s.conn.QueryRow(qctx, q).Scan(&lsn, &st.label, &st.spcmap); err != nil {
+		if qctx.Err() != nil && ctx.Err() == nil {
+			return stopInfo{}, fmt.Errorf("%w after %s: the backup's last WAL segment was not archived; check pg_stat_archiver and archive_command (WALGO_STOP_BACKUP_TIMEOUT sets the limit)", ErrStopTimeout, timeout)
+		}
+		return stopInfo{}, fmt.Errorf("stop backup: %w", err)
+	}
+	st.time = time.Now().UTC()
+	var err error
+	if st.lsn, err = wal.ParseLSN(lsn); err != nil {
+		return stopInfo{}, fmt.Errorf("stop backup: %w", err)
+	}
+	if err := s.conn.QueryRow(ctx, `select txid_snapshot_xmax(txid_current_snapshot())::text::bigint`).Scan(&st.nextXID); err != nil {
+		return stopInfo{}, fmt.Errorf("read next xid: %w", err)
+	}
+	return st, nil
+}
+
+type tablespace struct {
+	oid      uint32
+	name     string
+	location string
+}
+
+func (s *server) tablespaces(ctx context.Context) ([]tablespace, error) {
+	rows, err := s.conn.Query(ctx, `select oid::int8, spcname::text, pg_tablespace_location(oid) from pg_tablespace where pg_tablespace_location(oid) <> ''`)
+	if err != nil {
+		return nil, fmt.Errorf("list tablespaces: %w", err)
+	}
+	defer rows.Close()
+	var out []tablespace
+	for rows.Next() {
+		var oid int64
+		var t tablespace
+		if err := rows.Scan(&oid, &t.name, &t.location); err != nil {
+			return nil, err
+		}
+		t.oid = uint32(oid)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,292 @@
+// Package basebackup is backup-push: a non-exclusive base backup of a live
+// cluster, streamed file by file through a disk rate limiter into tar
+// partitions, compressed and uploaded several at a time, with a manifest and
+// a sentinel written last.
+package basebackup
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/ratelimit"
+	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
+)
+
+// Config holds backup-push's settings.
+type Config struct {
+	// DataDir is the cluster's data directory; empty means the one the
+	// server reports. A different one is refused.
+	DataDir string
+	// DSN is a libpq connection string; empty uses the PG* environment.
+	DSN         string
+	Compression codec.Compression
+	// PartSize is the uncompressed size after which a new tar partition
+	// starts (default 1 GiB).
+	PartSize int64
+	// Concurrency is how many partitions may be uploading at once.
+	Concurrency int
+	// DiskLimiter caps how fast data files are read; nil means no limit.
+	DiskLimiter *ratelimit.Limiter
+	// StopTimeout bounds pg_backup_stop's wait for WAL archiving.
+	StopTimeout time.Duration
+	// DeltaMaxSteps > 0 makes a delta of the newest backup of this cluster
+	// while its chain back to a full backup is shorter than this.
+	DeltaMaxSteps int
+	// SpreadCheckpoint waits for a spread checkpoint at the start instead
+	// of asking for an immediate one.
+	SpreadCheckpoint bool
+	Permanent        bool
+	UserData         json.RawMessage
+	WalgoVersion     string
+	// Progress, if set, is called as bytes are read, with the total known
+	// at the start.
+	Progress func(done, total int64)
+}
+
+// Push takes a base backup and returns its sentinel. Nothing is listed
+// unless every object, the backup's WAL and the manifest are stored.
+func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger) (*catalog.Sentinel, error) {
+	if cfg.Compression == nil {
+		cfg.Compression = codec.Zstd{}
+	}
+	if cfg.PartSize <= 0 {
+		cfg.PartSize = 1 << 30
+	}
+	if cfg.Concurrency < 1 {
+		cfg.Concurrency = 1
+	}
+	srv, err := connect(ctx, cfg.DSN)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.close()
+	if err := srv.checkArchiving(ctx); err != nil {
+		return nil, err
+	}
+	dataDir, err := checkDataDir(cfg.DataDir, srv.dataDir)
+	if err != nil {
+		return nil, err
+	}
+	parent, err := chooseParent(ctx, store, srv.systemID, cfg.DeltaMaxSteps)
+	if err != nil {
+		return nil, err
+	}
+	var parentFiles map[string]catalog.ManifestFile
+	if parent != nil {
+		m, err := readManifest(ctx, store, parent)
+		if err != nil {
+			return nil, fmt.Errorf("delta parent %s: %w", parent.Name, err)
+		}
+		parentFiles = map[string]catalog.ManifestFile{}
+		for _, f := range m.Files {
+			parentFiles[f.Path] = f
+		}
+	}
+
+	host, _ := os.Hostname()
+	start, err := srv.start(ctx, "walgo "+time.Now().UTC().Format(time.RFC3339), !cfg.SpreadCheckpoint)
+	if err != nil {
+		return nil, err
+	}
+	startSeg := wal.SegmentAt(start.timeline, start.lsn, srv.segSize)
+	parentName := ""
+	if parent != nil {
+		parentName = parent.Name
+	}
+	name := catalog.BackupName(startSeg, parentName)
+	log.Info("backup started", zap.String("backup", name), zap.Stringer("start_lsn", start.lsn), zap.Uint32("timeline", start.timeline), zap.String("delta_parent", parentName))
+
+	tbs, err := srv.tablespaces(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := walk(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("walk %s: %w", dataDir, err)
+	}
+	sn := &catalog.Sentinel{
+		Format:       catalog.SentinelFormat,
+		Name:         name,
+		StartLSN:     start.lsn,
+		Timeline:     start.timeline,
+		StartTime:    start.time,
+		PGVersion:    srv.version,
+		SystemID:     srv.systemID,
+		SegmentSize:  srv.segSize,
+		Hostname:     host,
+		DataDir:      dataDir,
+		Compression:  cfg.Compression.Name(),
+		DeltaParent:  parentName,
+		Permanent:    cfg.Permanent,
+		UserData:     cfg.UserData,
+		WalgoVersion: cfg.WalgoVersion,
+		Tablespaces:  []catalog.Tablespace{},
+	}
+	for _, t := range tbs {
+		sn.Tablespaces = append(sn.Tablespaces, catalog.Tablespace{OID: t.oid, Name: t.name, Location: t.location})
+	}
+	var delta *deltaPlan
+	if parent != nil {
+		sn.DeltaFrom = parent.StartLSN
+		delta = &deltaPlan{from: parent.StartLSN, parent: parentFiles}
+	}
+
+	w := newPartWriter(ctx, store, name, cfg, log)
+	files, err := w.writeAll(entries, delta)
+	if err != nil {
+		return nil, err
+	}
+	stop, err := srv.stop(ctx, cfg.StopTimeout)
+	if err != nil {
+		return nil, err
+	}
+	sn.FinishLSN, sn.FinishTime, sn.NextXID = stop.lsn, stop.time, stop.nextXID
+	sn.BackupLabel, sn.TablespaceMap = stop.label, stop.spcmap
+	sn.Parts = w.parts
+	for _, p := range w.parts {
+		sn.CompressedSize += p.Size
+	}
+	sn.UncompressedSize = w.plain
+	sn.FileCount = len(files)
+
+	// pg_backup_stop waited for archive_command; make sure it archived
+	// into this repository, or the backup could never be restored from it.
+	last := wal.SegmentAt(start.timeline, stop.lsn-1, srv.segSize)
+	found, err := catalog.FindWAL(ctx, store, last.Name(), nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		return nil, fmt.Errorf("the backup's last WAL segment %s is not in %s: does archive_command push to this repository?", last.Name(), store)
+	}
+
+	mkey, msum, err := writeManifest(ctx, store, cfg.Compression, &catalog.Manifest{Format: catalog.ManifestFormat, Backup: name, Files: files})
+	if err != nil {
+		return nil, err
+	}
+	sn.ManifestKey, sn.ManifestSHA256 = mkey, msum
+	if err := catalog.WriteSentinel(ctx, store, sn); err != nil {
+		return nil, fmt.Errorf("write sentinel: %w", err)
+	}
+	log.Info("backup finished", zap.String("backup", name), zap.Stringer("finish_lsn", stop.lsn),
+		zap.Int64("bytes", sn.UncompressedSize), zap.Int64("stored_bytes", sn.CompressedSize),
+		zap.Int("files", sn.FileCount), zap.Int("parts", len(sn.Parts)), zap.Duration("took", stop.time.Sub(start.time)))
+	return sn, nil
+}
+
+func checkDataDir(given, server string) (string, error) {
+	if given == "" {
+		return server, nil
+	}
+	a, err := os.Stat(given)
+	if err != nil {
+		return "", fmt.Errorf("%w: data directory: %v", ErrBadDataDir, err)
+	}
+	b, err := os.Stat(server)
+	if err != nil {
+		return "", fmt.Errorf("%w: the server's data directory %s: %v", ErrBadDataDir, server, err)
+	}
+	if !os.SameFile(a, b) {
+		return "", fmt.Errorf("%w: %s is not the data directory of the server walgo connected to (%s)", ErrBadDataDir, given, server)
+	}
+	return filepath.Abs(given)
+}
+
+// ErrBadDataDir: the data directory given does not belong to the server.
+var ErrBadDataDir = errors.New("wrong data directory")
+
+// chooseParent returns the backup a delta builds on, or nil for a full.
+func chooseParent(ctx context.Context, store storage.Store, systemID string, maxSteps int) (*catalog.Sentinel, error) {
+	if maxSteps <= 0 {
+		return nil, nil
+	}
+	all, err := catalog.ListBackups(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*catalog.Sentinel{}
+	var newest *catalog.Sentinel
+	for _, b := range all {
+		byName[b.Name] = b
+		if b.SystemID == systemID {
+			newest = b
+		}
+	}
+	if newest == nil {
+		return nil, nil
+	}
+	steps := 0
+	for b := newest; b.DeltaParent != ""; steps++ {
+		p, ok := byName[b.DeltaParent]
+		if !ok {
+			return nil, nil // broken chain: start afresh
+		}
+		b = p
+	}
+	if steps+1 > maxSteps {
+		return nil, nil
+	}
+	return newest, nil
+}
+
+func readManifest(ctx context.Context, store storage.Store, sn *catalog.Sentinel) (*catalog.Manifest, error) {
+	rc, err := store.Get(ctx, sn.ManifestKey)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	ext := filepath.Ext(sn.ManifestKey)
+	comp, err := codec.ByExt(ext[1:])
+	if err != nil {
+		return nil, err
+	}
+	dec, err := codec.Decode(comp, io.TeeReader(rc, h))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	m, err := catalog.DecodeManifest(dec)
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, dec)
+	if hex.EncodeToString(h.Sum(nil)) != sn.ManifestSHA256 {
+		return nil, fmt.Errorf("%w: %s: sha256 mismatch", codec.ErrCorrupt, sn.ManifestKey)
+	}
+	return m, nil
+}
+
+func writeManifest(ctx context.Context, store storage.Store, comp codec.Compression, m *catalog.Manifest) (key, sum string, err error) {
+	var buf bytes.Buffer
+	w, err := comp.NewWriter(&buf)
+	if err != nil {
+		return "", "", err
+	}
+	if err := json.NewEncoder(w).Encode(m); err != nil {
+		return "", "", err
+	}
+	if err := w.Close(); err != nil {
+		return "", "", err
+	}
+	s := sha256.Sum256(buf.Bytes())
+	key = catalog.ManifestKey(m.Backup, comp)
+	if err := store.Put(ctx, key, bytes.NewReader(buf.Bytes())); err != nil {
+		return "", "", fmt.Errorf("write manifest: %w", err)
+	}
+	return key, hex.EncodeToString(s[:]), nil
+}
