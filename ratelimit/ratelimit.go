@@ -10,34 +10,54 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// chunk bounds one wait: a limiter's burst must cover every WaitN call.
+// chunk bounds one wait: a limiter's burst must cover every reservation.
 const chunk = 64 << 10
 
 // Limiter shares one byte budget between any number of streams.
 type Limiter struct {
-	l *rate.Limiter
+	l     *rate.Limiter
+	now   func() time.Time
+	sleep func(context.Context, time.Duration) error
 }
 
 // New returns a limiter of bytesPerSec, or nil (no limit) when it is 0.
 func New(bytesPerSec int64) *Limiter {
+	return newWithClock(bytesPerSec, time.Now, sleepCtx)
+}
+
+func newWithClock(bytesPerSec int64, now func() time.Time, sleep func(context.Context, time.Duration) error) *Limiter {
 	if bytesPerSec <= 0 {
 		return nil
 	}
-	burst := chunk
-	if bytesPerSec < chunk {
-		burst = int(bytesPerSec)
-	}
+	burst := min(chunk, int(bytesPerSec))
 	l := rate.NewLimiter(rate.Limit(bytesPerSec), burst)
 	// Start empty, so the first burst does not overshoot short transfers.
-	l.AllowN(time.Now(), burst)
-	return &Limiter{l: l}
+	l.AllowN(now(), burst)
+	return &Limiter{l: l, now: now, sleep: sleep}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // wait blocks until n bytes may pass.
 func (l *Limiter) wait(ctx context.Context, n int) error {
 	for n > 0 {
 		k := min(n, l.l.Burst())
-		if err := l.l.WaitN(ctx, k); err != nil {
+		now := l.now()
+		r := l.l.ReserveN(now, k)
+		if err := l.sleep(ctx, r.DelayFrom(now)); err != nil {
+			r.CancelAt(l.now())
 			return err
 		}
 		n -= k

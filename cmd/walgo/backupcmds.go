@@ -103,7 +103,8 @@ type progress struct {
 
 func newProgress(what string, log *zap.Logger) *progress {
 	fi, err := os.Stderr.Stat()
-	return &progress{what: what, log: log, terminal: err == nil && fi.Mode()&os.ModeCharDevice != 0, start: time.Now()}
+	now := time.Now()
+	return &progress{what: what, log: log, terminal: err == nil && fi.Mode()&os.ModeCharDevice != 0, start: now, last: now}
 }
 
 func (p *progress) update(done, total int64) {

@@ -1,0 +1,59 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/walgo/walgo/internal/pgtest"
+)
+
+// archivingCluster starts a cluster with data checksums that archives
+// through walgo into r.
+func archivingCluster(t *testing.T, r repo, extraConf ...string) *pgtest.Cluster {
+	t.Helper()
+	pgtest.Require(t)
+	c := pgtest.New(t, pgtest.Options{
+		InitdbArgs: []string{"-k"},
+		Env:        r.env,
+		Conf: append([]string{
+			"archive_mode = on",
+			fmt.Sprintf("archive_command = '%s wal-push %%p'", walgoBin),
+		}, extraConf...),
+	})
+	c.Start(t)
+	return c
+}
+
+// walgoAs runs walgo as the Postgres user with the cluster's connection
+// settings and r's repository settings, as an operator's cron job would.
+func walgoAs(t *testing.T, c *pgtest.Cluster, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := c.Command(ctx, walgoBin, args...)
+	cmd.Env = append(cmd.Env, env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	res := result{stdout: out.String(), stderr: errb.String(), took: time.Since(start)}
+	if ee, ok := err.(*exec.ExitError); ok {
+		res.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run walgo %v: %v", args, err)
+	}
+	return res
+}
+
+func mustWalgoAs(t *testing.T, c *pgtest.Cluster, env []string, args ...string) result {
+	t.Helper()
+	r := walgoAs(t, c, env, args...)
+	if r.code != 0 {
+		t.Fatalf("walgo %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r
+}
