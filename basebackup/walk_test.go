@@ -1,0 +1,127 @@
+package basebackup
+
+import (
+	"context"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/wal"
+)
+
+func touch(t *testing.T, root string, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		p := filepath.Join(root, filepath.FromSlash(f))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestWalkSkipsWhatPgBasebackupSkips(t *testing.T) {
+	data := t.TempDir()
+	touch(t, data,
+		"PG_VERSION", "postgresql.conf", "global/pg_control", "global/1262", "global/pg_internal.init",
+		"base/5/1259", "base/5/1259_fsm", "base/5/16384", "base/5/16384.1",
+		"base/5/16400", "base/5/16400_init", "base/5/16400_fsm", "base/5/16400.1", // unlogged
+		"base/5/pgsql_tmp/pgsql_tmp123.0", "base/pgsql_tmp/t",
+		"pg_wal/000000010000000000000001", "pg_wal/archive_status/000000010000000000000001.ready",
+		"pg_replslot/slot/state", "pg_stat_tmp/global.stat", "pg_subtrans/0000", "pg_notify/0000",
+		"pg_serial/0000", "pg_snapshots/x", "pg_dynshmem/mmap.1", "pg_logical/snapshots/a.snap",
+		"pg_logical/replorigin_checkpoint",
+		"postmaster.pid", "postmaster.opts", "backup_label", "tablespace_map", "recovery.signal",
+		"pg_xact/0000", "pg_multixact/offsets/0000",
+	)
+	ts := t.TempDir()
+	touch(t, ts, "PG_15_202209061/5/17000")
+	os.MkdirAll(filepath.Join(data, "pg_tblspc"), 0o700)
+	if err := os.Symlink(ts, filepath.Join(data, "pg_tblspc", "17000")); err != nil {
+		t.Fatal(err)
+	}
+	os.Symlink("/etc/hosts", filepath.Join(data, "conf-link"))
+
+	entries, err := walk(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.name)
+	}
+	want := []string{
+		"PG_VERSION", "base", "base/5", "base/5/1259", "base/5/1259_fsm", "base/5/16384", "base/5/16384.1",
+		"base/5/16400_init", "conf-link", "global", "global/1262", "global/pg_control",
+		"pg_dynshmem", "pg_logical", "pg_logical/replorigin_checkpoint", "pg_logical/snapshots",
+		"pg_multixact", "pg_multixact/offsets", "pg_multixact/offsets/0000", "pg_notify", "pg_replslot",
+		"pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans",
+		"pg_tblspc", "pg_tblspc/17000", "pg_tblspc/17000/PG_15_202209061", "pg_tblspc/17000/PG_15_202209061/5",
+		"pg_tblspc/17000/PG_15_202209061/5/17000",
+		"pg_wal", "pg_xact", "pg_xact/0000", "postgresql.conf",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("walk:\n got %q\nwant %q", got, want)
+	}
+	for _, e := range entries {
+		if e.name == "conf-link" && e.link != "/etc/hosts" {
+			t.Errorf("other symlinks are stored as links: %+v", e)
+		}
+		if e.name == "pg_tblspc/17000" && (e.link != "" || !e.info.IsDir()) {
+			t.Errorf("tablespace link must be stored as a folder: %+v", e)
+		}
+	}
+}
+
+func TestIsRelation(t *testing.T) {
+	for name, want := range map[string]bool{
+		"base/5/16384": true, "base/5/16384.12": true, "base/5/16384_vm": true, "global/1262": true,
+		"pg_tblspc/17000/PG_15_202209061/5/17000": true,
+		"base/5/PG_VERSION": false, "global/pg_control": false, "pg_xact/0000": false, "base/5/pg_filenode.map": false,
+	} {
+		if got := isRelation(name); got != want {
+			t.Errorf("isRelation(%s) = %v", name, got)
+		}
+	}
+}
+
+func page(lsn wal.LSN, fill byte) []byte {
+	p := make([]byte, pageSize)
+	if fill != 0 {
+		for i := 24; i < len(p); i++ {
+			p[i] = fill
+		}
+	}
+	binary.LittleEndian.PutUint32(p[0:], uint32(lsn>>32))
+	binary.LittleEndian.PutUint32(p[4:], uint32(lsn))
+	return p
+}
+
+func TestChangedPages(t *testing.T) {
+	const from = wal.LSN(0x5000000)
+	var file []byte
+	file = append(file, page(0x4000000, 1)...) // 0: older: unchanged
+	file = append(file, page(0x5000000, 1)...) // 1: at from: changed
+	file = append(file, page(0x6000000, 1)...) // 2: newer: changed
+	file = append(file, page(0, 0)...)         // 3: empty page: unchanged
+	file = append(file, page(0, 7)...)         // 4: unstamped but not empty: changed
+	file = append(file, page(0x1000000, 1)...) // 5: old, but past the parent's end: changed
+	p := filepath.Join(t.TempDir(), "16384")
+	os.WriteFile(p, file, 0o600)
+	f, _ := os.Open(p)
+	defer f.Close()
+	w := newPartWriter(context.Background(), nil, "x", Config{Concurrency: 1}, zap.NewNop())
+	got, err := w.changedPages(f, int64(len(file)), 5*pageSize, from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []uint32{1, 2, 4, 5}; !slices.Equal(got, want) {
+		t.Errorf("changed pages %v, want %v", got, want)
+	}
+}
