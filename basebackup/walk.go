@@ -133,7 +133,15 @@ func walk(dataDir string) ([]entry, error) {
 	if err := visit(dataDir, ""); err != nil {
 		return nil, err
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].name < out[j].name })
+	// pg_control goes last, as pg_basebackup sends it: the copy then
+	// reflects a checkpoint no older than any data file in the backup.
+	sort.SliceStable(out, func(i, j int) bool {
+		ci, cj := out[i].name == "global/pg_control", out[j].name == "global/pg_control"
+		if ci != cj {
+			return cj
+		}
+		return out[i].name < out[j].name
+	})
 	return out, nil
 }
 

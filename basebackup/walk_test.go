@@ -58,13 +58,13 @@ func TestWalkSkipsWhatPgBasebackupSkips(t *testing.T) {
 	}
 	want := []string{
 		"PG_VERSION", "base", "base/5", "base/5/1259", "base/5/1259_fsm", "base/5/16384", "base/5/16384.1",
-		"base/5/16400_init", "conf-link", "global", "global/1262", "global/pg_control",
+		"base/5/16400_init", "conf-link", "global", "global/1262",
 		"pg_dynshmem", "pg_logical", "pg_logical/replorigin_checkpoint", "pg_logical/snapshots",
 		"pg_multixact", "pg_multixact/offsets", "pg_multixact/offsets/0000", "pg_notify", "pg_replslot",
 		"pg_serial", "pg_snapshots", "pg_stat_tmp", "pg_subtrans",
 		"pg_tblspc", "pg_tblspc/17000", "pg_tblspc/17000/PG_15_202209061", "pg_tblspc/17000/PG_15_202209061/5",
 		"pg_tblspc/17000/PG_15_202209061/5/17000",
-		"pg_wal", "pg_xact", "pg_xact/0000", "postgresql.conf",
+		"pg_wal", "pg_xact", "pg_xact/0000", "postgresql.conf", "global/pg_control",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("walk:\n got %q\nwant %q", got, want)
