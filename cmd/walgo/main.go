@@ -138,6 +138,8 @@ func newApp(code *int) *cli.App {
 			walPrefetchCommand(),
 			walListCommand(),
 			backupPushCommand(),
+			backupFetchCommand(),
+			backupListCommand(),
 		},
 	}
 }

@@ -1,0 +1,335 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/restore"
+	"github.com/walgo/walgo/wal"
+)
+
+func backupFetchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "backup-fetch",
+		Usage:     "restore a base backup into a data directory, ready for (point-in-time) recovery",
+		ArgsUsage: "[flags] DIR [NAME|LATEST]",
+		Description: `Restores backup NAME (see backup-list), LATEST (the backup that finished
+last), or without NAME the newest backup that finished before the recovery
+target (LATEST when no target is given) into DIR, then writes
+backup_label, tablespace_map and the recovery settings (restore_command,
+recovery_target_*) into DIR/postgresql.auto.conf with recovery.signal, or
+standby.signal with --standby. Start Postgres on DIR to recover.
+
+DIR is created (0700) if missing; an existing DIR must be empty unless
+--overwrite is given. Every partition, the manifest and each file are
+checked against their sha256; a failed restore removes what it wrote, so
+it never leaves a directory Postgres could start on. Flags may come before
+or after DIR.
+
+The restore_command written runs this walgo binary with --config FILE when
+a config file was used, otherwise with --storage and the non-default
+--compression/--s3-* flags. Secrets are never written: AWS credentials
+must come from the server's environment or the config file.
+
+--target-time takes RFC 3339 ("2026-11-24T10:00:00Z",
+"2026-11-24T12:00:00+02:00") or "YYYY-MM-DD HH:MM:SS[.frac][+TZ]"
+("2026-11-24 10:00:00+00"); a time without a zone is UTC.
+--target-xid is compared with each backup's next transaction id: give the
+full 64-bit id (txid_current(), pg_current_xact_id()) on a cluster past
+its first xid epoch.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "target-time", Usage: "recover to this `TIME` (RFC 3339, or YYYY-MM-DD HH:MM:SS[+TZ]; UTC without a zone)"},
+			&cli.StringFlag{Name: "target-lsn", Usage: "recover to this WAL location, e.g. 16/B374D848"},
+			&cli.StringFlag{Name: "target-xid", Usage: "recover until this transaction `ID` commits"},
+			&cli.StringFlag{Name: "target-name", Usage: "recover to this restore point (pg_create_restore_point)"},
+			&cli.StringFlag{Name: "target-action", Usage: "at the target: promote, pause or shutdown (default promote when a target is given)"},
+			&cli.StringFlag{Name: "target-timeline", Value: "latest", Usage: "recovery_target_timeline: latest, current or a timeline id"},
+			&cli.BoolFlag{Name: "standby", Usage: "make the restored cluster a standby that keeps replaying archived WAL (standby.signal)"},
+			&cli.BoolFlag{Name: "overwrite", Usage: "empty a non-empty DIR first (refused while it holds postmaster.pid)"},
+		},
+		Action: func(c *cli.Context) error {
+			args, err := interspersedFlags(c)
+			if err != nil {
+				return err
+			}
+			if len(args) < 1 || len(args) > 2 {
+				return fmt.Errorf("%w: backup-fetch takes DIR and an optional NAME or LATEST", errUsage)
+			}
+			target, err := targetFromFlags(c)
+			if err != nil {
+				return err
+			}
+			e, err := setup(c, true)
+			if err != nil {
+				return err
+			}
+			cmdline, err := restoreCommandLine(e.set, e.log)
+			if err != nil {
+				return err
+			}
+			dir, name := args[0], ""
+			if len(args) == 2 {
+				name = args[1]
+			}
+			res, err := restore.BackupFetch(c.Context, e.store, restore.BackupFetchOptions{
+				Dir:            dir,
+				Name:           name,
+				Target:         target,
+				Standby:        c.Bool("standby"),
+				Overwrite:      c.Bool("overwrite"),
+				Concurrency:    e.set.downloadConc,
+				RestoreCommand: cmdline,
+				Log:            e.log,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "restored %s into %s: %d files, %s (%s downloaded) in %s\n",
+				res.Backup, dir, res.Files, humanBytes(res.Written), humanBytes(res.Downloaded), res.Duration.Round(time.Millisecond))
+			fmt.Fprintf(c.App.Writer, "start Postgres on it to recover; it fetches WAL with: %s\n", cmdline)
+			return nil
+		},
+	}
+}
+
+// interspersedFlags applies the flags that follow the first argument
+// (urfave/cli stops parsing flags there) and returns the other arguments.
+// "--" ends the flags.
+func interspersedFlags(c *cli.Context) ([]string, error) {
+	isBool := map[string]bool{}
+	for _, fl := range append(c.App.Flags, c.Command.Flags...) {
+		if _, ok := fl.(*cli.BoolFlag); ok {
+			for _, n := range fl.Names() {
+				isBool[n] = true
+			}
+		}
+	}
+	var pos []string
+	args := c.Args().Slice()
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(pos, args[i+1:]...), nil
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			pos = append(pos, a)
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !hasValue {
+			if isBool[name] {
+				value = "true"
+			} else if i+1 < len(args) {
+				i++
+				value = args[i]
+			} else {
+				return nil, fmt.Errorf("%w: flag %s needs a value", errUsage, a)
+			}
+		}
+		if err := c.Set(name, value); err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", errUsage, a, err)
+		}
+	}
+	return pos, nil
+}
+
+// targetFromFlags reads the --target-* flags.
+func targetFromFlags(c *cli.Context) (restore.Target, error) {
+	t := restore.Target{
+		Name:     c.String("target-name"),
+		Action:   c.String("target-action"),
+		Timeline: c.String("target-timeline"),
+	}
+	if s := c.String("target-time"); s != "" {
+		tm, err := restore.ParseTargetTime(s)
+		if err != nil {
+			return t, err
+		}
+		t.Time = &tm
+	}
+	if s := c.String("target-lsn"); s != "" {
+		l, err := wal.ParseLSN(s)
+		if err != nil {
+			return t, fmt.Errorf("%w: --target-lsn: %v", errUsage, err)
+		}
+		t.LSN = &l
+	}
+	if s := c.String("target-xid"); s != "" {
+		x, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return t, fmt.Errorf("%w: --target-xid %q: want a transaction id", errUsage, s)
+		}
+		t.XID = &x
+	}
+	return t, nil
+}
+
+// restoreCommandLine is the restore_command for a restored cluster: this
+// binary (absolute) with what reaches the same repository. A config file
+// carries every setting; without one, the storage URL and the non-default
+// storage flags are passed. Secrets never are.
+func restoreCommandLine(set *settings, log *zap.Logger) (string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("restore_command: locate walgo: %w", err)
+	}
+	if strings.Contains(self, string(filepath.Separator)+"go-build") {
+		log.Warn("restore_command runs a temporary binary (go run?): install walgo and restore again", zap.String("binary", self))
+	}
+	argv := []string{self}
+	if set.configFile != "" {
+		abs, err := filepath.Abs(set.configFile)
+		if err != nil {
+			return "", fmt.Errorf("%w: config file %s: %v", errUsage, set.configFile, err)
+		}
+		argv = append(argv, "--config", abs)
+	} else {
+		argv = append(argv, "--storage", set.storageURL)
+		if set.compression.Name() != "zstd" {
+			argv = append(argv, "--compression", set.compression.Name())
+		}
+		if set.s3Endpoint != "" {
+			argv = append(argv, "--s3-endpoint", set.s3Endpoint)
+		}
+		if set.s3PathStyle {
+			argv = append(argv, "--s3-path-style")
+		}
+		if set.s3Region != "" {
+			argv = append(argv, "--s3-region", set.s3Region)
+		}
+	}
+	return restore.RestoreCommand(argv...), nil
+}
+
+func backupListCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "backup-list",
+		Usage: "list finished base backups, oldest first",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
+			&cli.BoolFlag{Name: "detail", Usage: "add delta parent, Postgres version, system id, host, file count and walgo version"},
+		},
+		Action: func(c *cli.Context) error {
+			e, err := setup(c, true)
+			if err != nil {
+				return err
+			}
+			list, err := catalog.ListBackups(c.Context, e.store)
+			if err != nil {
+				return err
+			}
+			detail := c.Bool("detail")
+			if c.Bool("json") {
+				out := make([]any, 0, len(list))
+				for _, sn := range list {
+					if detail {
+						out = append(out, backupDetailOf(sn))
+					} else {
+						out = append(out, backupRowOf(sn))
+					}
+				}
+				enc := json.NewEncoder(c.App.Writer)
+				enc.SetIndent("", "  ")
+				return enc.Encode(out)
+			}
+			if len(list) == 0 {
+				fmt.Fprintf(c.App.Writer, "no backups in %s\n", e.store)
+				return nil
+			}
+			const timeFmt = "2006-01-02 15:04:05"
+			w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			head := "NAME\tSTARTED (UTC)\tFINISHED (UTC)\tSTART LSN\tFINISH LSN\tTIMELINE\tSTORED\tSIZE\tPERMANENT"
+			if detail {
+				head += "\tPARENT\tPOSTGRES\tSYSTEM ID\tHOST\tFILES\tWALGO"
+			}
+			fmt.Fprintln(w, head)
+			for _, sn := range list {
+				perm := "-"
+				if sn.Permanent {
+					perm = "yes"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", sn.Name,
+					sn.StartTime.UTC().Format(timeFmt), sn.FinishTime.UTC().Format(timeFmt),
+					sn.StartLSN, sn.FinishLSN, sn.Timeline,
+					humanBytes(sn.CompressedSize), humanBytes(sn.UncompressedSize), perm)
+				if detail {
+					fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%d\t%s", orDash(sn.DeltaParent), pgVersionString(sn.PGVersion),
+						orDash(sn.SystemID), orDash(sn.Hostname), sn.FileCount, orDash(sn.WalgoVersion))
+				}
+				fmt.Fprintln(w)
+			}
+			return w.Flush()
+		},
+	}
+}
+
+// backupRow is one backup in backup-list --json.
+type backupRow struct {
+	Name             string    `json:"name"`
+	StartTime        time.Time `json:"start_time"`
+	FinishTime       time.Time `json:"finish_time"`
+	StartLSN         wal.LSN   `json:"start_lsn"`
+	FinishLSN        wal.LSN   `json:"finish_lsn"`
+	Timeline         uint32    `json:"timeline"`
+	CompressedSize   int64     `json:"compressed_size"`
+	UncompressedSize int64     `json:"uncompressed_size"`
+	Permanent        bool      `json:"permanent"`
+}
+
+// backupDetail is one backup in backup-list --json --detail.
+type backupDetail struct {
+	backupRow
+	DeltaParent  string `json:"delta_parent"`
+	PGVersion    int    `json:"pg_version"`
+	SystemID     string `json:"system_identifier"`
+	Hostname     string `json:"hostname"`
+	FileCount    int    `json:"file_count"`
+	WalgoVersion string `json:"walgo_version"`
+}
+
+func backupRowOf(sn *catalog.Sentinel) backupRow {
+	return backupRow{
+		Name:             sn.Name,
+		StartTime:        sn.StartTime.UTC(),
+		FinishTime:       sn.FinishTime.UTC(),
+		StartLSN:         sn.StartLSN,
+		FinishLSN:        sn.FinishLSN,
+		Timeline:         sn.Timeline,
+		CompressedSize:   sn.CompressedSize,
+		UncompressedSize: sn.UncompressedSize,
+		Permanent:        sn.Permanent,
+	}
+}
+
+func backupDetailOf(sn *catalog.Sentinel) backupDetail {
+	return backupDetail{
+		backupRow:    backupRowOf(sn),
+		DeltaParent:  sn.DeltaParent,
+		PGVersion:    sn.PGVersion,
+		SystemID:     sn.SystemID,
+		Hostname:     sn.Hostname,
+		FileCount:    sn.FileCount,
+		WalgoVersion: sn.WalgoVersion,
+	}
+}
+
+// pgVersionString turns server_version_num into "16.4" (or "9.6.24").
+func pgVersionString(v int) string {
+	switch {
+	case v <= 0:
+		return "-"
+	case v >= 100000:
+		return fmt.Sprintf("%d.%d", v/10000, v%10000)
+	}
+	return fmt.Sprintf("%d.%d.%d", v/10000, v/100%100, v%100)
+}

@@ -1,0 +1,588 @@
+package restore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
+)
+
+// Latest names the newest finished backup in BackupFetchOptions.Name.
+const Latest = "LATEST"
+
+// maxChain bounds a delta chain, so a corrupt repository cannot make a
+// restore walk forever.
+const maxChain = 1000
+
+// Target is a point-in-time recovery target. At most one of Time, LSN,
+// XID and Name may be set (Postgres refuses several). Action and Timeline
+// are written only with the recovery settings and do not choose a backup.
+type Target struct {
+	// Time stops recovery at the first commit after this time.
+	Time *time.Time
+	// LSN stops recovery at this WAL location.
+	LSN *wal.LSN
+	// XID stops recovery after this transaction commits. It is compared
+	// with Sentinel.NextXID as given, so on a cluster past its first xid
+	// epoch pass the full 64-bit id (pg_current_xact_id()); Postgres itself
+	// uses only the low 32 bits.
+	XID *uint64
+	// Name stops recovery at this restore point (pg_create_restore_point).
+	Name string
+	// Action is what Postgres does at the target: "promote" (the default
+	// when a target is set), "pause" or "shutdown".
+	Action string
+	// Timeline is recovery_target_timeline: "latest" (the default),
+	// "current" or a timeline id.
+	Timeline string
+}
+
+// IsSet reports whether a recovery target (time, LSN, xid or name) is set.
+func (t Target) IsSet() bool {
+	return t.Time != nil || t.LSN != nil || t.XID != nil || t.Name != ""
+}
+
+// BackupFetchOptions says what BackupFetch restores and how.
+type BackupFetchOptions struct {
+	// Dir is the data directory to restore into. It is created (0700) if
+	// missing; an existing one must be empty unless Overwrite is set.
+	Dir string
+	// Name is a backup name, Latest for the backup that finished last, or
+	// "" for the newest backup that finished before Target (Latest when no
+	// target is set). A named or Latest backup must have finished before a
+	// time or LSN target.
+	Name string
+	// Target is the point-in-time recovery target, if any.
+	Target Target
+	// Standby makes the restored cluster a standby (standby.signal) that
+	// keeps replaying archived WAL, instead of recovering and promoting.
+	Standby bool
+	// Overwrite empties a non-empty Dir before restoring into it. A Dir
+	// holding postmaster.pid is refused even so.
+	Overwrite bool
+	// Concurrency is how many partitions download at once (at least 1).
+	Concurrency int
+	// RestoreCommand is the restore_command line to write, complete with
+	// "%f %p" (see RestoreCommand). Required.
+	RestoreCommand string
+	// ProgressInterval is how often progress is logged; 0 means every 10s.
+	ProgressInterval time.Duration
+	// Log receives progress and warnings; nil logs nothing.
+	Log *zap.Logger
+}
+
+// BackupFetchResult describes a finished restore.
+type BackupFetchResult struct {
+	Backup     string        // the backup restored
+	Chain      []string      // the backups applied, full backup first
+	Downloaded int64         // stored (compressed) bytes read
+	Written    int64         // bytes written into files
+	Files      int           // regular files in the restored directory
+	Duration   time.Duration // wall time
+}
+
+// BackupFetch restores a base backup into opts.Dir and prepares it for
+// recovery: it chooses the backup (see BackupFetchOptions.Name), walks its
+// delta chain back to the full backup, downloads each layer's partitions in
+// parallel, checks every sha256 (partitions, manifest, each file), refuses
+// any tar entry that would land outside Dir, then writes backup_label,
+// tablespace_map, the recovery settings (into postgresql.auto.conf, or
+// recovery.conf before Postgres 12) and recovery.signal or standby.signal,
+// and fsyncs what it wrote. global/pg_control is put in place last, so an
+// interrupted restore leaves a directory Postgres refuses to start.
+//
+// Nothing in Dir is touched until the backup, its chain and their manifests
+// have been read and checked. On failure BackupFetch removes everything it
+// wrote into Dir (and Dir itself if it created it) and returns the error:
+// wrapping storage.ErrNotFound for a missing backup, codec.ErrCorrupt for
+// damaged or unsafe data (naming the object key), ErrInvalid for bad
+// options or a non-empty Dir.
+func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptions) (*BackupFetchResult, error) {
+	start := time.Now()
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	opts.Concurrency = max(1, opts.Concurrency)
+	if opts.ProgressInterval <= 0 {
+		opts.ProgressInterval = 10 * time.Second
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: restore folder %s: %v", ErrInvalid, opts.Dir, err)
+	}
+
+	sn, err := chooseBackup(ctx, store, opts.Name, opts.Target)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := backupChain(ctx, store, sn)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(chain))
+	for i, s := range chain {
+		names[i] = s.Name
+	}
+	opts.Log.Info("restoring backup", zap.String("backup", sn.Name), zap.Strings("chain", names),
+		zap.Time("finished", sn.FinishTime), zap.Stringer("finish_lsn", sn.FinishLSN), zap.String("into", dir))
+
+	layers := make([]*layer, len(chain))
+	for i, s := range chain {
+		if layers[i], err = fetchManifest(ctx, store, s, i == 0); err != nil {
+			return nil, err
+		}
+	}
+
+	created, err := prepareDir(dir, opts.Overwrite, opts.Log)
+	if err != nil {
+		if created {
+			os.Remove(dir)
+		}
+		return nil, err
+	}
+	res, err := restoreInto(ctx, store, dir, layers, &opts)
+	if err != nil {
+		if cerr := removeContents(dir); cerr != nil {
+			opts.Log.Error("could not clean up after a failed restore", zap.String("dir", dir), zap.Error(cerr))
+		} else if created {
+			os.Remove(dir)
+		}
+		return nil, err
+	}
+	res.Chain = names
+	res.Duration = time.Since(start)
+	opts.Log.Info("restored", zap.String("backup", res.Backup), zap.String("into", dir),
+		zap.Int64("downloaded", res.Downloaded), zap.Int64("written", res.Written),
+		zap.Int("files", res.Files), zap.Duration("took", res.Duration))
+	return res, nil
+}
+
+func restoreInto(ctx context.Context, store storage.Store, dir string, layers []*layer, opts *BackupFetchOptions) (*BackupFetchResult, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("restore into %s: %w", dir, err)
+	}
+	defer root.Close()
+	r := newRestorer(root, dir, store, opts)
+	stop := r.logProgress(layers, opts.ProgressInterval)
+	defer stop()
+	for _, l := range layers {
+		if err := r.restoreLayer(ctx, l); err != nil {
+			return nil, err
+		}
+	}
+	final := layers[len(layers)-1]
+	files, err := r.finish(ctx, final)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.writeRecoveryFiles(final.sn, opts); err != nil {
+		return nil, err
+	}
+	if err := root.Chmod(".", 0o700); err != nil {
+		return nil, fmt.Errorf("restore into %s: %w", dir, err)
+	}
+	if err := r.syncDirs(); err != nil {
+		return nil, err
+	}
+	if err := r.placeControlFile(final); err != nil {
+		return nil, err
+	}
+	return &BackupFetchResult{
+		Backup:     final.sn.Name,
+		Downloaded: r.downloaded.Load(),
+		Written:    r.written.Load(),
+		Files:      files,
+	}, nil
+}
+
+func (o *BackupFetchOptions) validate() error {
+	if o.Dir == "" {
+		return fmt.Errorf("%w: no restore folder given", ErrInvalid)
+	}
+	t := &o.Target
+	n := 0
+	for _, set := range []bool{t.Time != nil, t.LSN != nil, t.XID != nil, t.Name != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return fmt.Errorf("%w: give at most one recovery target (time, LSN, xid or name)", ErrInvalid)
+	}
+	switch t.Action {
+	case "":
+		if n > 0 {
+			t.Action = "promote"
+		}
+	case "promote", "pause", "shutdown":
+		if n == 0 {
+			return fmt.Errorf("%w: a target action needs a recovery target", ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("%w: target action %q: want promote, pause or shutdown", ErrInvalid, t.Action)
+	}
+	switch tl := t.Timeline; tl {
+	case "":
+		t.Timeline = "latest"
+	case "latest", "current":
+	default:
+		if id, err := strconv.ParseUint(tl, 0, 32); err != nil || id == 0 {
+			return fmt.Errorf("%w: target timeline %q: want latest, current or a timeline id", ErrInvalid, tl)
+		}
+	}
+	if strings.TrimSpace(o.RestoreCommand) == "" {
+		return fmt.Errorf("%w: no restore_command given", ErrInvalid)
+	}
+	for what, v := range map[string]string{"restore_command": o.RestoreCommand, "target name": t.Name} {
+		if strings.ContainsAny(v, "\n\r\x00") {
+			return fmt.Errorf("%w: %s contains a line break or NUL", ErrInvalid, what)
+		}
+	}
+	return nil
+}
+
+// chooseBackup picks the backup to restore: a name, Latest, or with no name
+// the newest backup that finished before the target (Latest without one).
+func chooseBackup(ctx context.Context, store storage.Store, name string, t Target) (*catalog.Sentinel, error) {
+	if name != "" && !strings.EqualFold(name, Latest) {
+		sn, err := catalog.ReadSentinel(ctx, store, name)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("backup %q: %w in %s", name, storage.ErrNotFound, store)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := reachable(sn, t); err != nil {
+			return nil, err
+		}
+		return sn, nil
+	}
+	all, err := catalog.ListBackups(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	if len(all) == 0 {
+		return nil, fmt.Errorf("no backups: %w in %s", storage.ErrNotFound, store)
+	}
+	if name != "" || !t.IsSet() {
+		sn := all[len(all)-1]
+		if err := reachable(sn, t); err != nil {
+			return nil, err
+		}
+		return sn, nil
+	}
+	for i := len(all) - 1; i >= 0; i-- { // newest finish time first
+		if finishedBefore(all[i], t) {
+			return all[i], nil
+		}
+	}
+	return nil, fmt.Errorf("no backup finished before the recovery target %s (the oldest finished at %s, LSN %s): %w",
+		describeTarget(t), all[0].FinishTime.UTC().Format(time.RFC3339), all[0].FinishLSN, storage.ErrNotFound)
+}
+
+// finishedBefore reports whether recovery from sn can reach target t. A
+// restore point name cannot be placed in time, so any backup qualifies.
+func finishedBefore(sn *catalog.Sentinel, t Target) bool {
+	switch {
+	case t.Time != nil:
+		return sn.FinishTime.Before(*t.Time)
+	case t.LSN != nil:
+		return sn.FinishLSN <= *t.LSN
+	case t.XID != nil:
+		return sn.NextXID <= *t.XID
+	}
+	return true
+}
+
+// reachable refuses a backup chosen by name (or as Latest) that finished
+// after a time or LSN target: recovery cannot stop before the point where
+// the backup becomes consistent. An xid cannot be placed that surely.
+func reachable(sn *catalog.Sentinel, t Target) error {
+	if (t.Time != nil || t.LSN != nil) && !finishedBefore(sn, t) {
+		return fmt.Errorf("%w: backup %s finished at %s (LSN %s), not before the recovery target %s: recovery could not stop there",
+			ErrInvalid, sn.Name, sn.FinishTime.UTC().Format(time.RFC3339), sn.FinishLSN, describeTarget(t))
+	}
+	return nil
+}
+
+func describeTarget(t Target) string {
+	switch {
+	case t.Time != nil:
+		return "time " + t.Time.UTC().Format(time.RFC3339Nano)
+	case t.LSN != nil:
+		return "LSN " + t.LSN.String()
+	case t.XID != nil:
+		return "xid " + strconv.FormatUint(*t.XID, 10)
+	case t.Name != "":
+		return "restore point " + strconv.Quote(t.Name)
+	}
+	return "(none)"
+}
+
+// backupChain returns sn's delta chain, full backup first, sn last. Every
+// parent must exist, belong to the same cluster and start before its child.
+func backupChain(ctx context.Context, store storage.Store, sn *catalog.Sentinel) ([]*catalog.Sentinel, error) {
+	chain := []*catalog.Sentinel{sn}
+	seen := map[string]bool{sn.Name: true}
+	for cur := sn; cur.DeltaParent != ""; {
+		if seen[cur.DeltaParent] || len(chain) >= maxChain {
+			return nil, fmt.Errorf("%w: backup %s: delta chain loops or is longer than %d", codec.ErrCorrupt, sn.Name, maxChain)
+		}
+		p, err := catalog.ReadSentinel(ctx, store, cur.DeltaParent)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, fmt.Errorf("backup %s: delta parent %s: %w in %s", cur.Name, cur.DeltaParent, storage.ErrNotFound, store)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: delta parent: %w", cur.Name, err)
+		}
+		if p.SystemID != sn.SystemID {
+			return nil, fmt.Errorf("%w: backup %s: delta parent %s is of another cluster (system id %s, not %s)",
+				codec.ErrCorrupt, cur.Name, p.Name, p.SystemID, sn.SystemID)
+		}
+		if p.StartLSN >= cur.StartLSN {
+			return nil, fmt.Errorf("%w: backup %s: delta parent %s does not start before it", codec.ErrCorrupt, cur.Name, p.Name)
+		}
+		seen[p.Name] = true
+		chain = append(chain, p)
+		cur = p
+	}
+	for i, j := 0, len(chain)-1; i < j; i, j = i+1, j-1 {
+		chain[i], chain[j] = chain[j], chain[i]
+	}
+	if strings.TrimSpace(sn.BackupLabel) == "" {
+		return nil, fmt.Errorf("%w: backup %s has no backup_label", codec.ErrCorrupt, sn.Name)
+	}
+	return chain, nil
+}
+
+// layer is one backup of a chain with its checked manifest.
+type layer struct {
+	sn    *catalog.Sentinel
+	m     *catalog.Manifest
+	files map[string]*catalog.ManifestFile // by cleaned path
+}
+
+// fetchManifest downloads a backup's manifest, checks the sha256 of its
+// stored bytes against the sentinel, decodes and validates it.
+func fetchManifest(ctx context.Context, store storage.Store, sn *catalog.Sentinel, full bool) (*layer, error) {
+	key := sn.ManifestKey
+	if !strings.HasPrefix(key, catalog.BackupFolder(sn.Name)) || strings.Contains(key, "..") {
+		return nil, fmt.Errorf("%w: backup %s: manifest key %q is outside the backup", codec.ErrCorrupt, sn.Name, key)
+	}
+	c, err := keyCodec(key, ".json.")
+	if err != nil {
+		return nil, err
+	}
+	rc, err := store.Get(ctx, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("%w: backup %s: manifest %s is missing", codec.ErrCorrupt, sn.Name, key)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", key, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	src := &sourceReader{ctx: ctx, r: io.TeeReader(rc, h)}
+	dec, err := codec.Decode(c, src)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", key, err)
+	}
+	m, err := catalog.DecodeManifest(dec)
+	if err == nil {
+		_, err = io.Copy(io.Discard, dec) // to the codec's end and its checks
+	}
+	dec.Close()
+	if err == nil {
+		_, err = io.Copy(io.Discard, src)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", key, readError(err))
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, sn.ManifestSHA256) {
+		return nil, fmt.Errorf("%w: %s: sha256 %s, the sentinel says %s", codec.ErrCorrupt, key, got, sn.ManifestSHA256)
+	}
+	files, err := checkManifest(m, sn, full)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	for _, p := range sn.Parts {
+		if !strings.HasPrefix(p.Key, catalog.BackupFolder(sn.Name)) || strings.Contains(p.Key, "..") {
+			return nil, fmt.Errorf("%w: backup %s: partition key %q is outside the backup", codec.ErrCorrupt, sn.Name, p.Key)
+		}
+		if _, err := keyCodec(p.Key, ".tar."); err != nil {
+			return nil, err
+		}
+	}
+	return &layer{sn: sn, m: m, files: files}, nil
+}
+
+// keyCodec returns the codec a key's extension after sep names
+// ("part_001.tar.zst" with sep ".tar.").
+func keyCodec(key, sep string) (codec.Compression, error) {
+	i := strings.LastIndex(key, sep)
+	if i < 0 {
+		return nil, fmt.Errorf("%w: %s: no %q extension", codec.ErrCorrupt, key, strings.Trim(sep, "."))
+	}
+	c, err := codec.ByExt(key[i+len(sep):])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return c, nil
+}
+
+// checkManifest validates every entry of m and indexes them by path.
+func checkManifest(m *catalog.Manifest, sn *catalog.Sentinel, full bool) (map[string]*catalog.ManifestFile, error) {
+	if m.Backup != sn.Name {
+		return nil, fmt.Errorf("%w: manifest of backup %q, not %s", codec.ErrCorrupt, m.Backup, sn.Name)
+	}
+	// Unsafe paths first: they say the most about a backup.
+	names := make([]string, len(m.Files))
+	for i, f := range m.Files {
+		p, err := cleanEntryName(f.Path)
+		if err == nil && p == controlTmp {
+			err = errors.New("reserved name")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: refusing manifest entry %q: %v", codec.ErrCorrupt, f.Path, err)
+		}
+		names[i] = p
+	}
+	files := make(map[string]*catalog.ManifestFile, len(m.Files))
+	for i := range m.Files {
+		f, p := &m.Files[i], names[i]
+		bad := func(format string, args ...any) error {
+			return fmt.Errorf("%w: manifest entry %q: %s", codec.ErrCorrupt, f.Path, fmt.Sprintf(format, args...))
+		}
+		if p == "." {
+			continue // the data directory itself: always 0700
+		}
+		if files[p] != nil {
+			return nil, bad("listed twice")
+		}
+		mode := fs.FileMode(f.Mode)
+		switch {
+		case mode.IsRegular():
+			switch f.Delta {
+			case "", "pages", "unchanged":
+			default:
+				return nil, bad("unknown delta kind %q", f.Delta)
+			}
+			if full && f.Delta != "" {
+				return nil, bad("delta %q in a full backup", f.Delta)
+			}
+			if f.Size < 0 {
+				return nil, bad("negative size")
+			}
+			// A whole file has a sha256; a delta's may be unknown to the
+			// backup (hint bits change pages without changing their LSN).
+			if f.Delta == "" || f.SHA256 != "" {
+				if b, err := hex.DecodeString(f.SHA256); err != nil || len(b) != sha256.Size {
+					return nil, bad("invalid sha256 %q", f.SHA256)
+				}
+			}
+			for _, pg := range f.Pages {
+				if int64(pg)*pageSize >= f.Size {
+					return nil, bad("page %d is past the end (size %d)", pg, f.Size)
+				}
+			}
+			if len(f.Pages) > 0 && f.Delta != "pages" {
+				return nil, bad("pages listed for delta %q", f.Delta)
+			}
+		case mode.IsDir():
+		case mode&fs.ModeSymlink != 0:
+			if f.Link == "" {
+				return nil, bad("symlink without a target")
+			}
+		default:
+			return nil, bad("unsupported file type %v", mode.Type())
+		}
+		if !mode.IsRegular() && f.Delta != "" {
+			return nil, bad("delta %q on a %v", f.Delta, mode.Type())
+		}
+		files[p] = f
+	}
+	return files, nil
+}
+
+// prepareDir makes dir an empty folder: creating it (0700) if missing,
+// emptying it if it is not and overwrite is set. It reports whether it
+// created dir.
+func prepareDir(dir string, overwrite bool, log *zap.Logger) (bool, error) {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return false, fmt.Errorf("restore into %s: %w", dir, err)
+		}
+		if err := syncDir(filepath.Dir(dir)); err != nil {
+			return true, fmt.Errorf("restore into %s: fsync parent: %w", dir, err)
+		}
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("restore into %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return false, fmt.Errorf("%w: restore into %s: not a folder", ErrInvalid, dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("restore into %s: %w", dir, err)
+	}
+	if len(ents) == 0 {
+		return false, nil
+	}
+	if !overwrite {
+		return false, fmt.Errorf("%w: restore into %s: the folder is not empty (it holds %s); pass --overwrite to replace its contents",
+			ErrInvalid, dir, ents[0].Name())
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "postmaster.pid")); err == nil {
+		return false, fmt.Errorf("%w: restore into %s: postmaster.pid is present, a server may be running there; stop it and remove the file first",
+			ErrInvalid, dir)
+	}
+	log.Warn("emptying the restore folder", zap.String("dir", dir), zap.Int("entries", len(ents)))
+	if err := removeContents(dir); err != nil {
+		return false, fmt.Errorf("restore into %s: empty it: %w", dir, err)
+	}
+	return false, nil
+}
+
+// removeContents removes everything inside dir, never following symlinks,
+// making read-only folders writable first so their contents can go.
+func removeContents(dir string) error {
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
