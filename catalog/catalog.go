@@ -5,9 +5,11 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/storage"
@@ -53,23 +55,44 @@ func ParseWALKey(key string) (o WALObject, ok bool) {
 }
 
 // FindWAL returns every stored copy of one WAL file (one per codec it was
-// ever written with), preferring compression pref first.
+// ever written with), preferring compression pref first. It asks for each
+// possible key at once rather than listing the folder, so its cost does not
+// grow with the archive: a file:// archive of 100,000 segments would
+// otherwise be read whole on every wal-push.
 func FindWAL(ctx context.Context, s storage.Store, name string, pref codec.Compression) ([]WALObject, error) {
-	var found []WALObject
-	err := s.List(ctx, WALPrefix+name+".", func(oi storage.ObjectInfo) error {
-		if o, ok := ParseWALKey(oi.Key); ok && o.Name == name {
-			o.Size = oi.Size
-			found = append(found, o)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("find %s: %w", name, err)
+	exts := codec.Exts()
+	found := make([]*WALObject, len(exts))
+	errs := make([]error, len(exts))
+	var wg sync.WaitGroup
+	for i, ext := range exts {
+		wg.Go(func() {
+			key := WALPrefix + name + "." + ext
+			oi, err := s.Stat(ctx, key)
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+			case err != nil:
+				errs[i] = err
+			default:
+				found[i] = &WALObject{Name: name, Kind: wal.Classify(name), Key: key, Ext: ext, Size: oi.Size}
+			}
+		})
 	}
-	sort.SliceStable(found, func(i, j int) bool {
-		return pref != nil && found[i].Ext == pref.Ext() && found[j].Ext != pref.Ext()
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, fmt.Errorf("find %s: %w", name, err)
+		}
+	}
+	var out []WALObject
+	for _, o := range found {
+		if o != nil {
+			out = append(out, *o)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		return pref != nil && out[i].Ext == pref.Ext() && out[j].Ext != pref.Ext()
 	})
-	return found, nil
+	return out, nil
 }
 
 // ListWAL returns every archived WAL file, sorted by name.

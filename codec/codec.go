@@ -82,13 +82,17 @@ type Zstd struct{}
 func (Zstd) Name() string { return "zstd" }
 func (Zstd) Ext() string  { return "zst" }
 func (Zstd) NewWriter(w io.Writer) (io.WriteCloser, error) {
-	return zstd.NewWriter(w,
+	workers := runtime.GOMAXPROCS(0)
+	enc, err := zstd.NewWriter(nil,
 		zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithEncoderConcurrency(workers),
 		zstd.WithEncoderCRC(true),
-		// One segment is 16 MiB: a larger window buys little and costs memory.
-		zstd.WithWindowSize(4<<20),
+		zstd.WithWindowSize(blockSize),
 	)
+	if err != nil {
+		return nil, fmt.Errorf("zstd: %w", err)
+	}
+	return newParallelWriter(w, enc, workers), nil
 }
 func (Zstd) NewReader(r io.Reader) (io.ReadCloser, error) {
 	d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(1<<30))

@@ -65,6 +65,27 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// io.Copy from a plain reader takes the writers' ReadFrom path, if any.
+func TestRoundTripReadFrom(t *testing.T) {
+	for _, c := range []Compression{Zstd{}, LZ4{}, Gzip{}, None{}} {
+		for _, size := range []int{0, 5, 2 << 20, 7<<20 + 3} {
+			data := sample(size)
+			var buf bytes.Buffer
+			w, _ := c.NewWriter(&buf)
+			if n, err := io.Copy(w, struct{ io.Reader }{bytes.NewReader(data)}); err != nil || n != int64(size) {
+				t.Fatalf("%s: copy %d, %v", c.Name(), n, err)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := decode(c, buf.Bytes())
+			if err != nil || !bytes.Equal(got, data) {
+				t.Errorf("%s %d bytes: round trip through ReadFrom failed: %v", c.Name(), size, err)
+			}
+		}
+	}
+}
+
 func TestDamageIsCorrupt(t *testing.T) {
 	data := sample(1 << 20)
 	for _, c := range []Compression{Zstd{}, LZ4{}, Gzip{}} {
