@@ -83,7 +83,7 @@ func TestIsRelation(t *testing.T) {
 	for name, want := range map[string]bool{
 		"base/5/16384": true, "base/5/16384.12": true, "base/5/16384_vm": true, "global/1262": true,
 		"pg_tblspc/17000/PG_15_202209061/5/17000": true,
-		"base/5/PG_VERSION": false, "global/pg_control": false, "pg_xact/0000": false, "base/5/pg_filenode.map": false,
+		"base/5/PG_VERSION":                       false, "global/pg_control": false, "pg_xact/0000": false, "base/5/pg_filenode.map": false,
 	} {
 		if got := isRelation(name); got != want {
 			t.Errorf("isRelation(%s) = %v", name, got)
