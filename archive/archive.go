@@ -36,7 +36,9 @@ var (
 
 // Config holds wal-push's settings.
 type Config struct {
-	Compression codec.Compression
+	// Codec compresses (and maybe encrypts) what is stored, and reads
+	// the archive's copies back for comparison.
+	Codec *codec.Codec
 	// Concurrency is how many files are pushed at once: the one asked for
 	// plus up to Concurrency-1 look-ahead .ready files. 1 turns look-ahead off.
 	Concurrency int
@@ -51,10 +53,10 @@ type Pusher struct {
 	log   *zap.Logger
 }
 
-// New returns a Pusher. cfg.Compression defaults to zstd.
+// New returns a Pusher. cfg.Codec defaults to plain zstd.
 func New(store storage.Store, cfg Config, log *zap.Logger) *Pusher {
-	if cfg.Compression == nil {
-		cfg.Compression = codec.Zstd{}
+	if cfg.Codec == nil {
+		cfg.Codec = codec.New(nil, nil, nil)
 	}
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
@@ -155,7 +157,7 @@ func (p *Pusher) pushFile(ctx context.Context, path string) (Result, error) {
 		}
 	}
 
-	existing, err := catalog.FindWAL(ctx, p.store, name, p.cfg.Compression)
+	existing, err := catalog.FindWAL(ctx, p.store, name, p.cfg.Codec)
 	if err != nil {
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
@@ -183,11 +185,11 @@ func (p *Pusher) pushFile(ctx context.Context, path string) (Result, error) {
 		}
 	}
 
-	body := &compressor{ctx: ctx, f: f, comp: p.cfg.Compression, limiter: p.cfg.Limiter}
+	body := &compressor{ctx: ctx, f: f, codec: p.cfg.Codec, limiter: p.cfg.Limiter}
 	if err := body.Rewind(); err != nil {
 		return res, fmt.Errorf("push %s: %w", name, err)
 	}
-	key := catalog.WALKey(name, p.cfg.Compression)
+	key := catalog.WALKey(name, p.cfg.Codec)
 	err = p.store.Put(ctx, key, body)
 	body.stop()
 	if err != nil {
@@ -222,16 +224,12 @@ func checkSegment(f *os.File, name string, size int64) error {
 // sameContent compares the archived object with the local file by sha256
 // of their plain bytes.
 func (p *Pusher) sameContent(ctx context.Context, o catalog.WALObject, f *os.File) (bool, error) {
-	comp, err := codec.ByExt(o.Ext)
-	if err != nil {
-		return false, err
-	}
 	rc, err := p.store.Get(ctx, o.Key)
 	if err != nil {
 		return false, err
 	}
 	defer rc.Close()
-	dec, err := codec.Decode(comp, rc)
+	dec, err := p.cfg.Codec.Decode(o.Ext, rc)
 	if err != nil {
 		return false, err
 	}
@@ -252,7 +250,7 @@ func (p *Pusher) sameContent(ctx context.Context, o catalog.WALObject, f *os.Fil
 type compressor struct {
 	ctx     context.Context
 	f       *os.File
-	comp    codec.Compression
+	codec   *codec.Codec
 	limiter *ratelimit.Limiter
 	pr      *io.PipeReader
 	r       io.Reader
@@ -270,7 +268,7 @@ func (c *compressor) Rewind() error {
 	src := io.NewSectionReader(c.f, 0, 1<<62)
 	go func(done chan struct{}) {
 		defer close(done)
-		w, err := c.comp.NewWriter(pw)
+		w, err := c.codec.NewWriter(pw)
 		if err == nil {
 			_, err = io.Copy(w, src)
 			if cerr := w.Close(); err == nil {

@@ -58,7 +58,7 @@ func TestPushContracts(t *testing.T) {
 	for _, comp := range []codec.Compression{codec.Zstd{}, codec.LZ4{}, codec.Gzip{}, codec.None{}} {
 		t.Run(comp.Name(), func(t *testing.T) {
 			s := newStore(t)
-			p := New(s, Config{Compression: comp, Concurrency: 1}, zap.NewNop())
+			p := New(s, Config{Codec: codec.New(comp, nil, nil), Concurrency: 1}, zap.NewNop())
 			dir := waltest.PgWal(t)
 			orig := waltest.Segment(t, name, segSize, 1)
 			path := waltest.WriteFile(t, dir, name, orig)

@@ -101,10 +101,10 @@ func (w *partWriter) open() error {
 		return w.ctx.Err()
 	}
 	w.n++
-	key := catalog.PartKey(w.name, w.n, w.cfg.Compression)
+	key := catalog.PartKey(w.name, w.n, w.cfg.Codec)
 	pr, pw := io.Pipe()
 	out := &hashCounter{w: pw, h: sha256.New()}
-	enc, err := w.cfg.Compression.NewWriter(out)
+	enc, err := w.cfg.Codec.NewWriter(out)
 	if err != nil {
 		<-w.sem
 		return err

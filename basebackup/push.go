@@ -15,6 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,8 +33,10 @@ type Config struct {
 	// server reports. A different one is refused.
 	DataDir string
 	// DSN is a libpq connection string; empty uses the PG* environment.
-	DSN         string
-	Compression codec.Compression
+	DSN string
+	// Codec compresses (and maybe encrypts) partitions and the manifest,
+	// and reads a delta parent's manifest.
+	Codec *codec.Codec
 	// PartSize is the uncompressed size after which a new tar partition
 	// starts (default 1 GiB).
 	PartSize int64
@@ -60,8 +63,8 @@ type Config struct {
 // Push takes a base backup and returns its sentinel. Nothing is listed
 // unless every object, the backup's WAL and the manifest are stored.
 func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger) (*catalog.Sentinel, error) {
-	if cfg.Compression == nil {
-		cfg.Compression = codec.Zstd{}
+	if cfg.Codec == nil {
+		cfg.Codec = codec.New(nil, nil, nil)
 	}
 	if cfg.PartSize <= 0 {
 		cfg.PartSize = 1 << 30
@@ -87,7 +90,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	}
 	var parentFiles map[string]catalog.ManifestFile
 	if parent != nil {
-		m, err := readManifest(ctx, store, parent)
+		m, err := readManifest(ctx, store, cfg.Codec, parent)
 		if err != nil {
 			return nil, fmt.Errorf("delta parent %s: %w", parent.Name, err)
 		}
@@ -129,7 +132,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		SegmentSize:  srv.segSize,
 		Hostname:     host,
 		DataDir:      dataDir,
-		Compression:  cfg.Compression.Name(),
+		Compression:  cfg.Codec.Ext(),
 		DeltaParent:  parentName,
 		Permanent:    cfg.Permanent,
 		UserData:     cfg.UserData,
@@ -174,7 +177,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		return nil, fmt.Errorf("the backup's last WAL segment %s is not in %s: does archive_command push to this repository?", last.Name(), store)
 	}
 
-	mkey, msum, err := writeManifest(ctx, store, cfg.Compression, &catalog.Manifest{Format: catalog.ManifestFormat, Backup: name, Files: files})
+	mkey, msum, err := writeManifest(ctx, store, cfg.Codec, &catalog.Manifest{Format: catalog.ManifestFormat, Backup: name, Files: files})
 	if err != nil {
 		return nil, err
 	}
@@ -243,19 +246,15 @@ func chooseParent(ctx context.Context, store storage.Store, systemID string, max
 	return newest, nil
 }
 
-func readManifest(ctx context.Context, store storage.Store, sn *catalog.Sentinel) (*catalog.Manifest, error) {
+func readManifest(ctx context.Context, store storage.Store, cd *codec.Codec, sn *catalog.Sentinel) (*catalog.Manifest, error) {
 	rc, err := store.Get(ctx, sn.ManifestKey)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
 	h := sha256.New()
-	ext := filepath.Ext(sn.ManifestKey)
-	comp, err := codec.ByExt(ext[1:])
-	if err != nil {
-		return nil, err
-	}
-	dec, err := codec.Decode(comp, io.TeeReader(rc, h))
+	_, ext, _ := strings.Cut(sn.ManifestKey, "/manifest.json.")
+	dec, err := cd.Decode(ext, io.TeeReader(rc, h))
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +270,7 @@ func readManifest(ctx context.Context, store storage.Store, sn *catalog.Sentinel
 	return m, nil
 }
 
-func writeManifest(ctx context.Context, store storage.Store, comp codec.Compression, m *catalog.Manifest) (key, sum string, err error) {
+func writeManifest(ctx context.Context, store storage.Store, comp *codec.Codec, m *catalog.Manifest) (key, sum string, err error) {
 	var buf bytes.Buffer
 	w, err := comp.NewWriter(&buf)
 	if err != nil {

@@ -77,12 +77,12 @@ func ValidBackupName(name string) bool {
 }
 
 // PartKey is the key of tar partition n (1-based) of a backup.
-func PartKey(backup string, n int, c codec.Compression) string {
+func PartKey(backup string, n int, c Ext) string {
 	return fmt.Sprintf("%s%s/part_%03d.tar.%s", BackupPrefix, backup, n, c.Ext())
 }
 
 // ManifestKey is the key of a backup's manifest.
-func ManifestKey(backup string, c codec.Compression) string {
+func ManifestKey(backup string, c Ext) string {
 	return BackupPrefix + backup + "/manifest.json." + c.Ext()
 }
 

@@ -19,8 +19,12 @@ import (
 // WALPrefix is the folder every archived WAL file lives in (WAL-E/WAL-G's name).
 const WALPrefix = "wal_005/"
 
-// WALKey is the key of an archived WAL file stored with compression c.
-func WALKey(name string, c codec.Compression) string {
+// Ext is what names a stored object's codec: a codec.Compression or a
+// *codec.Codec (compression plus encryption).
+type Ext interface{ Ext() string }
+
+// WALKey is the key of an archived WAL file stored with codec c.
+func WALKey(name string, c Ext) string {
 	return WALPrefix + name + "." + c.Ext()
 }
 
@@ -42,7 +46,7 @@ func ParseWALKey(key string) (o WALObject, ok bool) {
 	}
 	// The name has at most one inner dot (".history", ".partial",
 	// ".00000028.backup"); the codec extension follows.
-	for _, ext := range codec.Exts() {
+	for _, ext := range codec.AllExts() {
 		name, found := strings.CutSuffix(rest, "."+ext)
 		if !found {
 			continue
@@ -55,12 +59,12 @@ func ParseWALKey(key string) (o WALObject, ok bool) {
 }
 
 // FindWAL returns every stored copy of one WAL file (one per codec it was
-// ever written with), preferring compression pref first. It asks for each
+// ever written with), preferring the extension of pref first. It asks for each
 // possible key at once rather than listing the folder, so its cost does not
 // grow with the archive: a file:// archive of 100,000 segments would
 // otherwise be read whole on every wal-push.
-func FindWAL(ctx context.Context, s storage.Store, name string, pref codec.Compression) ([]WALObject, error) {
-	exts := codec.Exts()
+func FindWAL(ctx context.Context, s storage.Store, name string, pref Ext) ([]WALObject, error) {
+	exts := codec.AllExts()
 	found := make([]*WALObject, len(exts))
 	errs := make([]error, len(exts))
 	var wg sync.WaitGroup
@@ -90,7 +94,7 @@ func FindWAL(ctx context.Context, s storage.Store, name string, pref codec.Compr
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool {
-		return pref != nil && out[i].Ext == pref.Ext() && out[j].Ext != pref.Ext()
+		return pref != nil && !isNil(pref) && out[i].Ext == pref.Ext() && out[j].Ext != pref.Ext()
 	})
 	return out, nil
 }
@@ -188,4 +192,10 @@ func Summarize(objs []WALObject, segSize int64) []Timeline {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// isNil catches a nil *codec.Codec passed as an Ext.
+func isNil(e Ext) bool {
+	c, ok := e.(*codec.Codec)
+	return ok && c == nil
 }

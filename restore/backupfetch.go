@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,6 +78,9 @@ type BackupFetchOptions struct {
 	Overwrite bool
 	// Concurrency is how many partitions download at once (at least 1).
 	Concurrency int
+	// Codec decodes stored objects (decompression, and decryption with
+	// its identities); nil reads plain (unencrypted) objects only.
+	Codec *codec.Codec
 	// RestoreCommand is the restore_command line to write, complete with
 	// "%f %p" (see RestoreCommand). Required.
 	RestoreCommand string
@@ -146,7 +150,7 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 
 	layers := make([]*layer, len(chain))
 	for i, s := range chain {
-		if layers[i], err = fetchManifest(ctx, store, s, i == 0); err != nil {
+		if layers[i], err = fetchManifest(ctx, store, opts.Codec, s, i == 0); err != nil {
 			return nil, err
 		}
 	}
@@ -383,12 +387,12 @@ type layer struct {
 
 // fetchManifest downloads a backup's manifest, checks the sha256 of its
 // stored bytes against the sentinel, decodes and validates it.
-func fetchManifest(ctx context.Context, store storage.Store, sn *catalog.Sentinel, full bool) (*layer, error) {
+func fetchManifest(ctx context.Context, store storage.Store, cd *codec.Codec, sn *catalog.Sentinel, full bool) (*layer, error) {
 	key := sn.ManifestKey
 	if !strings.HasPrefix(key, catalog.BackupFolder(sn.Name)) || strings.Contains(key, "..") {
 		return nil, fmt.Errorf("%w: backup %s: manifest key %q is outside the backup", codec.ErrCorrupt, sn.Name, key)
 	}
-	c, err := keyCodec(key, ".json.")
+	ext, err := keyExt(key, ".json.")
 	if err != nil {
 		return nil, err
 	}
@@ -402,7 +406,7 @@ func fetchManifest(ctx context.Context, store storage.Store, sn *catalog.Sentine
 	defer rc.Close()
 	h := sha256.New()
 	src := &sourceReader{ctx: ctx, r: io.TeeReader(rc, h)}
-	dec, err := codec.Decode(c, src)
+	dec, err := cd.Decode(ext, src)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", key, err)
 	}
@@ -428,25 +432,25 @@ func fetchManifest(ctx context.Context, store storage.Store, sn *catalog.Sentine
 		if !strings.HasPrefix(p.Key, catalog.BackupFolder(sn.Name)) || strings.Contains(p.Key, "..") {
 			return nil, fmt.Errorf("%w: backup %s: partition key %q is outside the backup", codec.ErrCorrupt, sn.Name, p.Key)
 		}
-		if _, err := keyCodec(p.Key, ".tar."); err != nil {
+		if _, err := keyExt(p.Key, ".tar."); err != nil {
 			return nil, err
 		}
 	}
 	return &layer{sn: sn, m: m, files: files}, nil
 }
 
-// keyCodec returns the codec a key's extension after sep names
-// ("part_001.tar.zst" with sep ".tar.").
-func keyCodec(key, sep string) (codec.Compression, error) {
+// keyExt returns the codec extension after sep in a key
+// ("part_001.tar.zst.age" with sep ".tar." gives "zst.age").
+func keyExt(key, sep string) (string, error) {
 	i := strings.LastIndex(key, sep)
 	if i < 0 {
-		return nil, fmt.Errorf("%w: %s: no %q extension", codec.ErrCorrupt, key, strings.Trim(sep, "."))
+		return "", fmt.Errorf("%w: %s: no %q extension", codec.ErrCorrupt, key, strings.Trim(sep, "."))
 	}
-	c, err := codec.ByExt(key[i+len(sep):])
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
+	ext := key[i+len(sep):]
+	if !slices.Contains(codec.AllExts(), ext) {
+		return "", fmt.Errorf("%s: %w: extension %q", key, codec.ErrUnknown, ext)
 	}
-	return c, nil
+	return ext, nil
 }
 
 // checkManifest validates every entry of m and indexes them by path.

@@ -164,6 +164,7 @@ type restorer struct {
 	downloaded atomic.Int64
 	written    atomic.Int64
 	partsDone  atomic.Int64
+	codec      *codec.Codec
 }
 
 func newRestorer(root *os.Root, dir string, store storage.Store, opts *BackupFetchOptions) *restorer {
@@ -173,6 +174,7 @@ func newRestorer(root *os.Root, dir string, store storage.Store, opts *BackupFet
 		store:    store,
 		log:      opts.Log,
 		conc:     opts.Concurrency,
+		codec:    opts.Codec,
 		expect:   map[string]string{},
 		verified: map[string]string{},
 	}
@@ -262,7 +264,7 @@ feed:
 // decode, untar into the directory. Memory stays bounded by the buffers.
 func (r *restorer) restorePart(ctx context.Context, st *layerState, part catalog.Part, buf []byte) error {
 	key := part.Key
-	c, err := keyCodec(key, ".tar.")
+	ext, err := keyExt(key, ".tar.")
 	if err != nil {
 		return err
 	}
@@ -276,7 +278,7 @@ func (r *restorer) restorePart(ctx context.Context, st *layerState, part catalog
 	defer rc.Close()
 	h := sha256.New()
 	src := &sourceReader{ctx: ctx, r: io.TeeReader(rc, h), total: &r.downloaded}
-	dec, err := codec.Decode(c, src)
+	dec, err := r.codec.Decode(ext, src)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", key, sourceError(src, err))
 	}

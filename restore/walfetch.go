@@ -30,8 +30,8 @@ var ErrInvalid = errors.New("invalid request")
 
 // FetchConfig holds wal-fetch's settings.
 type FetchConfig struct {
-	// Compression is tried first when looking an object up.
-	Compression codec.Compression
+	// Codec decodes (and decrypts) objects; its extension is tried first.
+	Codec *codec.Codec
 	// Prefetch is how many following segments to fetch in the background.
 	Prefetch int
 	// Concurrency is how many prefetch downloads run at once.
@@ -51,8 +51,8 @@ type Fetcher struct {
 
 // NewFetcher returns a Fetcher.
 func NewFetcher(store storage.Store, cfg FetchConfig, log *zap.Logger) *Fetcher {
-	if cfg.Compression == nil {
-		cfg.Compression = codec.Zstd{}
+	if cfg.Codec == nil {
+		cfg.Codec = codec.New(nil, nil, nil)
 	}
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
@@ -112,7 +112,7 @@ func (f *Fetcher) startPrefetch(name, walDir string, segSize int64) {
 // decode, check, fsync, rename, fsync the folder. h, if given, also sees
 // every plain byte. It returns the plain size.
 func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) (int64, error) {
-	objs, err := catalog.FindWAL(ctx, f.store, name, f.cfg.Compression)
+	objs, err := catalog.FindWAL(ctx, f.store, name, f.cfg.Codec)
 	if err != nil {
 		return 0, err
 	}
@@ -120,16 +120,12 @@ func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) 
 		return 0, fmt.Errorf("%s: %w in %s", name, storage.ErrNotFound, f.store)
 	}
 	o := objs[0]
-	comp, err := codec.ByExt(o.Ext)
-	if err != nil {
-		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
-	}
 	rc, err := f.store.Get(ctx, o.Key)
 	if err != nil {
 		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
 	}
 	defer rc.Close()
-	dec, err := codec.Decode(comp, rc)
+	dec, err := f.cfg.Codec.Decode(o.Ext, rc)
 	if err != nil {
 		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
 	}

@@ -72,7 +72,7 @@ its finish LSN, is stored. Connection settings come from PG* variables or
 			_, err = basebackup.Push(c.Context, e.store, basebackup.Config{
 				DataDir:          dataDir,
 				DSN:              c.String("pg-dsn"),
-				Compression:      e.set.compression,
+				Codec:            e.set.codec,
 				PartSize:         partSize,
 				Concurrency:      e.set.uploadConc,
 				DiskLimiter:      ratelimit.New(diskRate),

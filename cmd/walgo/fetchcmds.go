@@ -88,6 +88,7 @@ its first xid epoch.`,
 				Standby:        c.Bool("standby"),
 				Overwrite:      c.Bool("overwrite"),
 				Concurrency:    e.set.downloadConc,
+				Codec:          e.set.codec,
 				RestoreCommand: cmdline,
 				Log:            e.log,
 			})
@@ -197,6 +198,10 @@ func restoreCommandLine(set *settings, log *zap.Logger) (string, error) {
 		argv = append(argv, "--storage", set.storageURL)
 		if set.compression.Name() != "zstd" {
 			argv = append(argv, "--compression", set.compression.Name())
+		}
+		if set.identityFile != "" {
+			// The path, never the key: the file stays where it is.
+			argv = append(argv, "--age-identity-file", set.identityFile)
 		}
 		if set.s3Endpoint != "" {
 			argv = append(argv, "--s3-endpoint", set.s3Endpoint)

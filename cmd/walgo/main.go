@@ -47,7 +47,7 @@ const (
 const exitCodesHelp = `EXIT CODES:
    0  success
    1  not found (wal-fetch: the archive does not hold this file)
-   2  bad usage, settings or input (wrong path, not a WAL file)
+   2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key)
    3  conflict: the archive holds this WAL file with different content (nothing overwritten)
    4  storage unreachable or failing after retries
    5  corrupt or truncated data
@@ -65,6 +65,7 @@ func exitCode(err error) int {
 		return exitNotFound
 	case errors.Is(err, errUsage), errors.Is(err, archive.ErrInvalid), errors.Is(err, restore.ErrInvalid),
 		errors.Is(err, wal.ErrBadName), errors.Is(err, codec.ErrUnknown),
+		errors.Is(err, codec.ErrNoKey), errors.Is(err, codec.ErrWrongKey),
 		errors.Is(err, basebackup.ErrArchivingOff), errors.Is(err, basebackup.ErrBadDataDir), errors.Is(err, basebackup.ErrUnsupported):
 		return exitUsage
 	case errors.Is(err, archive.ErrConflict):

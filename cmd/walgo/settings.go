@@ -2,7 +2,10 @@ package main
 
 import (
 	"bufio"
+	"path/filepath"
+
 	"context"
+	"filippo.io/age"
 	"fmt"
 	"net/url"
 	"os"
@@ -101,6 +104,8 @@ var globalFlags = []cli.Flag{
 	&cli.IntFlag{Name: "download-concurrency", EnvVars: []string{"WALGO_DOWNLOAD_CONCURRENCY"}, Value: 4, Usage: "files fetched at once"},
 	&cli.IntFlag{Name: "prefetch", EnvVars: []string{"WALGO_PREFETCH"}, Value: 8, Usage: "segments wal-fetch prefetches in the background (0 = off)"},
 	&cli.StringFlag{Name: "network-rate-limit", EnvVars: []string{"WALGO_NETWORK_RATE_LIMIT"}, Value: "0", Usage: "upload `BYTES` per second, e.g. 50MB (0 = unlimited)"},
+	&cli.StringFlag{Name: "age-recipients", EnvVars: []string{"WALGO_AGE_RECIPIENTS"}, Usage: "encrypt everything written to these age public `KEYS` (age1..., comma separated)"},
+	&cli.StringFlag{Name: "age-identity-file", EnvVars: []string{"WALGO_AGE_IDENTITY_FILE"}, Usage: "age identity `FILE` (AGE-SECRET-KEY-1... lines) to read encrypted objects"},
 	&cli.StringFlag{Name: "s3-endpoint", EnvVars: []string{"WALGO_S3_ENDPOINT"}, Usage: "S3-compatible endpoint `URL` (default: AWS, or AWS_ENDPOINT_URL)"},
 	&cli.BoolFlag{Name: "s3-path-style", EnvVars: []string{"WALGO_S3_PATH_STYLE"}, Usage: "path-style S3 addressing (most S3-compatible servers)"},
 	&cli.StringFlag{Name: "s3-region", EnvVars: []string{"WALGO_S3_REGION"}, Usage: "S3 region (default: AWS_REGION, or us-east-1)"},
@@ -114,6 +119,8 @@ var globalFlags = []cli.Flag{
 type settings struct {
 	storageURL   string
 	compression  codec.Compression
+	codec        *codec.Codec // compression plus age keys
+	identityFile string
 	uploadConc   int
 	downloadConc int
 	prefetch     int
@@ -140,7 +147,23 @@ func parseSettings(c *cli.Context) (*settings, error) {
 	if err != nil {
 		return nil, err
 	}
+	recipients, err := codec.ParseRecipients(c.String("age-recipients"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: WALGO_AGE_RECIPIENTS: %v", errUsage, err)
+	}
+	idFile := c.String("age-identity-file")
+	var ids []age.Identity
+	if idFile != "" {
+		if ids, err = codec.ReadIdentities(idFile); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		if idFile, err = filepath.Abs(idFile); err != nil {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
 	s := &settings{
+		codec:        codec.New(comp, recipients, ids),
+		identityFile: idFile,
 		storageURL:   c.String("storage"),
 		compression:  comp,
 		uploadConc:   max(1, c.Int("upload-concurrency")),

@@ -44,7 +44,7 @@ so that Postgres' next calls return at once.`,
 				return err
 			}
 			p := archive.New(e.store, archive.Config{
-				Compression: e.set.compression,
+				Codec:       e.set.codec,
 				Concurrency: e.set.uploadConc,
 				Limiter:     ratelimit.New(e.set.netRate),
 			}, e.log)
@@ -96,7 +96,7 @@ func walFetch(c *cli.Context, name, dest string) error {
 		return err
 	}
 	f := restore.NewFetcher(e.store, restore.FetchConfig{
-		Compression:   e.set.compression,
+		Codec:         e.set.codec,
 		Prefetch:      e.set.prefetch,
 		Concurrency:   e.set.downloadConc,
 		StartPrefetch: startPrefetch,
@@ -151,7 +151,7 @@ func walPrefetchCommand() *cli.Command {
 				return err
 			}
 			f := restore.NewFetcher(e.store, restore.FetchConfig{
-				Compression: e.set.compression,
+				Codec:       e.set.codec,
 				Prefetch:    e.set.prefetch,
 				Concurrency: e.set.downloadConc,
 			}, e.log)
