@@ -47,6 +47,10 @@ const (
 // See New for why only parts are retried here.
 const partAttempts = 4
 
+// abortAttempts is how often Put sends the AbortMultipartUpload of a failed
+// multipart upload.
+const abortAttempts = 6
+
 // Config says which bucket to use and how. Credentials, and the region and
 // endpoint when not set here, come from the AWS SDK's default chain
 // (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
@@ -90,6 +94,8 @@ type Store struct {
 	name     string
 
 	bucketSeen atomic.Bool // a HeadBucket proved the bucket exists
+
+	abortRetryer aws.Retryer // for AbortMultipartUpload, see abort
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -200,7 +206,14 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			name += " at " + u.Host // never the userinfo
 		}
 	}
-	return &Store{client: client, uploader: uploader, bucket: cfg.Bucket, prefix: prefix, name: name}, nil
+	// An abort that fails leaves the upload's parts stored and billed, and
+	// nothing else will ever abort it: retry it like a part.
+	abortRetryer := retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = abortAttempts
+		o.MaxBackoff = 5 * time.Second
+		o.RateLimiter = ratelimit.None
+	})
+	return &Store{client: client, uploader: uploader, bucket: cfg.Bucket, prefix: prefix, name: name, abortRetryer: abortRetryer}, nil
 }
 
 // ParseURL splits "s3://bucket/some/prefix" into its bucket and its prefix
@@ -296,6 +309,9 @@ func (s *Store) abort(ctx context.Context, k, uploadID string) error {
 		Bucket:   aws.String(s.bucket),
 		Key:      aws.String(k),
 		UploadId: aws.String(uploadID),
+	}, func(o *s3.Options) {
+		o.Retryer = s.abortRetryer
+		o.RetryMaxAttempts = 0
 	})
 	var ae smithy.APIError
 	if errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload" {
