@@ -141,6 +141,7 @@ func newApp(code *int) *cli.App {
 			backupPushCommand(),
 			backupFetchCommand(),
 			backupListCommand(),
+			walVerifyCommand(), backupVerifyCommand(),
 		},
 	}
 }
