@@ -104,13 +104,8 @@ func (w *partWriter) open() error {
 	key := catalog.PartKey(w.name, w.n, w.cfg.Codec)
 	pr, pw := io.Pipe()
 	out := &hashCounter{w: pw, h: sha256.New()}
-	enc, err := w.cfg.Codec.NewWriter(out)
-	if err != nil {
-		<-w.sem
-		return err
-	}
-	p := &partition{key: key, pw: pw, tw: tar.NewWriter(enc), enc: enc, out: out}
-	w.cur = p
+	// The upload reads before the encoder exists: age writes its header
+	// as soon as it is created, and a pipe blocks until someone reads.
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
@@ -126,6 +121,12 @@ func (w *partWriter) open() error {
 		w.mu.Unlock()
 		w.log.Debug("partition stored", zap.String("key", key), zap.Int64("stored_bytes", out.n))
 	}()
+	enc, err := w.cfg.Codec.NewWriter(out)
+	if err != nil {
+		pw.CloseWithError(err)
+		return err
+	}
+	w.cur = &partition{key: key, pw: pw, tw: tar.NewWriter(enc), enc: enc, out: out}
 	return nil
 }
 
