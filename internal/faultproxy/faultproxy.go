@@ -17,6 +17,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -54,9 +55,9 @@ const (
 	// closes the connection if not.
 	Stall
 	// Truncate forwards the request, sends the response's headers with
-	// its full Content-Length, then only part of the body, and closes the
-	// connection. Responses without a body are passed through untouched
-	// (and not counted as truncated).
+	// its full Content-Length, then only part of the body (possibly none
+	// of it), and closes the connection. A response without a body (HEAD,
+	// most PUTs) is cut in its header instead.
 	Truncate
 )
 
@@ -123,7 +124,8 @@ type Config struct {
 	MaxInFlight int
 	// Observe, if set, is called with every request and the fault drawn
 	// for it (None for a request passed through; a Truncate that found no
-	// body to cut is reported as drawn), before the fault is applied.
+	// body of a known length to cut is reported as drawn), before the fault
+	// is applied.
 	// afterServer says whether a Reset comes after the server handled the
 	// request. It may be called from several goroutines at once.
 	Observe func(r *http.Request, f Fault, afterServer bool)
@@ -424,10 +426,9 @@ func (p *Proxy) forward(ctx context.Context, r *http.Request) (*http.Response, e
 	return resp, nil
 }
 
-// pass forwards r and copies the answer back. With frac in [0, 1), a
-// response with a body of at least 2 bytes is cut after that fraction of
-// its Content-Length (at least 1 byte, never all of it) and the connection
-// closed.
+// pass forwards r and copies the answer back. With frac in [0, 1), the
+// answer is cut after that fraction of its body's Content-Length (never all
+// of it), or of its header if it has no body, and the connection closed.
 func (p *Proxy) pass(w http.ResponseWriter, r *http.Request, frac float64) {
 	resp, err := p.forward(r.Context(), r)
 	if err != nil {
@@ -446,11 +447,19 @@ func (p *Proxy) pass(w http.ResponseWriter, r *http.Request, frac float64) {
 	for _, k := range hopHeaders {
 		h.Del(k)
 	}
+	hasBody := r.Method != http.MethodHead && resp.ContentLength != 0
+	if frac >= 0 && !hasBody {
+		// Nothing to cut in the body: cut the header instead.
+		p.truncated.Add(1)
+		p.lostAnswer(r, resp)
+		cutHeader(w, resp, frac)
+		return
+	}
 	cut := int64(-1)
 	if resp.ContentLength >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
-		if frac >= 0 && r.Method != http.MethodHead && resp.ContentLength >= 2 {
-			cut = 1 + int64(frac*float64(resp.ContentLength-1))
+		if frac >= 0 {
+			cut = int64(frac * float64(resp.ContentLength))
 			cut = min(cut, resp.ContentLength-1)
 		}
 	}
@@ -466,6 +475,24 @@ func (p *Proxy) pass(w http.ResponseWriter, r *http.Request, frac float64) {
 	_, _ = io.CopyN(w, resp.Body, cut)
 	_ = http.NewResponseController(w).Flush()
 	abort(w)
+}
+
+// cutHeader sends the first part of resp's status line and header on the
+// client's connection, then closes it.
+func cutHeader(w http.ResponseWriter, resp *http.Response, frac float64) {
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "HTTP/1.1 %s\r\n", resp.Status)
+	_ = resp.Header.Write(&buf)
+	buf.WriteString("\r\n")
+	conn, bw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		abort(w)
+		return
+	}
+	n := min(int(frac*float64(buf.Len())), buf.Len()-1)
+	_, _ = bw.Write(buf.Bytes()[:n])
+	_ = bw.Flush()
+	_ = conn.Close()
 }
 
 // lostAnswer counts a successful CreateMultipartUpload whose answer the
