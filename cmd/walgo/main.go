@@ -142,6 +142,7 @@ func newApp(code *int) *cli.App {
 			backupFetchCommand(),
 			backupListCommand(),
 			walVerifyCommand(), backupVerifyCommand(),
+			deleteCommand(), backupMarkCommand(),
 		},
 	}
 }

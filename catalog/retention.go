@@ -1,0 +1,910 @@
+package catalog
+
+// Retention: PlanDelete decides, as a pure function of what a repository
+// holds, which backups, unfinished-backup leftovers and WAL files a delete
+// command removes and why everything else stays; Apply removes them in an
+// order that keeps the repository consistent if it is interrupted.
+//
+// The rules, in order:
+//
+//  1. The request selects the backups to keep: the N newest (by finish
+//     time, never by name), the N newest full backups and every delta
+//     built on them, those that finished at or after a time, none
+//     (everything), or all (garbage).
+//  2. Permanent backups are kept (only "everything" with Force deletes them).
+//  3. The whole delta chain of every kept backup is kept.
+//  4. A WAL segment (and a .partial or .backup file, by the segment it
+//     names) is kept when some kept backup can replay through it: it is on
+//     the backup's timeline or on a timeline descending from it (by the
+//     .history files) that forked at or after the backup's start, and at or
+//     after the segment holding the backup's start LSN. A timeline whose
+//     history is missing or unreadable may descend from any lower one, so
+//     its WAL is kept from the oldest such backup's start on. Unfinished
+//     backups that are left alone because they may still be running
+//     protect WAL from their start segment the same way.
+//  5. .history files are kept unless everything is deleted; when no
+//     finished backup is kept, WAL is left alone (there is nothing to
+//     measure it against), except by "everything".
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
+)
+
+// ErrBadRequest: a delete request that is invalid or would do something
+// unsafe (such as deleting every backup by age).
+var ErrBadRequest = errors.New("delete refused")
+
+// ErrChanged: the repository changed between planning and deleting in a
+// way that makes the plan unsafe; nothing more is deleted.
+var ErrChanged = errors.New("repository changed since the plan")
+
+// DeleteMode is what a delete command selects.
+type DeleteMode int
+
+// The delete commands.
+const (
+	DeleteRetain     DeleteMode = iota + 1 // keep the N newest backups
+	DeleteRetainFull                       // keep the N newest full backups and their deltas
+	DeleteBefore                           // delete backups that finished before a time or a named backup
+	DeleteEverything                       // delete every backup and all WAL
+	DeleteGarbage                          // delete leftovers of unfinished backups and WAL no backup needs
+)
+
+func (m DeleteMode) String() string {
+	switch m {
+	case DeleteRetain:
+		return "retain"
+	case DeleteRetainFull:
+		return "retain-full"
+	case DeleteBefore:
+		return "before"
+	case DeleteEverything:
+		return "everything"
+	case DeleteGarbage:
+		return "garbage"
+	}
+	return "unknown"
+}
+
+// DeleteRequest is what an operator asked for.
+type DeleteRequest struct {
+	Mode DeleteMode
+	// N is how many (full) backups DeleteRetain and DeleteRetainFull keep;
+	// at least 1.
+	N int
+	// Before (DeleteBefore): backups that finished before it are deleted.
+	Before time.Time
+	// BeforeName (DeleteBefore), instead of Before: the named backup's
+	// finish time is the limit, so the backup itself is kept.
+	BeforeName string
+	// Force (DeleteEverything) deletes permanent backups too.
+	Force bool
+	// Now is the current time, for MinAge.
+	Now time.Time
+	// MinAge: an unfinished backup whose newest object is younger than
+	// this may still be running: delete garbage leaves it alone, and every
+	// mode but everything keeps the WAL from its start on.
+	MinAge time.Duration
+	// SegmentSize is the wal_segment_size assumed for a backup whose
+	// sentinel does not record one (0: 16 MiB).
+	SegmentSize int64
+}
+
+// Inventory is what a repository holds, as PlanDelete needs it.
+type Inventory struct {
+	// Backups are the finished backups (ListBackups).
+	Backups []*Sentinel
+	// BackupObjects is every object under BackupPrefix, sentinels included.
+	BackupObjects []storage.ObjectInfo
+	// WAL is every archived WAL file (ListWAL).
+	WAL []WALObject
+	// OtherWAL holds objects under WALPrefix that are not WAL files.
+	OtherWAL []storage.ObjectInfo
+	// Histories maps a timeline to its parsed .history file; a timeline
+	// whose file is missing or unreadable is absent.
+	Histories map[uint32][]HistoryEntry
+	// HistoryErrors says why a timeline's history could not be read.
+	HistoryErrors map[uint32]string
+}
+
+// ReadInventory lists a repository for PlanDelete. Backup objects are
+// listed before the sentinels, so a backup finishing meanwhile is seen as
+// finished. History files are read with cd (nil reads unencrypted ones);
+// one that cannot be decoded is recorded in HistoryErrors and treated as
+// missing, which only makes the plan keep more.
+func ReadInventory(ctx context.Context, s storage.Store, cd *codec.Codec) (*Inventory, error) {
+	inv := &Inventory{Histories: map[uint32][]HistoryEntry{}, HistoryErrors: map[uint32]string{}}
+	err := s.List(ctx, BackupPrefix, func(oi storage.ObjectInfo) error {
+		inv.BackupObjects = append(inv.BackupObjects, oi)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	if inv.Backups, err = ListBackups(ctx, s); err != nil {
+		return nil, err
+	}
+	err = s.List(ctx, WALPrefix, func(oi storage.ObjectInfo) error {
+		if o, ok := ParseWALKey(oi.Key); ok {
+			o.Size = oi.Size
+			inv.WAL = append(inv.WAL, o)
+		} else {
+			inv.OtherWAL = append(inv.OtherWAL, oi)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list wal: %w", err)
+	}
+	for _, o := range inv.WAL {
+		if o.Kind != wal.KindHistory {
+			continue
+		}
+		tli, ok := timelineOf(o.Name)
+		if !ok {
+			continue
+		}
+		if _, done := inv.Histories[tli]; done || inv.HistoryErrors[tli] != "" {
+			continue
+		}
+		h, err := ReadTimelineHistory(ctx, s, cd, tli)
+		if errors.Is(err, storage.ErrUnreachable) || errors.Is(err, storage.ErrPermanent) || ctx.Err() != nil {
+			return nil, err
+		}
+		if err != nil {
+			inv.HistoryErrors[tli] = err.Error()
+			continue
+		}
+		inv.Histories[tli] = h
+	}
+	return inv, nil
+}
+
+// BackupVerdict is what a plan does with one finished backup.
+type BackupVerdict struct {
+	Name        string    `json:"name"`
+	DeltaParent string    `json:"delta_parent,omitempty"`
+	Timeline    uint32    `json:"timeline"`
+	StartLSN    wal.LSN   `json:"start_lsn"`
+	FinishTime  time.Time `json:"finish_time"`
+	Permanent   bool      `json:"permanent"`
+	Delete      bool      `json:"delete"`
+	Reason      string    `json:"reason"`
+	// Keys are the objects deleted with the backup, its sentinel first.
+	Keys  []string `json:"keys,omitempty"`
+	Bytes int64    `json:"bytes"`
+}
+
+// Unfinished is a backup folder without a sentinel: an interrupted
+// backup-push, a crashed delete, or one still running.
+type Unfinished struct {
+	Name   string    `json:"name"`
+	Newest time.Time `json:"newest_object_time"`
+	Delete bool      `json:"delete"`
+	Reason string    `json:"reason"`
+	Keys   []string  `json:"keys"`
+	Bytes  int64     `json:"bytes"`
+}
+
+// WALRange is a run of archived WAL files of one timeline, consecutive in
+// name order, that a plan treats alike.
+type WALRange struct {
+	Timeline uint32   `json:"timeline"`
+	First    string   `json:"first"`
+	Last     string   `json:"last"`
+	Files    int      `json:"files"`
+	Bytes    int64    `json:"bytes"`
+	Delete   bool     `json:"delete"`
+	Reason   string   `json:"reason"`
+	Keys     []string `json:"keys,omitempty"` // deleted ranges only
+}
+
+// PlanTotals counts what a plan deletes and keeps.
+type PlanTotals struct {
+	DeleteBackups     int   `json:"delete_backups"`
+	DeleteUnfinished  int   `json:"delete_unfinished"`
+	DeleteWALFiles    int   `json:"delete_wal_files"`
+	DeleteObjects     int   `json:"delete_objects"`
+	DeleteBytes       int64 `json:"delete_bytes"`
+	KeepBackups       int   `json:"keep_backups"`
+	KeepWALFiles      int   `json:"keep_wal_files"`
+	UnrecognizedFiles int   `json:"unrecognized_objects"`
+}
+
+// Plan says what a delete command removes and why everything else stays.
+type Plan struct {
+	Mode string `json:"mode"`
+	// Backups lists every finished backup, oldest finish first.
+	Backups []BackupVerdict `json:"backups"`
+	// Unfinished lists backup folders without a sentinel.
+	Unfinished []Unfinished `json:"unfinished"`
+	// WAL lists the archived WAL in runs, by timeline then name.
+	WAL []WALRange `json:"wal"`
+	// Unrecognized lists objects under the backup and WAL folders that are
+	// neither; they are always left alone.
+	Unrecognized []string `json:"unrecognized"`
+	// Notes are warnings and explanations for the operator.
+	Notes  []string   `json:"notes"`
+	Totals PlanTotals `json:"totals"`
+
+	force bool
+	// deleteOrder lists deleted backups, deltas before their parents.
+	deleteOrder []string
+	walDelete   []WALObject
+	sizes       map[string]int64 // of every key the plan deletes
+}
+
+// protector is a backup (finished and kept, or unfinished and left alone)
+// that needs the WAL from its start on.
+type protector struct {
+	name     string
+	timeline uint32
+	start    wal.LSN
+	startPos string // log and segment fields (16 hex) of the start segment
+}
+
+// reach says whether a backup on one timeline can replay onto another.
+type reach int
+
+const (
+	reachNo reach = iota
+	reachUnsure
+	reachYes
+)
+
+// reaches tells whether recovery from a backup that started at start on
+// timeline from can continue onto timeline to.
+func reaches(hist map[uint32][]HistoryEntry, from uint32, start wal.LSN, to uint32) reach {
+	if to == from {
+		return reachYes
+	}
+	if to < from { // a child timeline always gets a higher id than its parent
+		return reachNo
+	}
+	h, ok := hist[to]
+	if !ok {
+		return reachUnsure
+	}
+	for _, sw := range h {
+		if sw.Timeline == from {
+			if sw.Switch >= start {
+				return reachYes
+			}
+			return reachNo
+		}
+	}
+	return reachNo
+}
+
+// timelineOf reads the timeline from an archived file's name.
+func timelineOf(name string) (uint32, bool) {
+	if len(name) < 8 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(name[:8], 16, 32)
+	return uint32(v), err == nil
+}
+
+// PlanDelete decides what req deletes from the repository inv describes.
+// It reads nothing and deletes nothing. It refuses (ErrBadRequest) an
+// invalid request, and a DeleteBefore that would delete every backup.
+func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
+	if inv == nil {
+		inv = &Inventory{}
+	}
+	segSize := req.SegmentSize
+	if !wal.ValidSegmentSize(segSize) {
+		segSize = wal.DefaultSegmentSize
+	}
+	backups := append([]*Sentinel(nil), inv.Backups...)
+	sort.SliceStable(backups, func(i, j int) bool {
+		if !backups[i].FinishTime.Equal(backups[j].FinishTime) {
+			return backups[i].FinishTime.Before(backups[j].FinishTime)
+		}
+		return backups[i].Name < backups[j].Name
+	})
+	byName := map[string]*Sentinel{}
+	for _, b := range backups {
+		byName[b.Name] = b
+	}
+	p := &Plan{Mode: req.Mode.String(), force: req.Force, Backups: []BackupVerdict{}, Unfinished: []Unfinished{},
+		WAL: []WALRange{}, Unrecognized: []string{}, Notes: []string{}, sizes: map[string]int64{}}
+
+	keep, err := selectKept(backups, byName, req)
+	if err != nil {
+		return nil, err
+	}
+	// Permanent backups, then the chain of everything kept.
+	for _, b := range backups {
+		if b.Permanent && !(req.Mode == DeleteEverything && req.Force) {
+			keep[b.Name] = "permanent"
+		}
+	}
+	permanentLeft := 0
+	for _, b := range backups {
+		if b.Permanent && keep[b.Name] == "permanent" {
+			permanentLeft++
+		}
+	}
+	if req.Mode == DeleteEverything && permanentLeft > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("%d permanent backup(s) kept, with their delta chains and the WAL they need: add --force to delete them too", permanentLeft))
+	}
+	var roots []*Sentinel
+	for _, b := range backups {
+		if keep[b.Name] != "" {
+			roots = append(roots, b)
+		}
+	}
+	brokenNoted := map[string]bool{}
+	for _, b := range roots {
+		seen := map[string]bool{b.Name: true}
+		for cur := b; cur.DeltaParent != "" && !seen[cur.DeltaParent]; {
+			par, ok := byName[cur.DeltaParent]
+			if !ok {
+				if !brokenNoted[cur.Name] {
+					brokenNoted[cur.Name] = true
+					p.Notes = append(p.Notes, fmt.Sprintf("backup %s: its delta parent %s is missing, so it cannot be restored", cur.Name, cur.DeltaParent))
+				}
+				break
+			}
+			if keep[par.Name] == "" {
+				keep[par.Name] = "parent of kept delta " + cur.Name
+			}
+			seen[par.Name] = true
+			cur = par
+		}
+	}
+	if req.Mode == DeleteBefore && len(keep) == 0 && len(backups) > 0 {
+		return nil, fmt.Errorf("%w: this would delete every backup (the newest finished %s); use delete everything to empty the repository",
+			ErrBadRequest, backups[len(backups)-1].FinishTime.UTC().Format(time.RFC3339))
+	}
+
+	// Objects: sentinels, finished backups' folders, unfinished folders.
+	objsOf := map[string][]storage.ObjectInfo{}
+	sentinelSeen := map[string]bool{}
+	var unfinishedNames []string
+	for _, oi := range inv.BackupObjects {
+		rest := strings.TrimPrefix(oi.Key, BackupPrefix)
+		if n, ok := strings.CutSuffix(rest, sentinelSuffix); ok && !strings.Contains(n, "/") && ValidBackupName(n) {
+			sentinelSeen[n] = true
+			objsOf[n] = append(objsOf[n], oi)
+			continue
+		}
+		n, _, ok := strings.Cut(rest, "/")
+		if !ok || !ValidBackupName(n) {
+			p.Unrecognized = append(p.Unrecognized, oi.Key)
+			continue
+		}
+		if byName[n] == nil && !slices.Contains(unfinishedNames, n) {
+			unfinishedNames = append(unfinishedNames, n)
+		}
+		objsOf[n] = append(objsOf[n], oi)
+	}
+
+	var protectors []protector
+	for _, b := range backups {
+		v := BackupVerdict{Name: b.Name, DeltaParent: b.DeltaParent, Timeline: b.Timeline, StartLSN: b.StartLSN,
+			FinishTime: b.FinishTime.UTC(), Permanent: b.Permanent}
+		if r := keep[b.Name]; r != "" {
+			v.Reason = r
+			p.Totals.KeepBackups++
+			size := b.SegmentSize
+			if !wal.ValidSegmentSize(size) {
+				size = segSize
+			}
+			protectors = append(protectors, protector{name: b.Name, timeline: b.Timeline, start: b.StartLSN,
+				startPos: wal.SegmentAt(b.Timeline, b.StartLSN, size).Name()[8:]})
+		} else {
+			v.Delete = true
+			v.Reason = deleteReason(req, b)
+			v.Keys = append(v.Keys, SentinelKey(b.Name))
+			for _, oi := range objsOf[b.Name] {
+				if oi.Key != SentinelKey(b.Name) {
+					v.Keys = append(v.Keys, oi.Key)
+				}
+				v.Bytes += oi.Size
+				p.sizes[oi.Key] = oi.Size
+			}
+			p.Totals.DeleteBackups++
+			p.Totals.DeleteObjects += len(v.Keys)
+			p.Totals.DeleteBytes += v.Bytes
+		}
+		p.Backups = append(p.Backups, v)
+	}
+	p.deleteOrder = deletionOrder(backups, byName, keep)
+	keptFinished := len(protectors)
+
+	for _, n := range unfinishedNames {
+		u := Unfinished{Name: n}
+		for _, oi := range objsOf[n] {
+			u.Keys = append(u.Keys, oi.Key)
+			u.Bytes += oi.Size
+			p.sizes[oi.Key] = oi.Size
+			if oi.ModTime.After(u.Newest) {
+				u.Newest = oi.ModTime
+			}
+		}
+		u.Newest = u.Newest.UTC()
+		age := req.Now.Sub(u.Newest)
+		running := sentinelSeen[n] || age < req.MinAge
+		switch {
+		case sentinelSeen[n]:
+			u.Reason = "a sentinel was listed for it but could not be read back (a concurrent delete?): left alone"
+		case req.Mode == DeleteEverything:
+			u.Delete, u.Reason = true, "unfinished backup (delete everything)"
+		case running:
+			u.Reason = fmt.Sprintf("unfinished, but its newest object is only %s old (min age %s): it may still be running", age.Round(time.Second), req.MinAge)
+		case req.Mode != DeleteGarbage:
+			u.Reason = "unfinished backup: delete garbage removes it"
+		default:
+			u.Delete, u.Reason = true, "unfinished backup: no sentinel"
+		}
+		if u.Delete {
+			p.Totals.DeleteUnfinished++
+			p.Totals.DeleteObjects += len(u.Keys)
+			p.Totals.DeleteBytes += u.Bytes
+		} else if running {
+			// It may be a running backup-push: keep the WAL it will need.
+			if s, err := wal.ParseSegment(strings.TrimPrefix(n, "base_")[:24]); err == nil {
+				protectors = append(protectors, protector{name: n, timeline: s.Timeline,
+					start: s.StartLSN(segSize), startPos: s.Name()[8:]})
+			}
+		}
+		p.Unfinished = append(p.Unfinished, u)
+	}
+
+	p.planWAL(inv, req, protectors, keptFinished)
+	for _, oi := range inv.OtherWAL {
+		p.Unrecognized = append(p.Unrecognized, oi.Key)
+	}
+	p.Totals.UnrecognizedFiles = len(p.Unrecognized)
+	if len(p.Unrecognized) > 0 {
+		p.Notes = append(p.Notes, fmt.Sprintf("%d object(s) that are neither backups nor WAL files are left alone", len(p.Unrecognized)))
+	}
+	return p, nil
+}
+
+// selectKept applies the request's own rule (step 1), mapping each kept
+// backup to the reason.
+func selectKept(backups []*Sentinel, byName map[string]*Sentinel, req DeleteRequest) (map[string]string, error) {
+	keep := map[string]string{}
+	switch req.Mode {
+	case DeleteRetain:
+		if req.N < 1 {
+			return nil, fmt.Errorf("%w: retain needs N of at least 1 (to delete every backup: delete everything)", ErrBadRequest)
+		}
+		for i := max(0, len(backups)-req.N); i < len(backups); i++ {
+			keep[backups[i].Name] = fmt.Sprintf("one of the %d newest backups", req.N)
+		}
+	case DeleteRetainFull:
+		if req.N < 1 {
+			return nil, fmt.Errorf("%w: retain FULL needs N of at least 1 (to delete every backup: delete everything)", ErrBadRequest)
+		}
+		var fulls []*Sentinel
+		for _, b := range backups {
+			if b.DeltaParent == "" {
+				fulls = append(fulls, b)
+			}
+		}
+		keptFull := map[string]bool{}
+		for i := max(0, len(fulls)-req.N); i < len(fulls); i++ {
+			keptFull[fulls[i].Name] = true
+			keep[fulls[i].Name] = fmt.Sprintf("one of the %d newest full backups", req.N)
+		}
+		for _, b := range backups {
+			if b.DeltaParent == "" {
+				continue
+			}
+			if root, ok := chainRoot(b, byName); ok && keptFull[root] {
+				keep[b.Name] = "delta of kept full backup " + root
+			}
+		}
+	case DeleteBefore:
+		limit := req.Before
+		what := limit.UTC().Format(time.RFC3339)
+		if req.BeforeName != "" {
+			b := byName[req.BeforeName]
+			if b == nil {
+				return nil, fmt.Errorf("backup %s: %w", req.BeforeName, storage.ErrNotFound)
+			}
+			limit, what = b.FinishTime, req.BeforeName
+		} else if limit.IsZero() {
+			return nil, fmt.Errorf("%w: before needs a backup name or a time", ErrBadRequest)
+		}
+		for _, b := range backups {
+			if !b.FinishTime.Before(limit) {
+				keep[b.Name] = "finished at or after " + what
+			}
+		}
+		if req.BeforeName != "" {
+			keep[req.BeforeName] = "the named backup"
+		}
+	case DeleteEverything:
+	case DeleteGarbage:
+		for _, b := range backups {
+			keep[b.Name] = "finished backup (delete garbage keeps them all)"
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown delete mode %d", ErrBadRequest, req.Mode)
+	}
+	return keep, nil
+}
+
+func deleteReason(req DeleteRequest, b *Sentinel) string {
+	switch req.Mode {
+	case DeleteRetain:
+		return fmt.Sprintf("older than the %d newest backups", req.N)
+	case DeleteRetainFull:
+		if b.DeltaParent != "" {
+			return fmt.Sprintf("delta not based on the %d newest full backups", req.N)
+		}
+		return fmt.Sprintf("older than the %d newest full backups", req.N)
+	case DeleteBefore:
+		if req.BeforeName != "" {
+			return "finished before " + req.BeforeName
+		}
+		return "finished before " + req.Before.UTC().Format(time.RFC3339)
+	case DeleteEverything:
+		if b.Permanent {
+			return "delete everything --force"
+		}
+		return "delete everything"
+	}
+	return "deleted"
+}
+
+// chainRoot follows delta parents to the full backup; ok is false for a
+// broken or looping chain.
+func chainRoot(b *Sentinel, byName map[string]*Sentinel) (string, bool) {
+	seen := map[string]bool{}
+	for cur := b; ; {
+		if cur.DeltaParent == "" {
+			return cur.Name, true
+		}
+		if seen[cur.Name] {
+			return "", false
+		}
+		seen[cur.Name] = true
+		par, ok := byName[cur.DeltaParent]
+		if !ok {
+			return "", false
+		}
+		cur = par
+	}
+}
+
+// chainLen is how many backups the chain from b back to its full backup
+// holds (len(byName)+1 for a loop).
+func chainLen(b *Sentinel, byName map[string]*Sentinel) int {
+	n := 1
+	for cur := b; cur.DeltaParent != "" && n <= len(byName); n++ {
+		par, ok := byName[cur.DeltaParent]
+		if !ok {
+			break
+		}
+		cur = par
+	}
+	return n
+}
+
+// deletionOrder lists the deleted backups so that a delta comes before its
+// parent: an interrupted delete never leaves a listed delta whose parent
+// is gone.
+func deletionOrder(backups []*Sentinel, byName map[string]*Sentinel, keep map[string]string) []string {
+	var del []*Sentinel
+	for _, b := range backups {
+		if keep[b.Name] == "" {
+			del = append(del, b)
+		}
+	}
+	sort.SliceStable(del, func(i, j int) bool {
+		di, dj := chainLen(del[i], byName), chainLen(del[j], byName)
+		if di != dj {
+			return di > dj
+		}
+		return del[i].FinishTime.After(del[j].FinishTime)
+	})
+	out := make([]string, len(del))
+	for i, b := range del {
+		out[i] = b.Name
+	}
+	return out
+}
+
+// walVerdict is the decision for one WAL object.
+type walVerdict struct {
+	delete bool
+	reason string
+}
+
+// planWAL applies rules 4 and 5 to every archived WAL file.
+func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector, keptFinished int) {
+	hist := inv.Histories
+	everything := req.Mode == DeleteEverything && keptFinished == 0
+	leaveAll := keptFinished == 0 && !everything
+	if leaveAll && len(inv.WAL) > 0 {
+		p.Notes = append(p.Notes, "no finished backup is kept: WAL is left alone")
+	}
+	// Per timeline: the first position a kept backup surely needs, and
+	// the first one it may need when a history file is missing.
+	type need struct {
+		sure, unsure       string
+		sureBy, unsureBy   string
+		hasSure, hasUnsure bool
+	}
+	needs := map[uint32]*need{}
+	needOf := func(tli uint32) *need {
+		if n := needs[tli]; n != nil {
+			return n
+		}
+		n := &need{}
+		for _, pr := range protectors {
+			switch reaches(hist, pr.timeline, pr.start, tli) {
+			case reachYes:
+				if !n.hasSure || pr.startPos < n.sure {
+					n.sure, n.sureBy, n.hasSure = pr.startPos, pr.name, true
+				}
+			case reachUnsure:
+				if !n.hasUnsure || pr.startPos < n.unsure {
+					n.unsure, n.unsureBy, n.hasUnsure = pr.startPos, pr.name, true
+				}
+			}
+		}
+		needs[tli] = n
+		return n
+	}
+	unsureNoted := map[uint32]bool{}
+	decide := func(o WALObject) walVerdict {
+		tli, ok := timelineOf(o.Name)
+		switch {
+		case !ok:
+			return walVerdict{reason: "unparsable name: kept"}
+		case everything:
+			return walVerdict{delete: true, reason: "delete everything"}
+		case o.Kind == wal.KindHistory:
+			return walVerdict{reason: "timeline history: always kept"}
+		case leaveAll:
+			return walVerdict{reason: "no finished backup is kept"}
+		}
+		pos := o.Name[8:24]
+		n := needOf(tli)
+		if n.hasSure && pos >= n.sure {
+			return walVerdict{reason: "needed by kept backups"}
+		}
+		if n.hasUnsure && pos >= n.unsure {
+			if !unsureNoted[tli] {
+				unsureNoted[tli] = true
+				why := "missing"
+				if e := inv.HistoryErrors[tli]; e != "" {
+					why = "unreadable (" + e + ")"
+				}
+				p.Notes = append(p.Notes, fmt.Sprintf("timeline %d: its history file is %s, so it may descend from a kept backup's timeline: its WAL is kept from %s's start on", tli, why, n.unsureBy))
+			}
+			return walVerdict{reason: fmt.Sprintf("timeline %d's history is unknown: kept to be safe", tli)}
+		}
+		if n.hasSure {
+			return walVerdict{delete: true, reason: fmt.Sprintf("before %08X%s, where the oldest kept backup that reaches timeline %d (%s) starts", tli, n.sure, tli, n.sureBy)}
+		}
+		return walVerdict{delete: true, reason: fmt.Sprintf("no kept backup reaches timeline %d", tli)}
+	}
+
+	objs := append([]WALObject(nil), inv.WAL...)
+	sort.SliceStable(objs, func(i, j int) bool {
+		if objs[i].Name != objs[j].Name {
+			return objs[i].Name < objs[j].Name
+		}
+		return objs[i].Key < objs[j].Key
+	})
+	var cur *WALRange
+	var curTLI uint32
+	for _, o := range objs {
+		v := decide(o)
+		tli, _ := timelineOf(o.Name)
+		if cur == nil || tli != curTLI || v.delete != cur.Delete || v.reason != cur.Reason {
+			p.WAL = append(p.WAL, WALRange{Timeline: tli, First: o.Name, Delete: v.delete, Reason: v.reason})
+			cur, curTLI = &p.WAL[len(p.WAL)-1], tli
+		}
+		cur.Last = o.Name
+		cur.Files++
+		cur.Bytes += o.Size
+		if v.delete {
+			p.sizes[o.Key] = o.Size
+			cur.Keys = append(cur.Keys, o.Key)
+			p.walDelete = append(p.walDelete, o)
+			p.Totals.DeleteWALFiles++
+			p.Totals.DeleteObjects++
+			p.Totals.DeleteBytes += o.Size
+		} else {
+			p.Totals.KeepWALFiles++
+		}
+	}
+}
+
+// ApplyOptions tune Apply.
+type ApplyOptions struct {
+	// Concurrency is how many objects are deleted at once (default 8).
+	Concurrency int
+	// OnDelete, if set, is called after each object is deleted, possibly
+	// from several goroutines at once.
+	OnDelete func(key string)
+}
+
+// ApplyResult counts what Apply deleted.
+type ApplyResult struct {
+	Backups    int   `json:"backups"`
+	Unfinished int   `json:"unfinished"`
+	WALFiles   int   `json:"wal_files"`
+	Objects    int   `json:"objects"`
+	Bytes      int64 `json:"bytes"`
+	// Skipped names unfinished backups whose sentinel appeared after the
+	// plan was made: they finished, so they were left alone.
+	Skipped []string `json:"skipped"`
+}
+
+// Apply carries out a plan made by PlanDelete. It first re-reads the
+// backups and stops with ErrChanged, deleting nothing, if a backup it
+// would delete became permanent or a new backup builds on one. Then, in
+// this order, so that an interruption leaves a consistent repository that
+// a later delete (or delete garbage) finishes: the sentinels of deleted
+// backups, deltas before parents (each backup stops being listed before
+// anything it needs goes); their other objects; unfinished leftovers whose
+// sentinel still does not exist; WAL files, oldest name first, .history
+// files last. Deleting an object that is already gone is not an error, so
+// running a plan again is safe.
+func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (ApplyResult, error) {
+	var res ApplyResult
+	if opts.Concurrency < 1 {
+		opts.Concurrency = 8
+	}
+	verdicts := map[string]*BackupVerdict{}
+	for i := range p.Backups {
+		verdicts[p.Backups[i].Name] = &p.Backups[i]
+	}
+	fresh, err := ListBackups(ctx, s)
+	if err != nil {
+		return res, err
+	}
+	freshByName := map[string]*Sentinel{}
+	for _, b := range fresh {
+		freshByName[b.Name] = b
+	}
+	for _, b := range fresh {
+		v := verdicts[b.Name]
+		if v != nil && v.Delete && b.Permanent && !p.force {
+			return res, fmt.Errorf("%w: backup %s was marked permanent; nothing deleted, run the command again", ErrChanged, b.Name)
+		}
+		if v != nil {
+			continue
+		}
+		seen := map[string]bool{}
+		for cur := b; cur.DeltaParent != "" && !seen[cur.Name]; {
+			seen[cur.Name] = true
+			if pv := verdicts[cur.DeltaParent]; pv != nil && pv.Delete {
+				return res, fmt.Errorf("%w: new backup %s builds on %s, which the plan deletes; nothing deleted, run the command again", ErrChanged, b.Name, cur.DeltaParent)
+			}
+			par, ok := freshByName[cur.DeltaParent]
+			if !ok {
+				break
+			}
+			cur = par
+		}
+	}
+
+	var mu sync.Mutex
+	del := func(ctx context.Context, key string) error {
+		if err := s.Delete(ctx, key); err != nil {
+			return fmt.Errorf("delete %s: %w", key, err)
+		}
+		mu.Lock()
+		res.Objects++
+		res.Bytes += p.sizes[key]
+		mu.Unlock()
+		if opts.OnDelete != nil {
+			opts.OnDelete(key)
+		}
+		return nil
+	}
+
+	// 1. Sentinels, one by one, deltas first.
+	for _, name := range p.deleteOrder {
+		if err := del(ctx, SentinelKey(name)); err != nil {
+			return res, err
+		}
+	}
+	// 2. The deleted backups' other objects.
+	var keys []string
+	for _, name := range p.deleteOrder {
+		keys = append(keys, verdicts[name].Keys[1:]...)
+	}
+	if err := parallel(ctx, opts.Concurrency, keys, del); err != nil {
+		return res, err
+	}
+	res.Backups = len(p.deleteOrder)
+	// 3. Unfinished leftovers, unless they finished meanwhile.
+	for _, u := range p.Unfinished {
+		if !u.Delete {
+			continue
+		}
+		_, err := s.Stat(ctx, SentinelKey(u.Name))
+		if err == nil {
+			res.Skipped = append(res.Skipped, u.Name)
+			continue
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			return res, fmt.Errorf("check %s: %w", u.Name, err)
+		}
+		if err := parallel(ctx, opts.Concurrency, u.Keys, del); err != nil {
+			return res, err
+		}
+		res.Unfinished++
+	}
+	// 4. WAL, oldest first, history last.
+	var walKeys, histKeys []string
+	for _, o := range p.walDelete {
+		if o.Kind == wal.KindHistory {
+			histKeys = append(histKeys, o.Key)
+		} else {
+			walKeys = append(walKeys, o.Key)
+		}
+	}
+	for _, ks := range [][]string{walKeys, histKeys} {
+		if err := parallel(ctx, opts.Concurrency, ks, del); err != nil {
+			return res, err
+		}
+		res.WALFiles += len(ks)
+	}
+	return res, nil
+}
+
+// parallel runs fn on every key, n at a time, handing keys out in order;
+// it stops at the first error and returns it.
+func parallel(ctx context.Context, n int, keys []string, fn func(context.Context, string) error) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		next  int
+		first error
+		wg    sync.WaitGroup
+	)
+	for range min(n, len(keys)) {
+		wg.Go(func() {
+			for {
+				mu.Lock()
+				if first != nil || next >= len(keys) {
+					mu.Unlock()
+					return
+				}
+				k := keys[next]
+				next++
+				mu.Unlock()
+				if err := fn(ctx, k); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+						cancel()
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
+}

@@ -1,0 +1,388 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/restore"
+	"github.com/walgo/walgo/storage"
+)
+
+// defaultMinAge is how recently an unfinished backup must have written an
+// object to count as possibly still running.
+const defaultMinAge = 24 * time.Hour
+
+// deleteConcurrency is how many objects a confirmed delete removes at once.
+const deleteConcurrency = 16
+
+const deleteHelp = `Every delete command is a dry run unless --confirm is given: it prints
+exactly what it would delete (each backup with its object keys, WAL ranges,
+counts and bytes) and why everything else stays. Add --json for the same
+as JSON.
+
+retain, before and everything also delete the WAL that no kept backup
+needs, by the same rule as garbage: a WAL file is kept when some kept
+backup can replay through it, that is when it is on the backup's timeline,
+or on a timeline descending from it (by the .history files) that forked
+after the backup started, at or after the segment holding the backup's
+start. A timeline whose .history file is missing or unreadable is kept from
+the oldest kept backup's start on. .history files are always kept, except
+by everything. When no finished backup is kept, WAL is left alone.
+
+Rules that no command breaks:
+  - ages come from the sentinels' finish times, never from backup names;
+  - a kept delta keeps its whole chain back to its full backup;
+  - a permanent backup (backup-push --permanent, backup-mark) is kept with
+    its chain; only "delete everything --force" deletes it;
+  - an unfinished backup (no sentinel) whose newest object is younger than
+    --min-age may still be running: it is left alone and its WAL is kept;
+  - fewer backups than asked for is not an error.
+
+A confirmed delete removes, in this order: the sentinels of the deleted
+backups (deltas before their parents, so an interrupted delete never leaves
+a listed backup without its parent), their other objects, unfinished
+backups' objects, then WAL, oldest first. Before deleting anything it
+checks that no backup it deletes was marked permanent, and that no new
+backup builds on one, since the plan was made. Running it again after an
+interruption finishes the job; delete garbage removes what an interrupted
+delete left.`
+
+func deleteFlags(extra ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{
+		&cli.BoolFlag{Name: "confirm", Usage: "delete; without it, only print what would be deleted"},
+		&cli.BoolFlag{Name: "json", Usage: "print the plan (and what was deleted) as JSON"},
+	}, extra...)
+}
+
+func minAgeFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "min-age", Value: defaultMinAge,
+		Usage: "an unfinished backup whose newest object is younger than this may still be running: leave it and the WAL it needs alone"}
+}
+
+func deleteCommand() *cli.Command {
+	return &cli.Command{
+		Name:        "delete",
+		Usage:       "delete old backups and the WAL no kept backup needs (a dry run unless --confirm)",
+		Description: deleteHelp,
+		Subcommands: []*cli.Command{
+			{
+				Name:      "retain",
+				Usage:     "keep the N newest backups (or, with FULL, the N newest full backups and every delta based on them)",
+				ArgsUsage: "[FULL] N",
+				Description: `"retain N" keeps the N newest backups by finish time, full or delta,
+with the chains they need. "retain FULL N" keeps the N newest full backups
+and every delta built on them. Permanent backups are kept as well. Older
+backups, and the WAL no kept backup needs, are deleted.
+
+` + deleteHelp,
+				Flags: deleteFlags(minAgeFlag()),
+				Action: func(c *cli.Context) error {
+					args, err := interspersedFlags(c)
+					if err != nil {
+						return err
+					}
+					req := catalog.DeleteRequest{Mode: catalog.DeleteRetain}
+					if len(args) == 2 && strings.EqualFold(args[0], "FULL") {
+						req.Mode, args = catalog.DeleteRetainFull, args[1:]
+					}
+					if len(args) != 1 {
+						return fmt.Errorf("%w: delete retain takes [FULL] N", errUsage)
+					}
+					if req.N, err = strconv.Atoi(args[0]); err != nil || req.N < 1 {
+						return fmt.Errorf("%w: delete retain: N must be a whole number of at least 1, not %q", errUsage, args[0])
+					}
+					return runDelete(c, req)
+				},
+			},
+			{
+				Name:      "before",
+				Usage:     "delete the backups that finished before backup NAME finished, or before TIME",
+				ArgsUsage: "NAME|TIME",
+				Description: `Deletes every backup that finished before NAME's finish time (NAME itself
+is kept) or before TIME, RFC 3339 ("2026-11-24T10:00:00Z") or
+"YYYY-MM-DD HH:MM:SS[+TZ]" (UTC without a zone), except permanent backups
+and the parents of kept deltas; and the WAL no kept backup needs. It
+refuses to delete every backup: use delete everything for that. After it,
+no point in time before the oldest kept backup's finish can be restored.
+
+` + deleteHelp,
+				Flags: deleteFlags(minAgeFlag()),
+				Action: func(c *cli.Context) error {
+					args, err := interspersedFlags(c)
+					if err != nil {
+						return err
+					}
+					if len(args) == 0 {
+						return fmt.Errorf("%w: delete before takes a backup NAME or a TIME", errUsage)
+					}
+					req := catalog.DeleteRequest{Mode: catalog.DeleteBefore}
+					arg := strings.Join(args, " ")
+					if catalog.ValidBackupName(arg) {
+						req.BeforeName = arg
+					} else if req.Before, err = restore.ParseTargetTime(arg); err != nil {
+						return fmt.Errorf("%w: delete before: %q is neither a backup name nor a time (RFC 3339 or YYYY-MM-DD HH:MM:SS[+TZ])", errUsage, arg)
+					}
+					return runDelete(c, req)
+				},
+			},
+			{
+				Name:  "everything",
+				Usage: "delete every backup and all WAL (permanent backups and what they need stay unless --force)",
+				Description: `Deletes every backup, every unfinished backup's objects and all WAL,
+.history files included. Permanent backups stay, with their chains and the
+WAL and .history files they need, unless --force is given. Stop
+backup-push first: an unfinished backup is deleted however young it is.
+
+` + deleteHelp,
+				Flags: deleteFlags(&cli.BoolFlag{Name: "force", Usage: "delete permanent backups too"}),
+				Action: func(c *cli.Context) error {
+					args, err := interspersedFlags(c)
+					if err != nil {
+						return err
+					}
+					if len(args) != 0 {
+						return fmt.Errorf("%w: delete everything takes no arguments", errUsage)
+					}
+					return runDelete(c, catalog.DeleteRequest{Mode: catalog.DeleteEverything, Force: c.Bool("force")})
+				},
+			},
+			{
+				Name:  "garbage",
+				Usage: "delete unfinished backups' objects and the WAL no backup needs; every finished backup stays",
+				Description: `Deletes the objects of every backup that has no sentinel (killed or failed
+backup-push, interrupted delete) and whose newest object is older than
+--min-age, and the WAL no finished backup needs. Every finished backup
+is kept.
+
+` + deleteHelp,
+				Flags: deleteFlags(minAgeFlag()),
+				Action: func(c *cli.Context) error {
+					args, err := interspersedFlags(c)
+					if err != nil {
+						return err
+					}
+					if len(args) != 0 {
+						return fmt.Errorf("%w: delete garbage takes no arguments", errUsage)
+					}
+					return runDelete(c, catalog.DeleteRequest{Mode: catalog.DeleteGarbage})
+				},
+			},
+		},
+	}
+}
+
+// deleteReport is what delete --json prints.
+type deleteReport struct {
+	DryRun bool `json:"dry_run"`
+	*catalog.Plan
+	Deleted *catalog.ApplyResult `json:"deleted,omitempty"`
+}
+
+// runDelete plans req against the repository, prints the plan, and with
+// --confirm carries it out.
+func runDelete(c *cli.Context, req catalog.DeleteRequest) error {
+	e, err := setup(c, true)
+	if err != nil {
+		return err
+	}
+	req.Now = time.Now()
+	req.SegmentSize = e.set.segSize
+	req.MinAge = defaultMinAge
+	if c.IsSet("min-age") {
+		req.MinAge = c.Duration("min-age")
+	}
+	inv, err := catalog.ReadInventory(c.Context, e.store, e.set.codec)
+	if err != nil {
+		return err
+	}
+	plan, err := catalog.PlanDelete(inv, req)
+	if errors.Is(err, catalog.ErrBadRequest) {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err != nil {
+		return err
+	}
+	confirm, asJSON := c.Bool("confirm"), c.Bool("json")
+	report := deleteReport{DryRun: !confirm, Plan: plan}
+	if !asJSON {
+		printPlan(c.App.Writer, plan, confirm, e.store)
+	}
+	if confirm && plan.Totals.DeleteObjects > 0 {
+		res, aerr := catalog.Apply(c.Context, e.store, plan, catalog.ApplyOptions{
+			Concurrency: deleteConcurrency,
+			OnDelete:    func(key string) { e.log.Debug("deleted", zap.String("key", key)) },
+		})
+		report.Deleted = &res
+		if !asJSON {
+			fmt.Fprintf(c.App.Writer, "deleted %d backup(s), %d unfinished backup(s), %d WAL file(s): %d objects, %s\n",
+				res.Backups, res.Unfinished, res.WALFiles, res.Objects, humanBytes(res.Bytes))
+			for _, n := range res.Skipped {
+				fmt.Fprintf(c.App.Writer, "left alone %s: it finished while the plan was made\n", n)
+			}
+		}
+		if aerr != nil {
+			if asJSON {
+				_ = writeJSON(c.App.Writer, report)
+			}
+			return fmt.Errorf("delete %s: %w", plan.Mode, aerr)
+		}
+		e.log.Info("delete finished", zap.String("mode", plan.Mode), zap.Int("backups", res.Backups),
+			zap.Int("unfinished", res.Unfinished), zap.Int("wal_files", res.WALFiles), zap.Int64("bytes", res.Bytes))
+	} else if confirm && !asJSON {
+		fmt.Fprintln(c.App.Writer, "nothing to delete")
+	}
+	if asJSON {
+		return writeJSON(c.App.Writer, report)
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printPlan writes the plan as tables: backups, their objects, unfinished
+// backups, WAL ranges, notes and totals.
+func printPlan(w io.Writer, p *catalog.Plan, confirm bool, store storage.Store) {
+	if confirm {
+		fmt.Fprintf(w, "delete %s in %s:\n\n", p.Mode, store)
+	} else {
+		fmt.Fprintf(w, "delete %s in %s: DRY RUN, nothing is deleted (add --confirm to delete)\n\n", p.Mode, store)
+	}
+	action := func(del bool) string {
+		if del {
+			return "delete"
+		}
+		return "keep"
+	}
+	const timeFmt = "2006-01-02 15:04:05"
+	if len(p.Backups) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "BACKUP\tFINISHED (UTC)\tTIMELINE\tPARENT\tPERMANENT\tACTION\tREASON")
+		for _, b := range p.Backups {
+			perm := "-"
+			if b.Permanent {
+				perm = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", b.Name, b.FinishTime.Format(timeFmt), b.Timeline,
+				orDash(b.DeltaParent), perm, action(b.Delete), b.Reason)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+		for _, b := range p.Backups {
+			if !b.Delete {
+				continue
+			}
+			fmt.Fprintf(w, "backup %s: %d objects, %s\n", b.Name, len(b.Keys), humanBytes(b.Bytes))
+			for _, k := range b.Keys {
+				fmt.Fprintf(w, "  %s\n", k)
+			}
+		}
+	} else {
+		fmt.Fprintln(w, "no finished backups")
+	}
+	for _, u := range p.Unfinished {
+		fmt.Fprintf(w, "unfinished backup %s (newest object %s UTC): %s, %d objects, %s\n", u.Name,
+			u.Newest.Format(timeFmt), action(u.Delete), len(u.Keys), humanBytes(u.Bytes))
+		fmt.Fprintf(w, "  %s\n", u.Reason)
+		if u.Delete {
+			for _, k := range u.Keys {
+				fmt.Fprintf(w, "  %s\n", k)
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	if len(p.WAL) > 0 {
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIMELINE\tFIRST\tLAST\tFILES\tSTORED\tACTION\tREASON")
+		for _, r := range p.WAL {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Timeline, r.First, r.Last, r.Files, humanBytes(r.Bytes), action(r.Delete), r.Reason)
+		}
+		tw.Flush()
+	} else {
+		fmt.Fprintln(w, "no WAL archived")
+	}
+	if len(p.Notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range p.Notes {
+			fmt.Fprintf(w, "note: %s\n", n)
+		}
+	}
+	t := p.Totals
+	verb := "would delete"
+	if confirm {
+		verb = "deleting"
+	}
+	fmt.Fprintf(w, "\n%s %d backup(s), %d unfinished backup(s) and %d WAL file(s): %d objects, %s; keeping %d backup(s) and %d WAL file(s)\n",
+		verb, t.DeleteBackups, t.DeleteUnfinished, t.DeleteWALFiles, t.DeleteObjects, humanBytes(t.DeleteBytes), t.KeepBackups, t.KeepWALFiles)
+}
+
+func backupMarkCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "backup-mark",
+		Usage:     "mark a backup permanent (retention never deletes it or its delta chain), or --unmark it",
+		ArgsUsage: "NAME",
+		Description: `Sets the permanent flag in backup NAME's sentinel (rewritten atomically);
+--unmark clears it. Delete commands keep a permanent backup and the whole
+delta chain it needs, and the WAL from its start on; only
+"delete everything --force" removes it.`,
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "unmark", Usage: "clear the permanent flag instead"},
+		},
+		Action: func(c *cli.Context) error {
+			args, err := interspersedFlags(c)
+			if err != nil {
+				return err
+			}
+			if len(args) != 1 {
+				return fmt.Errorf("%w: backup-mark takes one backup NAME", errUsage)
+			}
+			e, err := setup(c, true)
+			if err != nil {
+				return err
+			}
+			name, permanent := args[0], !c.Bool("unmark")
+			sn, err := catalog.ReadSentinel(c.Context, e.store, name)
+			if err != nil {
+				return err
+			}
+			if sn.Permanent != permanent {
+				sn.Permanent = permanent
+				if err := catalog.WriteSentinel(c.Context, e.store, sn); err != nil {
+					return fmt.Errorf("mark %s: %w", name, err)
+				}
+			}
+			if !permanent {
+				fmt.Fprintf(c.App.Writer, "%s is not permanent (a permanent delta built on it still keeps it)\n", name)
+				return nil
+			}
+			chain := []string{name}
+			for cur := sn; cur.DeltaParent != "" && len(chain) <= 1000; {
+				p, err := catalog.ReadSentinel(c.Context, e.store, cur.DeltaParent)
+				if err != nil {
+					return fmt.Errorf("mark %s: delta parent: %w", name, err)
+				}
+				chain = append(chain, p.Name)
+				cur = p
+			}
+			fmt.Fprintf(c.App.Writer, "%s is permanent", name)
+			if len(chain) > 1 {
+				fmt.Fprintf(c.App.Writer, "; retention also keeps its chain: %s", strings.Join(chain[1:], ", "))
+			}
+			fmt.Fprintln(c.App.Writer)
+			return nil
+		},
+	}
+}
