@@ -50,7 +50,7 @@ const exitCodesHelp = `EXIT CODES:
    2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key)
    3  conflict: the archive holds this WAL file with different content (nothing overwritten)
    4  storage unreachable or failing after retries
-   5  corrupt or truncated data
+   5  corrupt or truncated data; wal-verify or backup-verify found a problem
    6  any other failure
    wal-fetch adds 128 to codes 2-6 (130, 132, 133, 134) so that Postgres
    stops recovery rather than taking the failure for the end of the archive,
