@@ -221,6 +221,18 @@ func (r *restorer) restoreLayer(ctx context.Context, l *layer) error {
 }
 
 func (r *restorer) restoreParts(ctx context.Context, st *layerState) error {
+	return eachPart(ctx, st.sn.Parts, r.conc, func(ctx context.Context, p catalog.Part, buf []byte) error {
+		if err := r.restorePart(ctx, st, p, buf); err != nil {
+			return err
+		}
+		r.partsDone.Add(1)
+		return nil
+	})
+}
+
+// eachPart runs fn on every partition, conc at a time, each worker with its
+// own copy buffer. The first error cancels the rest and is returned.
+func eachPart(ctx context.Context, parts []catalog.Part, conc int, fn func(context.Context, catalog.Part, []byte) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -229,23 +241,21 @@ func (r *restorer) restoreParts(ctx context.Context, st *layerState) error {
 		wg       sync.WaitGroup
 	)
 	jobs := make(chan catalog.Part)
-	for range min(r.conc, len(st.sn.Parts)) {
+	for range min(max(conc, 1), len(parts)) {
 		wg.Go(func() {
 			buf := make([]byte, copyBufSize)
 			for p := range jobs {
 				if ctx.Err() != nil {
 					continue
 				}
-				if err := r.restorePart(ctx, st, p, buf); err != nil {
+				if err := fn(ctx, p, buf); err != nil {
 					once.Do(func() { firstErr = err; cancel() })
-					continue
 				}
-				r.partsDone.Add(1)
 			}
 		})
 	}
 feed:
-	for _, p := range st.sn.Parts {
+	for _, p := range parts {
 		select {
 		case jobs <- p:
 		case <-ctx.Done():
@@ -869,28 +879,15 @@ func (r *restorer) logProgress(layers []*layer, every time.Duration) (stop func(
 					pct = min(100, 100*float64(d)/float64(total))
 				}
 				r.log.Info("restore progress",
-					zap.String("downloaded", fmt.Sprintf("%s of %s (%.1f%%)", byteCount(d), byteCount(total), pct)),
-					zap.String("written", byteCount(r.written.Load())),
-					zap.String("rate", byteCount(int64(float64(d-last)/now.Sub(lastAt).Seconds()))+"/s"),
-					zap.String("average", byteCount(int64(float64(d)/now.Sub(start).Seconds()))+"/s"),
+					zap.Int64("downloaded_bytes", d), zap.Int64("total_bytes", total),
+					zap.String("percent", fmt.Sprintf("%.1f", pct)),
+					zap.Int64("written_bytes", r.written.Load()),
+					zap.Int64("bytes_per_s", int64(float64(d-last)/now.Sub(lastAt).Seconds())),
+					zap.Int64("average_bytes_per_s", int64(float64(d)/now.Sub(start).Seconds())),
 					zap.String("partitions", fmt.Sprintf("%d of %d", r.partsDone.Load(), parts)))
 				last, lastAt = d, now
 			}
 		}
 	})
 	return func() { close(done); wg.Wait() }
-}
-
-// byteCount formats n bytes for a log line: "12.3 MiB".
-func byteCount(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

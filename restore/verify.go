@@ -243,41 +243,7 @@ func (v *verifier) addLocked(p Problem) {
 // parts reads the partitions, opts.Concurrency at once. A failure of the
 // store stops them all.
 func (v *verifier) parts(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		once     sync.Once
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	jobs := make(chan catalog.Part)
-	for range min(v.opts.Concurrency, len(v.sn.Parts)) {
-		wg.Go(func() {
-			buf := make([]byte, copyBufSize)
-			for p := range jobs {
-				if ctx.Err() != nil {
-					continue
-				}
-				if err := v.part(ctx, p, buf); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-				}
-			}
-		})
-	}
-feed:
-	for _, p := range v.sn.Parts {
-		select {
-		case jobs <- p:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return eachPart(ctx, v.sn.Parts, v.opts.Concurrency, v.part)
 }
 
 // partRead is what reading one partition found.
