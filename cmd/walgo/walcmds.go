@@ -95,13 +95,18 @@ func walFetch(c *cli.Context, name, dest string) error {
 	if err != nil {
 		return err
 	}
-	f := restore.NewFetcher(e.store, restore.FetchConfig{
+	return newFetcher(e, startPrefetch).Fetch(c.Context, name, dest)
+}
+
+// newFetcher is the Fetcher both wal-fetch and its background prefetch use;
+// only wal-fetch starts a prefetch.
+func newFetcher(e *env, start func(seg, walDir string, segSize int64) error) *restore.Fetcher {
+	return restore.NewFetcher(e.store, restore.FetchConfig{
 		Codec:         e.set.codec,
 		Prefetch:      e.set.prefetch,
 		Concurrency:   e.set.downloadConc,
-		StartPrefetch: startPrefetch,
+		StartPrefetch: start,
 	}, e.log)
-	return f.Fetch(c.Context, name, dest)
 }
 
 // walFetchExit maps a wal-fetch error to the exit status Postgres needs.
@@ -150,12 +155,7 @@ func walPrefetchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			f := restore.NewFetcher(e.store, restore.FetchConfig{
-				Codec:       e.set.codec,
-				Prefetch:    e.set.prefetch,
-				Concurrency: e.set.downloadConc,
-			}, e.log)
-			return f.Prefetch(c.Context, c.Args().Get(0), c.Args().Get(1), c.Int64("segment-size"))
+			return newFetcher(e, nil).Prefetch(c.Context, c.Args().Get(0), c.Args().Get(1), c.Int64("segment-size"))
 		},
 	}
 }
