@@ -206,6 +206,10 @@ func TestRetentionRealHistory(t *testing.T) {
 	if got := listBackups(t, r); !slices.Equal(got, []string{f3, d3, f4}) {
 		t.Fatalf("backups left: %v, want %v", got, []string{f3, d3, f4})
 	}
+	// Retention left every kept backup's WAL whole.
+	if res := walgo(t, r.env, "wal-verify"); res.code != 0 {
+		t.Fatalf("wal-verify after retention: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
 	firstKept := ""
 	for _, k := range after {
 		if tli, pos, ok := walPosition(k); ok && tli == f3Start[:8] && (firstKept == "" || pos < firstKept) {
