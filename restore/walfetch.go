@@ -119,7 +119,31 @@ func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) 
 	if len(objs) == 0 {
 		return 0, fmt.Errorf("%s: %w in %s", name, storage.ErrNotFound, f.store)
 	}
-	o := objs[0]
+	// The store retries opening an object, not reading it: a body cut off
+	// by the network starts over here, so one broken transfer never makes
+	// Postgres stop recovery.
+	var n int64
+	for attempt := 1; ; attempt++ {
+		if h != nil {
+			h.Reset()
+		}
+		n, err = f.downloadOnce(ctx, objs[0], name, dest, h)
+		if err == nil || attempt >= downloadAttempts || !errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
+			return n, err
+		}
+		f.log.Warn("download failed; starting over", zap.String("wal", name), zap.Int("attempt", attempt), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return 0, err
+		case <-time.After(time.Duration(attempt) * time.Second):
+		}
+	}
+}
+
+// downloadAttempts is how many times one WAL file's transfer starts over.
+const downloadAttempts = 5
+
+func (f *Fetcher) downloadOnce(ctx context.Context, o catalog.WALObject, name, dest string, h hash.Hash) (int64, error) {
 	rc, err := f.store.Get(ctx, o.Key)
 	if err != nil {
 		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
