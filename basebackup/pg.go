@@ -15,9 +15,9 @@ var (
 	// ErrArchivingOff: the cluster does not archive WAL, so a backup of it
 	// could never be restored.
 	ErrArchivingOff = errors.New("WAL archiving is off")
-	// ErrStopTimeout: pg_backup_stop did not return in time, which means
-	// the backup's last WAL segment is not being archived.
-	ErrStopTimeout = errors.New("pg_backup_stop timed out waiting for WAL archiving")
+	// ErrStopTimeout: the backup's last WAL segment did not reach the
+	// repository in time: archive_command is failing or points elsewhere.
+	ErrStopTimeout = errors.New("timed out waiting for WAL archiving")
 	// ErrUnsupported: a Postgres version walgo does not back up.
 	ErrUnsupported = errors.New("unsupported PostgreSQL version")
 )
@@ -107,25 +107,17 @@ type stopInfo struct {
 	time    time.Time
 }
 
-// stop ends the backup, waiting until its last WAL segment is archived, for
-// at most timeout (0 = no limit).
-func (s *server) stop(ctx context.Context, timeout time.Duration) (stopInfo, error) {
-	q := `select lsn::text, labelfile, coalesce(spcmapfile, '') from pg_backup_stop(true)`
+// stop ends the backup without waiting for archiving: Postgres polls the
+// archiver only once a second, so Push waits instead by watching for the
+// last segment in the repository itself, which it has to check anyway.
+func (s *server) stop(ctx context.Context) (stopInfo, error) {
+	q := `select lsn::text, labelfile, coalesce(spcmapfile, '') from pg_backup_stop(false)`
 	if s.version < 150000 {
-		q = `select lsn::text, labelfile, coalesce(spcmapfile, '') from pg_stop_backup(false, true)`
-	}
-	qctx := ctx
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		qctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
+		q = `select lsn::text, labelfile, coalesce(spcmapfile, '') from pg_stop_backup(false, false)`
 	}
 	var st stopInfo
 	var lsn string
-	if err := s.conn.QueryRow(qctx, q).Scan(&lsn, &st.label, &st.spcmap); err != nil {
-		if qctx.Err() != nil && ctx.Err() == nil {
-			return stopInfo{}, fmt.Errorf("%w after %s: the backup's last WAL segment was not archived; check pg_stat_archiver and archive_command (WALGO_STOP_BACKUP_TIMEOUT sets the limit)", ErrStopTimeout, timeout)
-		}
+	if err := s.conn.QueryRow(ctx, q).Scan(&lsn, &st.label, &st.spcmap); err != nil {
 		return stopInfo{}, fmt.Errorf("stop backup: %w", err)
 	}
 	st.time = time.Now().UTC()

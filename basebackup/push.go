@@ -153,7 +153,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	if err != nil {
 		return nil, err
 	}
-	stop, err := srv.stop(ctx, cfg.StopTimeout)
+	stop, err := srv.stop(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -166,15 +166,11 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	sn.UncompressedSize = w.plain
 	sn.FileCount = len(files)
 
-	// pg_backup_stop waited for archive_command; make sure it archived
-	// into this repository, or the backup could never be restored from it.
+	// The backup is restorable only once its last WAL segment is in this
+	// repository: wait for archive_command to put it there.
 	last := wal.SegmentAt(start.timeline, stop.lsn-1, srv.segSize)
-	found, err := catalog.FindWAL(ctx, store, last.Name(), nil)
-	if err != nil {
+	if err := waitArchived(ctx, store, last.Name(), cfg.StopTimeout); err != nil {
 		return nil, err
-	}
-	if len(found) == 0 {
-		return nil, fmt.Errorf("the backup's last WAL segment %s is not in %s: does archive_command push to this repository?", last.Name(), store)
 	}
 
 	mkey, msum, err := writeManifest(ctx, store, cfg.Codec, &catalog.Manifest{Format: catalog.ManifestFormat, Backup: name, Files: files})
@@ -288,4 +284,27 @@ func writeManifest(ctx context.Context, store storage.Store, comp *codec.Codec, 
 		return "", "", fmt.Errorf("write manifest: %w", err)
 	}
 	return key, hex.EncodeToString(s[:]), nil
+}
+
+// waitArchived polls the repository until segment is stored, for at most
+// timeout (0 = no limit).
+func waitArchived(ctx context.Context, store storage.Store, segment string, timeout time.Duration) error {
+	start := time.Now()
+	for {
+		found, err := catalog.FindWAL(ctx, store, segment, nil)
+		if err != nil {
+			return err
+		}
+		if len(found) > 0 {
+			return nil
+		}
+		if timeout > 0 && time.Since(start) >= timeout {
+			return fmt.Errorf("%w after %s: the backup's last WAL segment %s was not archived into %s; check pg_stat_archiver and that archive_command pushes to this repository (WALGO_STOP_BACKUP_TIMEOUT sets the limit)", ErrStopTimeout, timeout, segment, store)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
