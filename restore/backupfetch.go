@@ -204,7 +204,7 @@ func restoreInto(ctx context.Context, store storage.Store, dir string, layers []
 	if err := root.Chmod(".", 0o700); err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", dir, err)
 	}
-	if err := r.syncDirs(); err != nil {
+	if err := r.syncAll(); err != nil {
 		return nil, err
 	}
 	if err := r.placeControlFile(final); err != nil {
