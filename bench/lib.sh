@@ -158,7 +158,7 @@ build_walgo() {
   else
     say "building walgo from the working tree $ROOT"
     (cd "$ROOT" && go build -o "$T/bin/walgo" ./cmd/walgo) || die "go build failed (WALGO_REF=HEAD builds the last commit instead)"
-    WALGO_FROM="working tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain 2>/dev/null | grep -v '^?? bench/') ]] && echo ' with local changes')"
+    WALGO_FROM="working tree at $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && [[ -n $(git status --porcelain 2>/dev/null | grep -v '^?? bench/' || true) ]] && echo ' with local changes' || true)"
   fi
   WALGO=$T/bin/walgo
 }
