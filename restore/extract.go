@@ -221,7 +221,7 @@ func (r *restorer) restoreLayer(ctx context.Context, l *layer) error {
 }
 
 func (r *restorer) restoreParts(ctx context.Context, st *layerState) error {
-	return eachPart(ctx, st.sn.Parts, r.conc, func(ctx context.Context, p catalog.Part, buf []byte) error {
+	return forEach(ctx, st.sn.Parts, r.conc, func(ctx context.Context, p catalog.Part, buf []byte) error {
 		if err := r.restorePart(ctx, st, p, buf); err != nil {
 			return err
 		}
@@ -230,9 +230,9 @@ func (r *restorer) restoreParts(ctx context.Context, st *layerState) error {
 	})
 }
 
-// eachPart runs fn on every partition, conc at a time, each worker with its
-// own copy buffer. The first error cancels the rest and is returned.
-func eachPart(ctx context.Context, parts []catalog.Part, conc int, fn func(context.Context, catalog.Part, []byte) error) error {
+// forEach runs fn on every item, conc at a time, each worker with its own
+// copy buffer. The first error cancels the rest and is returned.
+func forEach[T any](ctx context.Context, items []T, conc int, fn func(context.Context, T, []byte) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var (
@@ -240,8 +240,8 @@ func eachPart(ctx context.Context, parts []catalog.Part, conc int, fn func(conte
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	jobs := make(chan catalog.Part)
-	for range min(max(conc, 1), len(parts)) {
+	jobs := make(chan T)
+	for range min(max(conc, 1), len(items)) {
 		wg.Go(func() {
 			buf := make([]byte, copyBufSize)
 			for p := range jobs {
@@ -255,7 +255,7 @@ func eachPart(ctx context.Context, parts []catalog.Part, conc int, fn func(conte
 		})
 	}
 feed:
-	for _, p := range parts {
+	for _, p := range items {
 		select {
 		case jobs <- p:
 		case <-ctx.Done():
@@ -699,44 +699,9 @@ func (r *restorer) finish(ctx context.Context, l *layer) (int, error) {
 // verify hashes files whose content was patched (or changed kind of
 // check) and compares them with the sha256 the chain's manifests give.
 func (r *restorer) verify(ctx context.Context, l *layer, paths []string) error {
-	if len(paths) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		once     sync.Once
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	jobs := make(chan string)
-	for range min(r.conc, len(paths)) {
-		wg.Go(func() {
-			buf := make([]byte, copyBufSize)
-			for p := range jobs {
-				if ctx.Err() != nil {
-					continue
-				}
-				if err := r.verifyOne(ctx, l, p, buf); err != nil {
-					once.Do(func() { firstErr = err; cancel() })
-				}
-			}
-		})
-	}
-feed:
-	for _, p := range paths {
-		select {
-		case jobs <- p:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(jobs)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return forEach(ctx, paths, r.conc, func(ctx context.Context, p string, buf []byte) error {
+		return r.verifyOne(ctx, l, p, buf)
+	})
 }
 
 func (r *restorer) verifyOne(ctx context.Context, l *layer, p string, buf []byte) error {

@@ -243,7 +243,7 @@ func (v *verifier) addLocked(p Problem) {
 // parts reads the partitions, opts.Concurrency at once. A failure of the
 // store stops them all.
 func (v *verifier) parts(ctx context.Context) error {
-	return eachPart(ctx, v.sn.Parts, v.opts.Concurrency, v.part)
+	return forEach(ctx, v.sn.Parts, v.opts.Concurrency, v.part)
 }
 
 // partRead is what reading one partition found.
