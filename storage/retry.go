@@ -220,12 +220,12 @@ func (r *retryStore) Put(ctx context.Context, key string, body io.Reader) error 
 	return r.do(ctx, "put", key, rewind != nil, rewind, func(ctx context.Context) error {
 		actx, w := newWatchdog(ctx, r.opts.IdleTimeout, r.idleCause(), false)
 		defer w.stop()
-		pb := &putBody{r: body, w: w}
+		pb := &putBody{body: BodyReader{R: body}, w: w}
 		err := r.s.Put(WithProgress(actx, w.kick), key, pb)
 		if err == nil {
 			return nil
 		}
-		if rerr := pb.readErr(); rerr != nil {
+		if rerr := pb.body.Err(); rerr != nil {
 			// The caller's reader failed: retrying would fail the same way.
 			return errNoRetry{err}
 		}
@@ -236,30 +236,14 @@ func (r *retryStore) Put(ctx context.Context, key string, body io.Reader) error 
 // putBody feeds a Put and pauses the idle clock while the caller's reader
 // is producing data, so a slow producer is not taken for a stalled store.
 type putBody struct {
-	r  io.Reader
-	w  *watchdog
-	mu sync.Mutex
-	e  error
+	body BodyReader
+	w    *watchdog
 }
 
 func (b *putBody) Read(p []byte) (int, error) {
 	b.w.pause()
-	n, err := b.r.Read(p)
-	b.w.resume()
-	if err != nil && err != io.EOF {
-		b.mu.Lock()
-		if b.e == nil {
-			b.e = err
-		}
-		b.mu.Unlock()
-	}
-	return n, err
-}
-
-func (b *putBody) readErr() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.e
+	defer b.w.resume()
+	return b.body.Read(p)
 }
 
 // Get opens the object, retrying the open. The returned body keeps the

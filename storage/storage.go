@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"time"
 )
 
@@ -63,4 +64,32 @@ type Store interface {
 // Rewinder or an io.Seeker; any other body is sent once.
 type Rewinder interface {
 	Rewind() error
+}
+
+// BodyReader wraps a Put body and remembers the first error (other than
+// EOF) of the caller's own reader, so a backend or wrapper can tell a
+// failing producer from a failing store: the first is not worth a retry.
+type BodyReader struct {
+	R   io.Reader
+	mu  sync.Mutex
+	err error
+}
+
+func (b *BodyReader) Read(p []byte) (int, error) {
+	n, err := b.R.Read(p)
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+// Err is the first error the wrapped reader returned, or nil.
+func (b *BodyReader) Err() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }

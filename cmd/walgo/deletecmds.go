@@ -146,12 +146,8 @@ backup-push first: an unfinished backup is deleted however young it is.
 ` + deleteHelp,
 				Flags: deleteFlags(&cli.BoolFlag{Name: "force", Usage: "delete permanent backups too"}),
 				Action: func(c *cli.Context) error {
-					args, err := interspersedFlags(c)
-					if err != nil {
+					if err := noArgs(c, "delete everything"); err != nil {
 						return err
-					}
-					if len(args) != 0 {
-						return fmt.Errorf("%w: delete everything takes no arguments", errUsage)
 					}
 					return runDelete(c, catalog.DeleteRequest{Mode: catalog.DeleteEverything, Force: c.Bool("force")})
 				},
@@ -167,12 +163,8 @@ is kept.
 ` + deleteHelp,
 				Flags: deleteFlags(minAgeFlag()),
 				Action: func(c *cli.Context) error {
-					args, err := interspersedFlags(c)
-					if err != nil {
+					if err := noArgs(c, "delete garbage"); err != nil {
 						return err
-					}
-					if len(args) != 0 {
-						return fmt.Errorf("%w: delete garbage takes no arguments", errUsage)
 					}
 					return runDelete(c, catalog.DeleteRequest{Mode: catalog.DeleteGarbage})
 				},
@@ -385,4 +377,16 @@ delta chain it needs, and the WAL from its start on; only
 			return nil
 		},
 	}
+}
+
+// noArgs refuses positional arguments to a command that takes none.
+func noArgs(c *cli.Context, what string) error {
+	args, err := interspersedFlags(c)
+	if err != nil {
+		return err
+	}
+	if len(args) != 0 {
+		return fmt.Errorf("%w: %s takes no arguments", errUsage, what)
+	}
+	return nil
 }

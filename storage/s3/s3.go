@@ -278,7 +278,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	body := &bodyReader{r: r}
+	body := &storage.BodyReader{R: r}
 	_, err = s.uploader.Upload(ctx, &s3.PutObjectInput{
 		Bucket:      aws.String(s.bucket),
 		Key:         aws.String(k),
@@ -296,7 +296,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 			err = fmt.Errorf("%w (abort of upload %s failed too: %v)", err, mu.UploadID(), aerr)
 		}
 	}
-	if rerr := body.readErr(); rerr != nil {
+	if rerr := body.Err(); rerr != nil {
 		return fmt.Errorf("put %s: read body: %w", key, rerr)
 	}
 	return s.fail(ctx, "put", key, err)
@@ -318,32 +318,6 @@ func (s *Store) abort(ctx context.Context, k, uploadID string) error {
 		return nil // the uploader's own abort went through
 	}
 	return err
-}
-
-// bodyReader remembers the first error of the caller's reader, so that
-// Put can tell it from a failure of the service.
-type bodyReader struct {
-	r  io.Reader
-	mu sync.Mutex
-	e  error
-}
-
-func (b *bodyReader) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF {
-		b.mu.Lock()
-		if b.e == nil {
-			b.e = err
-		}
-		b.mu.Unlock()
-	}
-	return n, err
-}
-
-func (b *bodyReader) readErr() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.e
 }
 
 // Get returns the object's body. ctx must stay alive while the body is
