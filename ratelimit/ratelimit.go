@@ -5,6 +5,7 @@ package ratelimit
 import (
 	"context"
 	"io"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -15,9 +16,12 @@ const chunk = 64 << 10
 
 // Limiter shares one byte budget between any number of streams.
 type Limiter struct {
-	l     *rate.Limiter
+	l *rate.Limiter
+	// mu orders clock reads with reservations: a reservation made with an
+	// older time than the one before it would hand out tokens twice.
+	mu    sync.Mutex
 	now   func() time.Time
-	sleep func(context.Context, time.Duration) error
+	sleep func(ctx context.Context, until time.Time) error
 }
 
 // New returns a limiter of bytesPerSec, or nil (no limit) when it is 0.
@@ -25,7 +29,7 @@ func New(bytesPerSec int64) *Limiter {
 	return newWithClock(bytesPerSec, time.Now, sleepCtx)
 }
 
-func newWithClock(bytesPerSec int64, now func() time.Time, sleep func(context.Context, time.Duration) error) *Limiter {
+func newWithClock(bytesPerSec int64, now func() time.Time, sleep func(context.Context, time.Time) error) *Limiter {
 	if bytesPerSec <= 0 {
 		return nil
 	}
@@ -36,7 +40,8 @@ func newWithClock(bytesPerSec int64, now func() time.Time, sleep func(context.Co
 	return &Limiter{l: l, now: now, sleep: sleep}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+func sleepCtx(ctx context.Context, until time.Time) error {
+	d := time.Until(until)
 	if d <= 0 {
 		return ctx.Err()
 	}
@@ -54,10 +59,14 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 func (l *Limiter) wait(ctx context.Context, n int) error {
 	for n > 0 {
 		k := min(n, l.l.Burst())
+		l.mu.Lock()
 		now := l.now()
 		r := l.l.ReserveN(now, k)
-		if err := l.sleep(ctx, r.DelayFrom(now)); err != nil {
+		l.mu.Unlock()
+		if err := l.sleep(ctx, now.Add(r.DelayFrom(now))); err != nil {
+			l.mu.Lock()
 			r.CancelAt(l.now())
+			l.mu.Unlock()
 			return err
 		}
 		n -= k

@@ -11,8 +11,9 @@ import (
 	"time"
 )
 
-// fakeClock advances only when the limiter sleeps, so the test measures
-// the limiter's arithmetic, not the machine's timing.
+// fakeClock advances only when the limiter sleeps, to the latest wake-up
+// time asked for, so the test measures the limiter's arithmetic, not the
+// machine's timing, even with several streams sleeping at once.
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -24,12 +25,14 @@ func (c *fakeClock) now() time.Time {
 	return c.t
 }
 
-func (c *fakeClock) sleep(ctx context.Context, d time.Duration) error {
+func (c *fakeClock) sleep(ctx context.Context, until time.Time) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	c.mu.Lock()
-	c.t = c.t.Add(max(d, 0))
+	if until.After(c.t) {
+		c.t = until
+	}
 	c.mu.Unlock()
 	return nil
 }
