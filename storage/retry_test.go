@@ -478,6 +478,10 @@ func TestIdleTimeoutPutNotFooledBy(t *testing.T) {
 		}
 	})
 	t.Run("reported progress", func(t *testing.T) {
+		// A longer idle timeout than the other cases: each report must come
+		// well within it even on a loaded machine.
+		o := idleOpts()
+		o.IdleTimeout = 200 * time.Millisecond
 		f := &fake{put: func(ctx context.Context, _ int, _ string, r io.Reader) error {
 			if _, err := io.ReadAll(r); err != nil {
 				return err
@@ -486,9 +490,9 @@ func TestIdleTimeoutPutNotFooledBy(t *testing.T) {
 			if progress == nil {
 				return errors.New("no progress func in context")
 			}
-			// Upload the buffered data for 10 idle periods, reporting bytes.
+			// Upload the buffered data for 5 idle periods, reporting bytes.
 			for range 20 {
-				time.Sleep(o.IdleTimeout / 2)
+				time.Sleep(o.IdleTimeout / 4)
 				progress(1 << 10)
 			}
 			return ctx.Err()
