@@ -30,10 +30,14 @@ const Latest = "LATEST"
 // restore walk forever.
 const maxChain = 1000
 
-// Target is a point-in-time recovery target. At most one of Time, LSN,
-// XID and Name may be set (Postgres refuses several). Action and Timeline
+// Target is a point-in-time recovery target. At most one of Immediate,
+// Time, LSN, XID and Name may be set (Postgres refuses several). Action and Timeline
 // are written only with the recovery settings and do not choose a backup.
 type Target struct {
+	// Immediate stops recovery as soon as the restored backup is
+	// consistent (recovery_target = 'immediate'): the database as of the
+	// end of the backup, whatever WAL the archive holds after it.
+	Immediate bool
 	// Time stops recovery at the first commit after this time.
 	Time *time.Time
 	// LSN stops recovery at this WAL location.
@@ -53,9 +57,10 @@ type Target struct {
 	Timeline string
 }
 
-// IsSet reports whether a recovery target (time, LSN, xid or name) is set.
+// IsSet reports whether a recovery target (immediate, time, LSN, xid or
+// name) is set.
 func (t Target) IsSet() bool {
-	return t.Time != nil || t.LSN != nil || t.XID != nil || t.Name != ""
+	return t.Immediate || t.Time != nil || t.LSN != nil || t.XID != nil || t.Name != ""
 }
 
 // BackupFetchOptions says what BackupFetch restores and how.
@@ -224,13 +229,13 @@ func (o *BackupFetchOptions) validate() error {
 	}
 	t := &o.Target
 	n := 0
-	for _, set := range []bool{t.Time != nil, t.LSN != nil, t.XID != nil, t.Name != ""} {
+	for _, set := range []bool{t.Immediate, t.Time != nil, t.LSN != nil, t.XID != nil, t.Name != ""} {
 		if set {
 			n++
 		}
 	}
 	if n > 1 {
-		return fmt.Errorf("%w: give at most one recovery target (time, LSN, xid or name)", ErrInvalid)
+		return fmt.Errorf("%w: give at most one recovery target (immediate, time, LSN, xid or name)", ErrInvalid)
 	}
 	switch t.Action {
 	case "":
@@ -330,6 +335,8 @@ func reachable(sn *catalog.Sentinel, t Target) error {
 
 func describeTarget(t Target) string {
 	switch {
+	case t.Immediate:
+		return "immediate (the end of the backup)"
 	case t.Time != nil:
 		return "time " + t.Time.UTC().Format(time.RFC3339Nano)
 	case t.LSN != nil:

@@ -91,6 +91,8 @@ func recoverySettings(opts *BackupFetchOptions) []string {
 	t := opts.Target
 	lines := []string{set("restore_command", opts.RestoreCommand)}
 	switch {
+	case t.Immediate:
+		lines = append(lines, set("recovery_target", "immediate"))
 	case t.Time != nil:
 		lines = append(lines, set("recovery_target_time", formatTargetTime(*t.Time)))
 	case t.LSN != nil:

@@ -19,6 +19,7 @@ import (
 	"github.com/walgo/walgo/archive"
 	"github.com/walgo/walgo/basebackup"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgserver"
 	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
@@ -66,7 +67,8 @@ func exitCode(err error) int {
 	case errors.Is(err, errUsage), errors.Is(err, archive.ErrInvalid), errors.Is(err, restore.ErrInvalid),
 		errors.Is(err, wal.ErrBadName), errors.Is(err, codec.ErrUnknown),
 		errors.Is(err, codec.ErrNoKey), errors.Is(err, codec.ErrWrongKey),
-		errors.Is(err, basebackup.ErrArchivingOff), errors.Is(err, basebackup.ErrBadDataDir), errors.Is(err, basebackup.ErrUnsupported):
+		errors.Is(err, basebackup.ErrArchivingOff), errors.Is(err, basebackup.ErrBadDataDir), errors.Is(err, basebackup.ErrUnsupported),
+		errors.Is(err, pgserver.ErrRoot), errors.Is(err, pgserver.ErrNoServer):
 		return exitUsage
 	case errors.Is(err, archive.ErrConflict):
 		return exitConflict
@@ -143,6 +145,7 @@ func newApp(code *int) *cli.App {
 			backupListCommand(),
 			walVerifyCommand(), backupVerifyCommand(),
 			deleteCommand(), backupMarkCommand(),
+			restoreTestCommand(),
 		},
 	}
 }
