@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -187,13 +188,20 @@ func runDelete(c *cli.Context, req catalog.DeleteRequest) error {
 	if err != nil {
 		return err
 	}
-	req.Now = time.Now()
-	req.SegmentSize = e.set.segSize
 	req.MinAge = defaultMinAge
 	if c.IsSet("min-age") {
 		req.MinAge = c.Duration("min-age")
 	}
-	inv, err := catalog.ReadInventory(c.Context, e.store, e.set.codec)
+	return applyDelete(c.Context, e, req, c.Bool("confirm"), c.Bool("json"), c.App.Writer)
+}
+
+// applyDelete plans req (with its MinAge set) against the repository,
+// prints the plan to w (as JSON with asJSON), and with confirm carries it
+// out: the delete commands' work once their flags are read.
+func applyDelete(ctx context.Context, e *env, req catalog.DeleteRequest, confirm, asJSON bool, w io.Writer) error {
+	req.Now = time.Now()
+	req.SegmentSize = e.set.segSize
+	inv, err := catalog.ReadInventory(ctx, e.store, e.set.codec)
 	if err != nil {
 		return err
 	}
@@ -204,37 +212,36 @@ func runDelete(c *cli.Context, req catalog.DeleteRequest) error {
 	if err != nil {
 		return err
 	}
-	confirm, asJSON := c.Bool("confirm"), c.Bool("json")
 	report := deleteReport{DryRun: !confirm, Plan: plan}
 	if !asJSON {
-		printPlan(c.App.Writer, plan, confirm, e.store)
+		printPlan(w, plan, confirm, e.store)
 	}
 	if confirm && plan.Totals.DeleteObjects > 0 {
-		res, aerr := catalog.Apply(c.Context, e.store, plan, catalog.ApplyOptions{
+		res, aerr := catalog.Apply(ctx, e.store, plan, catalog.ApplyOptions{
 			Concurrency: deleteConcurrency,
 			OnDelete:    func(key string) { e.log.Debug("deleted", zap.String("key", key)) },
 		})
 		report.Deleted = &res
 		if !asJSON {
-			fmt.Fprintf(c.App.Writer, "deleted %d backup(s), %d unfinished backup(s), %d WAL file(s): %d objects, %s\n",
+			fmt.Fprintf(w, "deleted %d backup(s), %d unfinished backup(s), %d WAL file(s): %d objects, %s\n",
 				res.Backups, res.Unfinished, res.WALFiles, res.Objects, humanBytes(res.Bytes))
 			for _, n := range res.Skipped {
-				fmt.Fprintf(c.App.Writer, "left alone %s: it finished while the plan was made\n", n)
+				fmt.Fprintf(w, "left alone %s: it finished while the plan was made\n", n)
 			}
 		}
 		if aerr != nil {
 			if asJSON {
-				_ = writeJSON(c.App.Writer, report)
+				_ = writeJSON(w, report)
 			}
 			return fmt.Errorf("delete %s: %w", plan.Mode, aerr)
 		}
 		e.log.Info("delete finished", zap.String("mode", plan.Mode), zap.Int("backups", res.Backups),
 			zap.Int("unfinished", res.Unfinished), zap.Int("wal_files", res.WALFiles), zap.Int64("bytes", res.Bytes))
 	} else if confirm && !asJSON {
-		fmt.Fprintln(c.App.Writer, "nothing to delete")
+		fmt.Fprintln(w, "nothing to delete")
 	}
 	if asJSON {
-		return writeJSON(c.App.Writer, report)
+		return writeJSON(w, report)
 	}
 	return nil
 }
