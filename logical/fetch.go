@@ -1,0 +1,162 @@
+package logical
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/storage"
+)
+
+// Latest names the dump that finished last.
+const Latest = "LATEST"
+
+// Find returns the sentinel of dump name, or of the newest dump for
+// LATEST; ErrNotFound if there is no such dump.
+func Find(ctx context.Context, store storage.Store, name string) (*catalog.DumpSentinel, error) {
+	if strings.EqualFold(name, Latest) {
+		return catalog.LatestDump(ctx, store)
+	}
+	return catalog.ReadDumpSentinel(ctx, store, name)
+}
+
+// Fetch writes dump name's pg_dump output (custom format) to w, checking
+// the stored bytes and the decoded output against the sentinel's sizes and
+// sha256. Data reaches w as it is decoded, so w has received everything
+// by the time a mismatch at the end is reported: a caller writing to a
+// file must not keep it on error (FetchFile does that). Damage is an error
+// wrapping codec.ErrCorrupt that names the object; a missing or wrong age
+// key is codec.ErrNoKey or codec.ErrWrongKey.
+func Fetch(ctx context.Context, store storage.Store, cd *codec.Codec, name string, w io.Writer) (*catalog.DumpSentinel, error) {
+	sn, err := Find(ctx, store, name)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := store.Get(ctx, sn.Key)
+	if err != nil {
+		return nil, fmt.Errorf("fetch dump %s: %w", sn.Name, err)
+	}
+	defer rc.Close()
+	stored := &hashReader{r: rc, h: sha256.New()}
+	dec, err := cd.Decode(sn.Ext(), stored)
+	if err != nil {
+		return nil, fmt.Errorf("fetch dump %s: object %s: %w", sn.Name, sn.Key, err)
+	}
+	defer dec.Close()
+	plain := sha256.New()
+	out := &errWriter{w: io.MultiWriter(w, plain)}
+	n, err := io.CopyBuffer(out, dec, make([]byte, copyBuffer))
+	if err == nil {
+		// The decoder may stop before the last stored bytes (padding,
+		// trailing garbage); they count for the stored checksum.
+		_, err = io.Copy(io.Discard, stored)
+	}
+	switch {
+	case err != nil && out.err != nil:
+		return nil, fmt.Errorf("fetch dump %s: write: %w", sn.Name, err)
+	case err != nil:
+		return nil, fmt.Errorf("fetch dump %s: object %s: %w", sn.Name, sn.Key, err)
+	}
+	if got := hex.EncodeToString(stored.h.Sum(nil)); stored.n != sn.StoredSize || got != sn.StoredSHA256 {
+		return nil, fmt.Errorf("%w: dump %s: object %s: stored bytes have size %d and sha256 %s, the sentinel says %d and %s",
+			codec.ErrCorrupt, sn.Name, sn.Key, stored.n, got, sn.StoredSize, sn.StoredSHA256)
+	}
+	if got := hex.EncodeToString(plain.Sum(nil)); n != sn.Size || got != sn.SHA256 {
+		return nil, fmt.Errorf("%w: dump %s: object %s: decoded dump has size %d and sha256 %s, the sentinel says %d and %s",
+			codec.ErrCorrupt, sn.Name, sn.Key, n, got, sn.Size, sn.SHA256)
+	}
+	return sn, nil
+}
+
+// FetchFile fetches dump name into a new file at path. The data goes to a
+// temporary file in the same folder, which becomes path (fsynced, renamed)
+// only once every checksum matched, so a damaged dump never leaves a file
+// that looks complete. An existing path is refused (ErrExists).
+func FetchFile(ctx context.Context, store storage.Store, cd *codec.Codec, name, path string) (*catalog.DumpSentinel, error) {
+	if _, err := os.Lstat(path); err == nil {
+		return nil, fmt.Errorf("%w: %s: choose a new file name", ErrExists, path)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".walgo-*")
+	if err != nil {
+		return nil, fmt.Errorf("fetch dump: %w", err)
+	}
+	tmp := f.Name()
+	sn, err := fetchInto(ctx, store, cd, name, f)
+	if err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return nil, fmt.Errorf("fetch dump: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync() // the rename itself survives a crash
+		d.Close()
+	}
+	return sn, nil
+}
+
+// fetchInto fetches into f, syncs and closes it.
+func fetchInto(ctx context.Context, store storage.Store, cd *codec.Codec, name string, f *os.File) (*catalog.DumpSentinel, error) {
+	bw := bufio.NewWriterSize(f, copyBuffer)
+	sn, err := Fetch(ctx, store, cd, name, bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		if sn == nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("fetch dump %s: %w", sn.Name, err)
+	}
+	return sn, nil
+}
+
+// hashReader hashes and counts what is read through it.
+type hashReader struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (h *hashReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	h.h.Write(p[:n])
+	h.n += int64(n)
+	return n, err
+}
+
+// errWriter remembers its own write error, to tell it from a read error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
+	}
+	return n, err
+}
