@@ -146,6 +146,7 @@ func newApp(code *int) *cli.App {
 			walVerifyCommand(), backupVerifyCommand(),
 			deleteCommand(), backupMarkCommand(),
 			restoreTestCommand(),
+			scheduleCommand(),
 		},
 	}
 }
