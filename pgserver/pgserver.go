@@ -406,7 +406,8 @@ func serverArgs(dataDir, privDir string, port int, version string, extra []strin
 		set("primary_conninfo", "")
 		set("primary_slot_name", "")
 	}
-	set("external_pid_file", "")
+	// Not "": Postgres would try to write a file of that name.
+	set("external_pid_file", filepath.Join(privDir, "postmaster.pid"))
 	set("ssl", "off")
 	set("logging_collector", "off")
 	set("log_destination", "stderr")
@@ -463,7 +464,7 @@ func ensureConfFile(dataDir string) error {
 // makePrivateDir makes the 0700 folder for the socket, log and hba file.
 // It lives in the system temp folder: a unix socket path must stay short.
 func makePrivateDir() (string, error) {
-	dir, err := os.MkdirTemp("", "walgo-pg-")
+	dir, err := os.MkdirTemp("", "walgo-pgserver-")
 	if err != nil {
 		return "", fmt.Errorf("private postgres folder: %w", err)
 	}
@@ -531,7 +532,7 @@ var (
 func FindBinDir(version, explicit string) (string, error) {
 	if explicit != "" {
 		if err := checkBinDir(explicit, version); err != nil {
-			return "", err
+			return "", fmt.Errorf("server binaries for Postgres %s: %w", version, err)
 		}
 		return explicit, nil
 	}
@@ -541,6 +542,11 @@ func FindBinDir(version, explicit string) (string, error) {
 		candidates = append(candidates, strings.TrimSpace(string(out)))
 	}
 	if p, err := exec.LookPath("postgres"); err == nil {
+		// A symlink in PATH (/usr/local/bin/postgres) stands for the real
+		// folder, which also holds the client tools of that version.
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
 		candidates = append(candidates, filepath.Dir(p))
 	}
 	for _, dir := range candidates {
