@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // conninfo is a libpq connection string, as a URL or as keyword=value
@@ -168,4 +170,18 @@ func WithDatabase(dsn, db string) (string, error) {
 	}
 	ci.set("dbname", db)
 	return ci.String(), nil
+}
+
+// DatabaseOf is the database a DSN connects to, taking the PG*
+// environment into account as pgx and libpq do; "postgres" when neither
+// names one.
+func DatabaseOf(dsn string) (string, error) {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return "", fmt.Errorf("%w: connection string does not parse", ErrInvalid) // never quote it: it may hold a password
+	}
+	if cfg.Database == "" {
+		return "postgres", nil
+	}
+	return cfg.Database, nil
 }

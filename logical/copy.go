@@ -134,7 +134,7 @@ func Copy(ctx context.Context, opts CopyOptions) (*CopyResult, error) {
 			if opts.Phase != nil {
 				opts.Phase(PhaseRestoring)
 			}
-			log.Info(PhaseRestoring, zap.Int64("bytes", res.Bytes))
+			log.Debug(PhaseRestoring, zap.Int64("bytes", res.Bytes))
 		}
 	})
 	wg.Go(func() {

@@ -123,6 +123,7 @@ func newProgress(what string, log *zap.Logger) *progress {
 	return &progress{what: what, log: log, terminal: err == nil && fi.Mode()&os.ModeCharDevice != 0, start: now, last: now}
 }
 
+// update shows done of total bytes; a negative total is unknown.
 func (p *progress) update(done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -137,6 +138,15 @@ func (p *progress) update(done, total int64) {
 	p.last = now
 	elapsed := now.Sub(p.start).Seconds()
 	rate := float64(done) / max(elapsed, 0.001)
+	if total < 0 { // unknown total (a pipe): bytes and rate only
+		if !p.terminal {
+			p.log.Info("progress", zap.String("op", p.what), zap.Int64("bytes", done), zap.String("rate", humanBytes(int64(rate))+"/s"))
+		} else {
+			fmt.Fprintf(os.Stderr, "\r%s %s  %s/s   ", p.what, humanBytes(done), humanBytes(int64(rate)))
+			p.drawn = true
+		}
+		return
+	}
 	eta := "?"
 	if rate > 0 && total >= done {
 		eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()

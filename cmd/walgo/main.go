@@ -19,6 +19,7 @@ import (
 	"github.com/walgo/walgo/archive"
 	"github.com/walgo/walgo/basebackup"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/logical"
 	"github.com/walgo/walgo/pgserver"
 	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
@@ -50,6 +51,7 @@ const exitCodesHelp = `EXIT CODES:
    1  not found (wal-fetch: the archive does not hold this file)
    2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key)
    3  conflict: the archive holds this WAL file with different content (nothing overwritten)
+      dump-restore, copy: the target database is not empty and --confirm is missing (nothing changed)
    4  storage unreachable or failing after retries
    5  corrupt or truncated data; wal-verify or backup-verify found a problem
    6  any other failure
@@ -68,9 +70,10 @@ func exitCode(err error) int {
 		errors.Is(err, wal.ErrBadName), errors.Is(err, codec.ErrUnknown),
 		errors.Is(err, codec.ErrNoKey), errors.Is(err, codec.ErrWrongKey),
 		errors.Is(err, basebackup.ErrArchivingOff), errors.Is(err, basebackup.ErrBadDataDir), errors.Is(err, basebackup.ErrUnsupported),
-		errors.Is(err, pgserver.ErrRoot), errors.Is(err, pgserver.ErrNoServer):
+		errors.Is(err, pgserver.ErrRoot), errors.Is(err, pgserver.ErrNoServer),
+		errors.Is(err, logical.ErrInvalid):
 		return exitUsage
-	case errors.Is(err, archive.ErrConflict):
+	case errors.Is(err, archive.ErrConflict), errors.Is(err, logical.ErrNotEmpty), errors.Is(err, logical.ErrExists):
 		return exitConflict
 	case errors.Is(err, codec.ErrCorrupt), errors.Is(err, wal.ErrBadHeader):
 		return exitCorrupt
@@ -147,6 +150,7 @@ func newApp(code *int) *cli.App {
 			deleteCommand(), backupMarkCommand(),
 			restoreTestCommand(),
 			scheduleCommand(),
+			dumpPushCommand(), dumpListCommand(), dumpFetchCommand(), dumpRestoreCommand(), dumpDeleteCommand(), copyCommand(),
 		},
 	}
 }
