@@ -3,10 +3,15 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/internal/pgtest"
@@ -114,6 +119,55 @@ func TestRestoreTest(t *testing.T) {
 			t.Errorf("exit %d, stderr:\n%s\nwant a failure with the server log", res.code, res.stderr)
 		}
 		t.Logf("stderr:\n%s", lastLines(res.stderr, 15))
+	})
+
+	t.Run("interrupted", func(t *testing.T) {
+		// SIGTERM once the private server runs: walgo stops it and
+		// removes everything. (Should the drill finish first, the clean-up
+		// is checked all the same.)
+		cmd := src.Command(ctx, walgoBin, "restore-test", "--work-dir", work)
+		cmd.Env = append(cmd.Env, env...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		var pidFile []byte
+	poll:
+		for {
+			select {
+			case err := <-done:
+				t.Logf("restore-test finished before the signal (%v)", err)
+				done <- err
+				break poll
+			case <-time.After(5 * time.Millisecond):
+			}
+			m, _ := filepath.Glob(filepath.Join(work, "walgo-drill-*", "data", "postmaster.pid"))
+			if len(m) > 0 {
+				if pidFile, _ = os.ReadFile(m[0]); len(pidFile) > 0 {
+					cmd.Process.Signal(syscall.SIGTERM)
+					break
+				}
+			}
+		}
+		err := <-done
+		var ee *exec.ExitError
+		if pidFile != nil && (!errors.As(err, &ee) || ee.ExitCode() == 0) {
+			t.Errorf("restore-test after SIGTERM: %v; want a failure\n%s", err, stderr.String())
+		}
+		for _, d := range []string{work, tmp} {
+			if ents, _ := os.ReadDir(d); len(ents) != 0 {
+				t.Errorf("an interrupted restore-test left %s behind in %s", ents[0].Name(), d)
+			}
+		}
+		if pid, err := strconv.Atoi(strings.SplitN(string(pidFile), "\n", 2)[0]); err == nil {
+			if syscall.Kill(pid, 0) == nil {
+				t.Errorf("the private postgres (pid %d) still runs", pid)
+			}
+		}
+		t.Logf("stderr:\n%s", lastLines(stderr.String(), 5))
 	})
 
 	t.Run("unknown backup", func(t *testing.T) {

@@ -323,8 +323,8 @@ func (s *Server) launch(version string) (int64, error) {
 
 // waitReady waits until a connection succeeds, the server exits, ctx ends
 // or the start timeout passes.
-func (s *Server) waitReady(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.StartTimeout)
+func (s *Server) waitReady(parent context.Context) error {
+	ctx, cancel := context.WithTimeout(parent, s.opts.StartTimeout)
 	defer cancel()
 	delay := 20 * time.Millisecond
 	for {
@@ -340,6 +340,9 @@ func (s *Server) waitReady(ctx context.Context) error {
 		case <-s.exited:
 			return fmt.Errorf("postgres exited (%v)", s.waitErr)
 		case <-ctx.Done():
+			if parent.Err() != nil {
+				return fmt.Errorf("interrupted: %w", parent.Err())
+			}
 			return fmt.Errorf("not accepting connections after %s: %w", s.opts.StartTimeout, ctx.Err())
 		case <-time.After(delay):
 		}
