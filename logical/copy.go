@@ -124,9 +124,15 @@ func Copy(ctx context.Context, opts CopyOptions) (*CopyResult, error) {
 		if pipeErr != nil {
 			failed("pipe")
 		}
-		in.Close() // pg_restore sees the end of the archive
-		if dumpErr = dump.Wait(); dumpErr != nil {
+		// pg_dump's exit status before pg_restore sees the end of the
+		// archive: after a failed pg_dump it is stopped, never handed a
+		// truncated archive as if it were whole.
+		dumpErr = dump.Wait()
+		if dumpErr != nil {
 			failed("pg_dump")
+		}
+		in.Close()
+		if dumpErr != nil {
 			return
 		}
 		if pipeErr == nil {
@@ -183,5 +189,5 @@ func stopped(i int, err error) string {
 	if i == 0 {
 		return err.Error()
 	}
-	return err.Error() + " (stopped by walgo after the first failure)"
+	return err.Error() + " (after the first failure)"
 }

@@ -38,11 +38,15 @@ func clientBinDirFlag() cli.Flag {
 }
 
 func dumpPushCommand() *cli.Command {
-	// A fork needs drill's settings, but it is never checked with pg_amcheck.
+	// A fork needs drill's settings, but it is never checked with
+	// pg_amcheck, and --pg-bindir says where pg_dump comes from too.
 	flags := slices.DeleteFunc(drillFlags(), func(f cli.Flag) bool {
-		return slices.Contains(f.Names(), "heapallindexed")
+		return slices.Contains(f.Names(), "heapallindexed") || slices.Contains(f.Names(), "pg-bindir")
 	})
-	flags = append(flags, &cli.StringFlag{Name: "from-backup", Usage: "dump a private copy restored from base backup `NAME` or LATEST instead of the live database"})
+	flags = append(flags,
+		&cli.StringFlag{Name: "from-backup", Usage: "dump a private copy restored from base backup `NAME` or LATEST instead of the live database"},
+		&cli.StringFlag{Name: "pg-bindir", EnvVars: []string{"WALGO_PG_BINDIR"},
+			Usage: "take pg_dump, and with --from-backup the server binaries, from `DIR` (default: pg_dump from PATH; with --from-backup, the backup's version's binaries)"})
 	return &cli.Command{
 		Name:      "dump-push",
 		Usage:     "store a logical backup (pg_dump) of one database",
@@ -68,7 +72,7 @@ A password in DSN is passed to pg_dump in PGPASSWORD, never on its command
 line.
 
 ` + dumpExitCodes,
-		Flags: append(flags, clientBinDirFlag()),
+		Flags: flags, // drill's --pg-bindir: pg_dump comes from there too
 		Action: func(c *cli.Context) error {
 			args, err := interspersedFlags(c)
 			if err != nil {
