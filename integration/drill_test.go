@@ -190,4 +190,31 @@ func TestRestoreTest(t *testing.T) {
 			t.Errorf("a refused restore-test left %s", filepath.Join(work, ents[0].Name()))
 		}
 	})
+
+	// Last: it damages the source itself. A page damaged on disk before
+	// the backup is stored faithfully (its sha256s all match); only the
+	// check of the restored copy can tell.
+	t.Run("damaged page caught by pg_amcheck", func(t *testing.T) {
+		src.SQL(t, "create table drill_victim as select g, md5(g::text) as h from generate_series(1, 1000) g")
+		rel := src.SQL(t, "select pg_relation_filepath('drill_victim')")
+		src.Stop(t)
+		f, err := os.OpenFile(filepath.Join(src.DataDir(), rel), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0xff}, 16), 8000); err != nil { // tuples of block 0
+			t.Fatal(err)
+		}
+		f.Close()
+		src.Start(t)
+		mustWalgoAs(t, src, append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...), "backup-push")
+		res := restoreTest(t)
+		if res.code != 5 || !strings.Contains(res.stderr, "pg_amcheck found corruption") || !strings.Contains(res.stderr, "drill_victim") {
+			t.Errorf("exit %d, stderr:\n%s\nwant 5 and pg_amcheck's report naming drill_victim", res.code, res.stderr)
+		}
+		t.Logf("stdout:\n%s\nstderr:\n%s", res.stdout, lastLines(res.stderr, 12))
+		if !strings.Contains(res.stdout, "FAILED") {
+			t.Errorf("the report does not say FAILED:\n%s", res.stdout)
+		}
+	})
 }
