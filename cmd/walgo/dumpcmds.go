@@ -336,15 +336,19 @@ No repository is needed.
 			}
 			progress := newProgress("copy", e.log)
 			phaseShown := false
+			var sent int64 // the bar is redrawn at most 5 times a second: the last count may not show
 			res, err := logical.Copy(c.Context, logical.CopyOptions{
-				SrcDSN:   args[0],
-				DstDSN:   args[1],
-				Confirm:  c.Bool("confirm"),
-				Progress: func(n int64) { progress.update(n, -1) },
+				SrcDSN:  args[0],
+				DstDSN:  args[1],
+				Confirm: c.Bool("confirm"),
+				Progress: func(n int64) {
+					sent = n
+					progress.update(n, -1)
+				},
 				Phase: func(phase string) {
 					progress.done()
 					phaseShown = true
-					fmt.Fprintf(os.Stderr, "copy: %s\n", phase)
+					fmt.Fprintf(os.Stderr, "copy: %s (%s in %s)\n", phase, humanBytes(sent), time.Since(progress.start).Round(100*time.Millisecond))
 				},
 				BinDir: c.String("pg-bindir"),
 				Log:    e.log,
