@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/drill"
+	"github.com/walgo/walgo/pgserver"
 	"github.com/walgo/walgo/restore"
 )
 
@@ -20,7 +21,7 @@ func drillFlags() []cli.Flag {
 		&cli.StringFlag{Name: "work-dir", EnvVars: []string{"WALGO_DRILL_WORK_DIR"}, Usage: "restore into a temporary folder under `DIR` (default: the system temp folder); it needs room for the whole database"},
 		&cli.StringFlag{Name: "pg-bindir", EnvVars: []string{"WALGO_PG_BINDIR"}, Usage: "Postgres server binaries `DIR` (default: /usr/lib/postgresql/<version>/bin, pg_config --bindir, PATH)"},
 		&cli.BoolFlag{Name: "heapallindexed", EnvVars: []string{"WALGO_DRILL_HEAPALLINDEXED"}, Value: true, Usage: "pg_amcheck also checks that every row has its index entries (slower); --heapallindexed=false to skip"},
-		&cli.DurationFlag{Name: "start-timeout", EnvVars: []string{"WALGO_DRILL_START_TIMEOUT"}, Usage: "give up when the restored copy is not consistent after this long (default 5m)"},
+		&cli.DurationFlag{Name: "start-timeout", EnvVars: []string{"WALGO_DRILL_START_TIMEOUT"}, Value: pgserver.DefaultStartTimeout, Usage: "give up when the restored copy is not consistent after this long"},
 	}
 }
 
