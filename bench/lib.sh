@@ -162,3 +162,23 @@ build_walgo() {
   fi
   WALGO=$T/bin/walgo
 }
+
+# ---------------------------------------------------------------- timing
+# time_as_pg RESFILE CMD...: runs CMD as postgres under /usr/bin/time -v and
+# appends "wall_ms rss_MiB cpu_ms" to RESFILE: wall time from $EPOCHREALTIME
+# (µs), CPU = user + sys of CMD and its children, RSS = the largest single
+# process. T must belong to postgres (time writes its report there).
+time_as_pg() {
+  local res=$1 t0 t1 rc=0 tv=$T/time.$BASHPID.$RANDOM
+  shift
+  t0=$(us_now)
+  as_pg /usr/bin/time -v -o "$tv" "$@" || rc=$?
+  t1=$(us_now)
+  if (( rc == 0 )); then
+    awk -F': ' -v w=$(( t1 - t0 )) '/Maximum resident set size/ {r = $2 / 1024}
+      /User time/ {c += $2} /System time/ {c += $2}
+      END {printf "%.1f %.1f %.0f\n", w / 1000, r, c * 1000}' "$tv" >>"$res"
+  fi
+  rm -f "$tv"
+  return "$rc"
+}
