@@ -150,6 +150,8 @@ func Copy(ctx context.Context, opts CopyOptions) (*CopyResult, error) {
 	})
 	wg.Wait()
 	if len(order) == 0 {
+		logWarnings(log, "pg_dump", dumpErrOut)
+		logWarnings(log, "pg_restore", restoreErrOut)
 		res.Total = time.Since(start)
 		log.Info("copy finished", zap.Int64("bytes", res.Bytes), zap.Duration("took", res.Total.Round(time.Millisecond)))
 		return res, nil

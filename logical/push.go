@@ -48,10 +48,10 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 	if opts.Codec == nil {
 		opts.Codec = codec.New(nil, nil, nil)
 	}
-	log := opts.Log
-	if log == nil {
-		log = zap.NewNop()
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
 	}
+	log := opts.Log
 	conn, err := connect(ctx, opts.DSN)
 	if err != nil {
 		return nil, err
@@ -66,14 +66,9 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	start := time.Now().UTC()
-	name := catalog.DumpName(start)
-	inUse, err := catalog.DumpNameInUse(ctx, store, name)
+	start, name, err := claimName(ctx, store)
 	if err != nil {
 		return nil, err
-	}
-	if inUse {
-		return nil, fmt.Errorf("dump %s: %w in %s (another dump-push started in the same second?)", name, ErrExists, store)
 	}
 	key := catalog.DumpKey(name, opts.Codec)
 	log.Info("dump started", zap.String("dump", name), zap.String("database", srv.database),
@@ -108,6 +103,11 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		FromBackup:      opts.FromBackup,
 		Hostname:        host,
 	}
+	// Two dump-push runs that started in the same second share a name: the
+	// first to finish keeps it.
+	if _, err := store.Stat(ctx, catalog.DumpSentinelKey(name)); err == nil {
+		return nil, fmt.Errorf("dump %s: %w: another dump-push of the same second finished first; run one at a time per repository", name, ErrExists)
+	}
 	if err := catalog.WriteDumpSentinel(ctx, store, sn); err != nil {
 		return nil, fmt.Errorf("dump %s: sentinel: %w", name, err)
 	}
@@ -115,6 +115,29 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		zap.Int64("bytes", sn.Size), zap.Int64("stored_bytes", sn.StoredSize),
 		zap.Duration("took", sn.FinishTime.Sub(start).Round(time.Millisecond)))
 	return sn, nil
+}
+
+// claimName picks the dump's name from its start time. Names have a
+// one-second resolution and are never reused: when a dump of this second
+// exists (dump-push run back to back for several small databases), it
+// waits for the next second, a few times.
+func claimName(ctx context.Context, store storage.Store) (time.Time, string, error) {
+	for attempt := 1; ; attempt++ {
+		start := time.Now().UTC()
+		name := catalog.DumpName(start)
+		inUse, err := catalog.DumpNameInUse(ctx, store, name)
+		if err != nil || !inUse {
+			return start, name, err
+		}
+		if attempt == 3 {
+			return start, name, fmt.Errorf("dump %s: %w in %s", name, ErrExists, store)
+		}
+		select {
+		case <-ctx.Done():
+			return start, name, ctx.Err()
+		case <-time.After(time.Until(start.Truncate(time.Second).Add(time.Second))):
+		}
+	}
 }
 
 // dumpInto runs pg_dump and uploads its output under key. It returns the
@@ -169,6 +192,7 @@ func dumpInto(ctx context.Context, store storage.Store, key string, opts PushOpt
 		}
 		return finish(toolError("pg_dump", err, stderr))
 	}
+	logWarnings(opts.Log, "pg_dump", stderr)
 	if err := enc.Close(); err != nil {
 		return finish(err)
 	}

@@ -94,6 +94,7 @@ func Restore(ctx context.Context, store storage.Store, opts RestoreOptions) (*Re
 		}
 		return nil, fmt.Errorf("restore dump %s into %q: %w", sn.Name, target.database, toolError("pg_restore", err, stderr))
 	}
+	logWarnings(log, "pg_restore", stderr)
 	res.Restore = time.Since(start)
 	log.Info("dump restored", zap.String("dump", sn.Name), zap.String("database", target.database),
 		zap.Duration("download", res.Download.Round(time.Millisecond)), zap.Duration("pg_restore", res.Restore.Round(time.Millisecond)))

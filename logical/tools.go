@@ -19,6 +19,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 )
 
 var (
@@ -77,6 +78,14 @@ func toolError(name string, err error, stderr *tailBuffer) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return fmt.Errorf("%s: %w: %s", name, err, msg)
+}
+
+// logWarnings logs what a client program that succeeded still wrote to
+// stderr (pg_restore's warnings, for instance).
+func logWarnings(log *zap.Logger, name string, stderr *tailBuffer) {
+	if msg := stderr.String(); msg != "" {
+		log.Warn(name+" succeeded with messages", zap.String("stderr", msg))
+	}
 }
 
 // tailBuffer keeps the last max bytes written to it.
