@@ -344,3 +344,31 @@ func TestApplyDumpPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzDecodeDumpSentinel: whatever a sentinel holds, a decoded one names a
+// valid dump whose key lies in its own folder, and re-encodes stably.
+func FuzzDecodeDumpSentinel(f *testing.F) {
+	b, _ := EncodeDumpSentinel(dumpSentinel("dump_20260308T160507Z", t0))
+	f.Add(b)
+	f.Add([]byte(`{"format":1,"name":"dump_20260308T160507Z","key":"dumps_005/dump_20260308T160507Z/dump.pgdump.zst.age"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := DecodeDumpSentinel(b)
+		if err != nil {
+			return
+		}
+		if !ValidDumpName(d.Name) || !strings.HasPrefix(d.Key, DumpFolder(d.Name)) || d.Ext() == "" {
+			t.Fatalf("accepted %+v", d)
+		}
+		re, err := EncodeDumpSentinel(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d2, err := DecodeDumpSentinel(re)
+		if err != nil {
+			t.Fatalf("re-encoded sentinel does not decode: %v", err)
+		}
+		if re2, _ := EncodeDumpSentinel(d2); !bytes.Equal(re, re2) {
+			t.Fatalf("unstable encoding:\n%s\n%s", re, re2)
+		}
+	})
+}
