@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -52,29 +53,40 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		opts.Log = zap.NewNop()
 	}
 	log := opts.Log
-	conn, err := connect(ctx, opts.DSN)
-	if err != nil {
-		return nil, err
-	}
-	srv, err := describe(ctx, conn)
-	conn.Close(context.WithoutCancel(ctx))
-	if err != nil {
-		return nil, err
-	}
-	dumpVersion, err := toolVersion(ctx, opts.BinDir, "pg_dump")
-	if err != nil {
-		return nil, err
-	}
 	host, _ := os.Hostname()
 	start, name, err := claimName(ctx, store)
 	if err != nil {
 		return nil, err
 	}
 	key := catalog.DumpKey(name, opts.Codec)
-	log.Info("dump started", zap.String("dump", name), zap.String("database", srv.database),
-		zap.String("server_version", srv.versionString), zap.String("pg_dump_version", dumpVersion), zap.String("key", key))
+	log.Info("dump started", zap.String("dump", name), zap.String("key", key))
 
+	// What the sentinel records of the server and of pg_dump is read while
+	// pg_dump runs: it is needed only at the end, and a second connection
+	// and program start would otherwise delay every dump.
+	var (
+		srv         server
+		dumpVersion string
+		infoErr     error
+		wg          sync.WaitGroup
+	)
+	wg.Go(func() {
+		if dumpVersion, infoErr = toolVersion(ctx, opts.BinDir, "pg_dump"); infoErr != nil {
+			return
+		}
+		conn, err := connect(ctx, opts.DSN)
+		if err != nil {
+			infoErr = err
+			return
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		srv, infoErr = describe(ctx, conn)
+	})
 	plain, stored, err := dumpInto(ctx, store, key, opts)
+	wg.Wait()
+	if err == nil && infoErr != nil {
+		err = infoErr
+	}
 	if err != nil {
 		// The upload fails along with pg_dump, so this is only a safety net
 		// for a backend that kept something.
@@ -112,6 +124,7 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		return nil, fmt.Errorf("dump %s: sentinel: %w", name, err)
 	}
 	log.Info("dump finished", zap.String("dump", name), zap.String("database", sn.Database),
+		zap.String("server_version", sn.PGServerVersion), zap.String("pg_dump_version", sn.PgDumpVersion),
 		zap.Int64("bytes", sn.Size), zap.Int64("stored_bytes", sn.StoredSize),
 		zap.Duration("took", sn.FinishTime.Sub(start).Round(time.Millisecond)))
 	return sn, nil
