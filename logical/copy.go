@@ -52,18 +52,30 @@ func Copy(ctx context.Context, opts CopyOptions) (*CopyResult, error) {
 		log = zap.NewNop()
 	}
 	start := time.Now()
-	conn, err := connect(ctx, opts.SrcDSN)
-	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
+	// Both checks at once: they are on the critical path of every copy.
+	var (
+		src, dst       server
+		srcErr, dstErr error
+		checks         sync.WaitGroup
+	)
+	checks.Go(func() {
+		conn, err := connect(ctx, opts.SrcDSN)
+		if err != nil {
+			srcErr = fmt.Errorf("source: %w", err)
+			return
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		if src, err = describe(ctx, conn); err != nil {
+			srcErr = fmt.Errorf("source: %w", err)
+		}
+	})
+	checks.Go(func() { dst, dstErr = checkTarget(ctx, opts.DstDSN, opts.Confirm) })
+	checks.Wait()
+	if srcErr != nil {
+		return nil, srcErr
 	}
-	src, err := describe(ctx, conn)
-	conn.Close(context.WithoutCancel(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("source: %w", err)
-	}
-	dst, err := checkTarget(ctx, opts.DstDSN, opts.Confirm)
-	if err != nil {
-		return nil, err
+	if dstErr != nil {
+		return nil, dstErr
 	}
 	if src.systemID != "" && src.systemID == dst.systemID && src.database == dst.database {
 		return nil, fmt.Errorf("%w: source and destination are the same database (%q on cluster %s)", ErrInvalid, src.database, src.systemID)
