@@ -3,6 +3,8 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -230,6 +232,22 @@ func TestDump(t *testing.T) {
 		b, err := os.ReadFile(out)
 		if err != nil || int64(len(b)) != d.Size || !bytes.HasPrefix(b, []byte("PGDMP")) {
 			t.Fatalf("fetched encrypted dump: %d bytes (want %d), %v", len(b), d.Size, err)
+		}
+	})
+
+	t.Run("s3", func(t *testing.T) {
+		s3r := s3Repo(t)
+		s3env := append([]string{bin}, s3r.env...)
+		mustWalgo(t, s3env, "dump-push", dbDSN(src, "postgres"))
+		list := listDumps(t, s3env)
+		if len(list) != 1 {
+			t.Fatalf("s3 dump-list: %+v", list)
+		}
+		out := filepath.Join(t.TempDir(), "s3.pgdump")
+		mustWalgo(t, s3env, "dump-fetch", "LATEST", out)
+		b, err := os.ReadFile(out)
+		if sum := sha256.Sum256(b); err != nil || hex.EncodeToString(sum[:]) != list[0].SHA256 {
+			t.Fatalf("fetched from s3: %d bytes, %v; sha256 differs from the sentinel's", len(b), err)
 		}
 	})
 
