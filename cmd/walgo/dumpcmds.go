@@ -75,7 +75,7 @@ A password in DSN is passed to pg_dump in PGPASSWORD, never on its command
 line.
 
 ` + dumpExitCodes,
-		Flags: flags, // drill's --pg-bindir: pg_dump comes from there too
+		Flags: flags,
 		Action: func(c *cli.Context) error {
 			args, err := interspersedFlags(c)
 			if err != nil {
@@ -97,14 +97,11 @@ line.
 			if len(args) == 1 {
 				opts.DSN = args[0]
 			}
-			progress := newProgress("dump-push", e.log)
-			opts.Progress = func(n int64) { progress.update(n, -1) }
 			var sn *catalog.DumpSentinel
 			if b := c.String("from-backup"); b != "" {
-				sn, err = dumpFromBackup(c, e, b, opts, progress)
+				sn, err = dumpFromBackup(c, e, b, opts)
 			} else {
-				sn, err = logical.Push(c.Context, e.store, opts)
-				progress.done()
+				sn, err = pushWithProgress(c, e, opts)
 			}
 			if err != nil {
 				return err
@@ -120,9 +117,18 @@ line.
 	}
 }
 
+// pushWithProgress runs logical.Push with a progress display of the bytes
+// pg_dump wrote (their total is unknown until it ends).
+func pushWithProgress(c *cli.Context, e *env, opts logical.PushOptions) (*catalog.DumpSentinel, error) {
+	progress := newProgress("dump-push", e.log)
+	defer progress.done()
+	opts.Progress = func(n int64) { progress.update(n, -1) }
+	return logical.Push(c.Context, e.store, opts)
+}
+
 // dumpFromBackup forks backup, dumps the database opts.DSN names from the
 // fork, and always removes the fork.
-func dumpFromBackup(c *cli.Context, e *env, backup string, opts logical.PushOptions, progress *progress) (sn *catalog.DumpSentinel, err error) {
+func dumpFromBackup(c *cli.Context, e *env, backup string, opts logical.PushOptions) (sn *catalog.DumpSentinel, err error) {
 	db, err := logical.DatabaseOf(opts.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
@@ -147,9 +153,7 @@ func dumpFromBackup(c *cli.Context, e *env, backup string, opts logical.PushOpti
 	// pg_dump of the restored server's own version.
 	opts.BinDir = fork.Server.BinDir()
 	opts.FromBackup = fork.Report.Backup
-	sn, err = logical.Push(c.Context, e.store, opts)
-	progress.done()
-	return sn, err
+	return pushWithProgress(c, e, opts)
 }
 
 func dumpListCommand() *cli.Command {
