@@ -288,6 +288,12 @@ func (b *getBody) Read(p []byte) (int, error) {
 		if terr := timedOut(b.ctx, b.actx, err); terr != err {
 			return n, fmt.Errorf("get %s: %w", b.key, terr)
 		}
+		// A transfer cut off after the open (a reset, a body shorter than
+		// its Content-Length) is the network failing, not bad data: say
+		// so, so callers start the transfer over instead of giving up.
+		if b.ctx.Err() == nil && !errors.Is(err, ErrUnreachable) {
+			return n, fmt.Errorf("get %s: %w: %w", b.key, ErrUnreachable, err)
+		}
 	}
 	return n, err
 }

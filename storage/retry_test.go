@@ -383,6 +383,78 @@ func TestIdleTimeoutGet(t *testing.T) {
 	}
 }
 
+// brokenBody yields its data, then fails like a cut connection.
+type brokenBody struct {
+	r   io.Reader
+	err error
+}
+
+func (b *brokenBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		return n, b.err
+	}
+	return n, err
+}
+
+func (b *brokenBody) Close() error { return nil }
+
+// TestGetBodyErrors: a body cut off after the open is the storage failing
+// (ErrUnreachable, so callers start over), never confused with the end of
+// the data; a clean end stays io.EOF.
+func TestGetBodyErrors(t *testing.T) {
+	reset := errors.New("read tcp: connection reset by peer")
+	tests := []struct {
+		name        string
+		err         error
+		unreachable bool
+	}{
+		{"clean end", io.EOF, false},
+		{"short body", io.ErrUnexpectedEOF, true},
+		{"reset", reset, true},
+		{"already unreachable", fmt.Errorf("x: %w", storage.ErrUnreachable), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &fake{get: func(context.Context, int, string) (io.ReadCloser, error) {
+				return &brokenBody{r: strings.NewReader("abc"), err: tc.err}, nil
+			}}
+			rc, err := storage.WithRetry(f, fastOpts(), zaptest.NewLogger(t)).Get(context.Background(), "k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			got, err := io.ReadAll(rc)
+			if string(got) != "abc" {
+				t.Errorf("read %q, want abc", got)
+			}
+			if tc.err == io.EOF {
+				if err != nil {
+					t.Errorf("clean end: err = %v", err)
+				}
+				return
+			}
+			if errors.Is(err, storage.ErrUnreachable) != tc.unreachable || !errors.Is(err, tc.err) {
+				t.Errorf("err = %v; want it to wrap %v (unreachable %v)", err, tc.err, tc.unreachable)
+			}
+		})
+	}
+	// A caller that gave up is told so, not that storage failed.
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fake{get: func(context.Context, int, string) (io.ReadCloser, error) {
+		return &brokenBody{r: strings.NewReader(""), err: context.Canceled}, nil
+	}}
+	rc, err := storage.WithRetry(f, fastOpts(), zaptest.NewLogger(t)).Get(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := io.ReadAll(rc); errors.Is(err, storage.ErrUnreachable) || !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled caller: err = %v", err)
+	}
+	rc.Close()
+}
+
 // TestIdleTimeoutGetSlowCaller: time the caller spends between reads is
 // not a stall, and the body stays usable until Close.
 func TestIdleTimeoutGetSlowCaller(t *testing.T) {
