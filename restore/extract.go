@@ -222,12 +222,63 @@ func (r *restorer) restoreLayer(ctx context.Context, l *layer) error {
 
 func (r *restorer) restoreParts(ctx context.Context, st *layerState) error {
 	return forEach(ctx, st.sn.Parts, r.conc, func(ctx context.Context, p catalog.Part, buf []byte) error {
-		if err := r.restorePart(ctx, st, p, buf); err != nil {
+		if err := r.restorePartRetrying(ctx, st, p, buf); err != nil {
 			return err
 		}
 		r.partsDone.Add(1)
 		return nil
 	})
+}
+
+// partAttempts is how many times one partition's transfer starts over,
+// waiting partRetryWait longer after each failure.
+const partAttempts = 5
+
+var partRetryWait = time.Second // a variable for the tests
+
+// restorePartRetrying restores a partition, starting it over when the
+// storage fails mid-transfer: the store retries opening an object, not
+// reading it, and one connection reset must not throw away hours of a
+// restore. Corrupt data and local failures are not retried.
+func (r *restorer) restorePartRetrying(ctx context.Context, st *layerState, part catalog.Part, buf []byte) error {
+	for attempt := 1; ; attempt++ {
+		var files []string
+		err := r.restorePart(ctx, st, part, buf, &files)
+		if err == nil || attempt >= partAttempts || ctx.Err() != nil ||
+			!errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
+			return err
+		}
+		r.log.Warn("partition transfer failed; starting it over", zap.String("key", part.Key),
+			zap.Int("attempt", attempt), zap.Error(err))
+		if uerr := r.undoPart(st, files); uerr != nil {
+			return fmt.Errorf("%w (and starting over failed: %w)", err, uerr)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * partRetryWait):
+		}
+	}
+}
+
+// undoPart forgets the files a failed attempt restored, so that the next
+// one writes them again: whole files are removed (they are created
+// exclusively), page deltas are simply written again.
+func (r *restorer) undoPart(st *layerState, files []string) error {
+	st.mu.Lock()
+	for _, name := range files {
+		delete(st.seen, name)
+	}
+	st.mu.Unlock()
+	for _, name := range files {
+		if st.files[name].Delta != "" {
+			continue
+		}
+		if err := r.root.Remove(physName(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // forEach runs fn on every item, conc at a time, each worker with its own
@@ -272,7 +323,8 @@ feed:
 
 // restorePart streams one partition: Get, sha256 of the stored bytes,
 // decode, untar into the directory. Memory stays bounded by the buffers.
-func (r *restorer) restorePart(ctx context.Context, st *layerState, part catalog.Part, buf []byte) error {
+// The regular files it starts writing are added to files.
+func (r *restorer) restorePart(ctx context.Context, st *layerState, part catalog.Part, buf []byte, files *[]string) error {
 	key := part.Key
 	ext, err := keyExt(key, ".tar.")
 	if err != nil {
@@ -292,7 +344,7 @@ func (r *restorer) restorePart(ctx context.Context, st *layerState, part catalog
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", key, sourceError(src, err))
 	}
-	err = r.untar(st, tar.NewReader(dec), key, src, buf)
+	err = r.untar(st, tar.NewReader(dec), key, src, buf, files)
 	if err == nil {
 		// Past the tar's end marker to the codec's end, so its checks run.
 		if _, rerr := io.Copy(io.Discard, dec); rerr != nil {
@@ -315,7 +367,7 @@ func (r *restorer) restorePart(ctx context.Context, st *layerState, part catalog
 	return nil
 }
 
-func (r *restorer) untar(st *layerState, tr *tar.Reader, key string, src *sourceReader, buf []byte) error {
+func (r *restorer) untar(st *layerState, tr *tar.Reader, key string, src *sourceReader, buf []byte, files *[]string) error {
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -324,7 +376,7 @@ func (r *restorer) untar(st *layerState, tr *tar.Reader, key string, src *source
 		if err != nil {
 			return fmt.Errorf("fetch %s: %w", key, sourceError(src, err))
 		}
-		if err := r.entry(st, hdr, tr, key, src, buf); err != nil {
+		if err := r.entry(st, hdr, tr, key, src, buf, files); err != nil {
 			return err
 		}
 	}
@@ -333,7 +385,7 @@ func (r *restorer) untar(st *layerState, tr *tar.Reader, key string, src *source
 // entry restores one tar entry. Its path must be relative, without "..",
 // and must not pass through a symlink; the os.Root refuses anything else
 // that would leave the directory.
-func (r *restorer) entry(st *layerState, hdr *tar.Header, tr io.Reader, key string, src *sourceReader, buf []byte) error {
+func (r *restorer) entry(st *layerState, hdr *tar.Header, tr io.Reader, key string, src *sourceReader, buf []byte, files *[]string) error {
 	name, err := cleanEntryName(strings.TrimSuffix(hdr.Name, "/"))
 	if err == nil && name == controlTmp {
 		err = errors.New("reserved name")
@@ -384,6 +436,7 @@ func (r *restorer) entry(st *layerState, hdr *tar.Header, tr io.Reader, key stri
 		if dup {
 			return corrupt("%s: %s is stored twice in backup %s", key, name, st.sn.Name)
 		}
+		*files = append(*files, name)
 		switch mf.Delta {
 		case "":
 			return r.writeFile(name, mf, hdr, tr, key, src, buf)
