@@ -40,20 +40,26 @@ const (
 	dumpTimeLayout     = "20060102T150405Z"
 )
 
-// DumpName names a dump after the UTC second it started.
-func DumpName(start time.Time) string {
-	return dumpNamePrefix + start.UTC().Format(dumpTimeLayout)
+// DumpName names a dump after the UTC second it started and tag, a few
+// random hex digits the caller draws, so that two dumps started in the
+// same second (dump-push run from two places) never share a name.
+func DumpName(start time.Time, tag string) string {
+	return dumpNamePrefix + start.UTC().Format(dumpTimeLayout) + "_" + tag
 }
 
 // ValidDumpName reports whether name could be a dump name (and so is safe
 // to put in a key).
 func ValidDumpName(name string) bool {
 	rest, ok := strings.CutPrefix(name, dumpNamePrefix)
-	if !ok || len(rest) != len(dumpTimeLayout) {
+	if !ok {
 		return false
 	}
-	_, err := time.Parse(dumpTimeLayout, rest)
-	return err == nil
+	ts, tag, ok := strings.Cut(rest, "_")
+	if !ok || len(tag) < 1 || len(tag) > 16 || strings.Trim(tag, "0123456789abcdef") != "" {
+		return false
+	}
+	_, err := time.Parse(dumpTimeLayout, ts)
+	return err == nil && len(ts) == len(dumpTimeLayout)
 }
 
 // DumpKey is the key of a dump's data, stored with codec c.

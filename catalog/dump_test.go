@@ -18,8 +18,8 @@ import (
 
 func TestDumpNamesAndKeys(t *testing.T) {
 	start := time.Date(2026, 3, 8, 9, 5, 7, 123, time.FixedZone("PDT", -7*3600))
-	name := DumpName(start)
-	if name != "dump_20260308T160507Z" {
+	name := DumpName(start, "a1")
+	if name != "dump_20260308T160507Z_a1" {
 		t.Fatalf("DumpName = %s", name)
 	}
 	enc := codec.New(codec.LZ4{}, mustRecipients(t), nil)
@@ -28,10 +28,10 @@ func TestDumpNamesAndKeys(t *testing.T) {
 		key  string
 		want string
 	}{
-		{codec.Zstd{}, "dumps_005/dump_20260308T160507Z/dump.pgdump.zst", "zst"},
-		{codec.New(nil, nil, nil), "dumps_005/dump_20260308T160507Z/dump.pgdump.zst", "zst"},
-		{enc, "dumps_005/dump_20260308T160507Z/dump.pgdump.lz4.age", "lz4.age"},
-		{codec.None{}, "dumps_005/dump_20260308T160507Z/dump.pgdump.none", "none"},
+		{codec.Zstd{}, "dumps_005/dump_20260308T160507Z_a1/dump.pgdump.zst", "zst"},
+		{codec.New(nil, nil, nil), "dumps_005/dump_20260308T160507Z_a1/dump.pgdump.zst", "zst"},
+		{enc, "dumps_005/dump_20260308T160507Z_a1/dump.pgdump.lz4.age", "lz4.age"},
+		{codec.None{}, "dumps_005/dump_20260308T160507Z_a1/dump.pgdump.none", "none"},
 	}
 	for _, tt := range tests {
 		key := DumpKey(name, tt.ext)
@@ -42,25 +42,30 @@ func TestDumpNamesAndKeys(t *testing.T) {
 			t.Errorf("DumpKeyExt(%s) = %q, %v", key, ext, ok)
 		}
 	}
-	if got := DumpSentinelKey(name); got != "dumps_005/dump_20260308T160507Z_dump_sentinel.json" {
+	if got := DumpSentinelKey(name); got != "dumps_005/dump_20260308T160507Z_a1_dump_sentinel.json" {
 		t.Errorf("DumpSentinelKey = %s", got)
 	}
 	for _, bad := range []string{
-		"dumps_005/dump_20260308T160507Z/dump.pgdump.br",
-		"dumps_005/dump_20260308T160507Z/other.zst",
-		"dumps_005/dump_20260308T160508Z/dump.pgdump.zst",
+		"dumps_005/dump_20260308T160507Z_a1/dump.pgdump.br",
+		"dumps_005/dump_20260308T160507Z_a1/other.zst",
+		"dumps_005/dump_20260308T160508Z_a1/dump.pgdump.zst",
 	} {
 		if _, ok := DumpKeyExt(name, bad); ok {
 			t.Errorf("DumpKeyExt accepted %s", bad)
 		}
 	}
 	for n, want := range map[string]bool{
-		"dump_20260308T160507Z":      true,
-		"dump_20261308T160507Z":      false, // month 13
-		"dump_20260308T160507":       false,
-		"dump_20260308T160507Z/../x": false,
-		"base_20260308T160507Z":      false,
-		"":                           false,
+		"dump_20260308T160507Z_a1":      true,
+		"dump_20261308T160507Z_a1":      false, // month 13
+		"dump_20260308T160507":          false,
+		"dump_20260308T160507Z":         false, // no tag
+		"dump_20260308T160507Z_":        false,
+		"dump_20260308T160507Z_A1":      false, // lower-case hex only
+		"dump_20260308T160507Z_a1_b":    false,
+		"dump_2026030T8160507Z_a1":      false,
+		"dump_20260308T160507Z_a1/../x": false,
+		"base_20260308T160507Z":         false,
+		"":                              false,
 	} {
 		if ValidDumpName(n) != want {
 			t.Errorf("ValidDumpName(%q) = %v", n, !want)
@@ -92,7 +97,7 @@ func TestDumpSentinelRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := dumpSentinel("dump_20260308T160507Z", t0)
+	d := dumpSentinel("dump_20260308T160507Z_a1", t0)
 	d.FromBackup = "base_000000010000000000000003"
 	if err := WriteDumpSentinel(ctx, st, d); err != nil {
 		t.Fatal(err)
@@ -135,7 +140,7 @@ func TestDumpSentinelRoundTrip(t *testing.T) {
 	}
 
 	// A sentinel stored under another dump's name is refused.
-	other := "dump_20260308T160508Z"
+	other := "dump_20260308T160508Z_a1"
 	b, _ := EncodeDumpSentinel(d)
 	if err := st.Put(ctx, DumpSentinelKey(other), bytes.NewReader(b)); err != nil {
 		t.Fatal(err)
@@ -143,7 +148,7 @@ func TestDumpSentinelRoundTrip(t *testing.T) {
 	if _, err := ReadDumpSentinel(ctx, st, other); !errors.Is(err, codec.ErrCorrupt) {
 		t.Fatalf("misplaced sentinel: %v", err)
 	}
-	if _, err := ReadDumpSentinel(ctx, st, "dump_20990101T000000Z"); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := ReadDumpSentinel(ctx, st, "dump_20990101T000000Z_a1"); !errors.Is(err, storage.ErrNotFound) {
 		t.Fatalf("missing dump: %v", err)
 	}
 }
@@ -155,8 +160,8 @@ func TestListDumpsAndNameInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Names sort one way, finish times the other: the list follows times.
-	a := dumpSentinel("dump_20260101T000000Z", t0.Add(2*time.Hour))
-	b := dumpSentinel("dump_20260102T000000Z", t0.Add(time.Hour))
+	a := dumpSentinel("dump_20260101T000000Z_a1", t0.Add(2*time.Hour))
+	b := dumpSentinel("dump_20260102T000000Z_a1", t0.Add(time.Hour))
 	for _, d := range []*DumpSentinel{a, b} {
 		if err := st.Put(ctx, d.Key, strings.NewReader("data")); err != nil {
 			t.Fatal(err)
@@ -165,7 +170,7 @@ func TestListDumpsAndNameInUse(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	unfinished := "dump_20260103T000000Z"
+	unfinished := "dump_20260103T000000Z_a1"
 	if err := st.Put(ctx, DumpKey(unfinished, codec.Zstd{}), strings.NewReader("partial")); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +185,7 @@ func TestListDumpsAndNameInUse(t *testing.T) {
 	if err != nil || latest.Name != a.Name {
 		t.Fatalf("LatestDump: %v, %v", latest, err)
 	}
-	for n, want := range map[string]bool{a.Name: true, unfinished: true, "dump_20260104T000000Z": false} {
+	for n, want := range map[string]bool{a.Name: true, unfinished: true, "dump_20260104T000000Z_a1": false} {
 		if got, err := DumpNameInUse(ctx, st, n); err != nil || got != want {
 			t.Errorf("DumpNameInUse(%s) = %v, %v", n, got, err)
 		}
@@ -219,14 +224,14 @@ func dumpInventory(finished map[string]int, unfinished map[string]time.Duration,
 func TestPlanDumpDelete(t *testing.T) {
 	// Names run opposite to finish times: ages must come from the sentinels.
 	finished := map[string]int{
-		"dump_20260105T000000Z": 10, // oldest
-		"dump_20260104T000000Z": 20,
-		"dump_20260103T000000Z": 30,
-		"dump_20260102T000000Z": 40, // newest
+		"dump_20260105T000000Z_a1": 10, // oldest
+		"dump_20260104T000000Z_a1": 20,
+		"dump_20260103T000000Z_a1": 30,
+		"dump_20260102T000000Z_a1": 40, // newest
 	}
 	unfinished := map[string]time.Duration{
-		"dump_20260101T000000Z": 48 * time.Hour, // old leftovers
-		"dump_20260106T000000Z": time.Minute,    // may still be running
+		"dump_20260101T000000Z_a1": 48 * time.Hour, // old leftovers
+		"dump_20260106T000000Z_a1": time.Minute,    // may still be running
 	}
 	now := t0.Add(time.Hour)
 	tests := []struct {
@@ -238,22 +243,22 @@ func TestPlanDumpDelete(t *testing.T) {
 		deleteObjs int
 	}{
 		{name: "retain 2", req: DeleteRequest{Mode: DeleteRetain, N: 2},
-			del: []string{"dump_20260105T000000Z", "dump_20260104T000000Z"}, deleteObjs: 4},
+			del: []string{"dump_20260105T000000Z_a1", "dump_20260104T000000Z_a1"}, deleteObjs: 4},
 		{name: "retain more than there are", req: DeleteRequest{Mode: DeleteRetain, N: 10}},
 		{name: "retain 0", req: DeleteRequest{Mode: DeleteRetain}, err: ErrBadRequest},
 		{name: "retain full is not a dump mode", req: DeleteRequest{Mode: DeleteRetainFull, N: 1}, err: ErrBadRequest},
-		{name: "before name", req: DeleteRequest{Mode: DeleteBefore, BeforeName: "dump_20260103T000000Z"},
-			del: []string{"dump_20260105T000000Z", "dump_20260104T000000Z"}, deleteObjs: 4},
+		{name: "before name", req: DeleteRequest{Mode: DeleteBefore, BeforeName: "dump_20260103T000000Z_a1"},
+			del: []string{"dump_20260105T000000Z_a1", "dump_20260104T000000Z_a1"}, deleteObjs: 4},
 		{name: "before time", req: DeleteRequest{Mode: DeleteBefore, Before: t0.Add(25 * time.Minute)},
-			del: []string{"dump_20260105T000000Z", "dump_20260104T000000Z"}, deleteObjs: 4},
+			del: []string{"dump_20260105T000000Z_a1", "dump_20260104T000000Z_a1"}, deleteObjs: 4},
 		{name: "before every dump", req: DeleteRequest{Mode: DeleteBefore, Before: t0.Add(time.Hour)}, err: ErrBadRequest},
-		{name: "before unknown name", req: DeleteRequest{Mode: DeleteBefore, BeforeName: "dump_20270101T000000Z"}, err: storage.ErrNotFound},
+		{name: "before unknown name", req: DeleteRequest{Mode: DeleteBefore, BeforeName: "dump_20270101T000000Z_a1"}, err: storage.ErrNotFound},
 		{name: "before nothing", req: DeleteRequest{Mode: DeleteBefore}, err: ErrBadRequest},
 		{name: "everything", req: DeleteRequest{Mode: DeleteEverything},
-			del:    []string{"dump_20260105T000000Z", "dump_20260104T000000Z", "dump_20260103T000000Z", "dump_20260102T000000Z"},
-			delUnf: []string{"dump_20260101T000000Z", "dump_20260106T000000Z"}, deleteObjs: 10},
+			del:    []string{"dump_20260105T000000Z_a1", "dump_20260104T000000Z_a1", "dump_20260103T000000Z_a1", "dump_20260102T000000Z_a1"},
+			delUnf: []string{"dump_20260101T000000Z_a1", "dump_20260106T000000Z_a1"}, deleteObjs: 10},
 		{name: "garbage", req: DeleteRequest{Mode: DeleteGarbage},
-			delUnf: []string{"dump_20260101T000000Z"}, deleteObjs: 1},
+			delUnf: []string{"dump_20260101T000000Z_a1"}, deleteObjs: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -306,8 +311,8 @@ func TestApplyDumpPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := dumpSentinel("dump_20260101T000000Z", t0)
-	newer := dumpSentinel("dump_20260102T000000Z", t0.Add(time.Hour))
+	old := dumpSentinel("dump_20260101T000000Z_a1", t0)
+	newer := dumpSentinel("dump_20260102T000000Z_a1", t0.Add(time.Hour))
 	for _, d := range []*DumpSentinel{old, newer} {
 		if err := st.Put(ctx, d.Key, strings.NewReader("data")); err != nil {
 			t.Fatal(err)
@@ -348,9 +353,9 @@ func TestApplyDumpPlan(t *testing.T) {
 // FuzzDecodeDumpSentinel: whatever a sentinel holds, a decoded one names a
 // valid dump whose key lies in its own folder, and re-encodes stably.
 func FuzzDecodeDumpSentinel(f *testing.F) {
-	b, _ := EncodeDumpSentinel(dumpSentinel("dump_20260308T160507Z", t0))
+	b, _ := EncodeDumpSentinel(dumpSentinel("dump_20260308T160507Z_a1", t0))
 	f.Add(b)
-	f.Add([]byte(`{"format":1,"name":"dump_20260308T160507Z","key":"dumps_005/dump_20260308T160507Z/dump.pgdump.zst.age"}`))
+	f.Add([]byte(`{"format":1,"name":"dump_20260308T160507Z_a1","key":"dumps_005/dump_20260308T160507Z_a1/dump.pgdump.zst.age"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := DecodeDumpSentinel(b)
 		if err != nil {

@@ -85,7 +85,7 @@ func TestFetch(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{name: "missing", write: plainCodec, fetch: "dump_20000101T000000Z", err: storage.ErrNotFound},
+		{name: "missing", write: plainCodec, fetch: "dump_20000101T000000Z_a1", err: storage.ErrNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,8 +93,8 @@ func TestFetch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			plant(t, st, tt.write, "dump_20260501T115000Z", []byte("an older dump"), t0.Add(-time.Hour))
-			sn := plant(t, st, tt.write, "dump_20260501T120000Z", data, t0)
+			plant(t, st, tt.write, "dump_20260501T115000Z_a1", []byte("an older dump"), t0.Add(-time.Hour))
+			sn := plant(t, st, tt.write, "dump_20260501T120000Z_a1", data, t0)
 			if tt.damage != nil {
 				tt.damage(t, st, sn)
 			}

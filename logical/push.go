@@ -2,6 +2,7 @@ package logical
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -115,10 +116,9 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		FromBackup:      opts.FromBackup,
 		Hostname:        host,
 	}
-	// Two dump-push runs that started in the same second share a name: the
-	// first to finish keeps it.
+	// Names are drawn at random: never write a sentinel over another's.
 	if _, err := store.Stat(ctx, catalog.DumpSentinelKey(name)); err == nil {
-		return nil, fmt.Errorf("dump %s: %w: another dump-push of the same second finished first; run one at a time per repository", name, ErrExists)
+		return nil, fmt.Errorf("dump %s: %w: another dump-push drew the same name", name, ErrExists)
 	}
 	if err := catalog.WriteDumpSentinel(ctx, store, sn); err != nil {
 		return nil, fmt.Errorf("dump %s: sentinel: %w", name, err)
@@ -130,25 +130,20 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 	return sn, nil
 }
 
-// claimName picks the dump's name from its start time. Names have a
-// one-second resolution and are never reused: when a dump of this second
-// exists (dump-push run back to back for several small databases), it
-// waits for the next second, a few times.
+// claimName picks the dump's name: its start second and a random tag,
+// drawn again in the unlikely case that the name is taken already.
 func claimName(ctx context.Context, store storage.Store) (time.Time, string, error) {
 	for attempt := 1; ; attempt++ {
 		start := time.Now().UTC()
-		name := catalog.DumpName(start)
+		tag := make([]byte, 3)
+		rand.Read(tag)
+		name := catalog.DumpName(start, hex.EncodeToString(tag))
 		inUse, err := catalog.DumpNameInUse(ctx, store, name)
 		if err != nil || !inUse {
 			return start, name, err
 		}
 		if attempt == 3 {
 			return start, name, fmt.Errorf("dump %s: %w in %s", name, ErrExists, store)
-		}
-		select {
-		case <-ctx.Done():
-			return start, name, ctx.Err()
-		case <-time.After(time.Until(start.Truncate(time.Second).Add(time.Second))):
 		}
 	}
 }

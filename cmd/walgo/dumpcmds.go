@@ -58,10 +58,8 @@ dumps_005/<name>/ in the repository, then writes the dump's sentinel: a
 dump is listed only once all of it is stored. pg_dump's custom format
 already compresses the table data (zlib, its default level); walgo's codec
 runs on top so that every object in the repository is checksummed and, with
-WALGO_AGE_RECIPIENTS, encrypted. The name is dump_<UTC start second>; a
-dump-push that starts in the same second as an earlier one waits for the
-next second. Run dump-push runs into one repository one after another, not
-at the same time: two that start in the same second would share a name.
+WALGO_AGE_RECIPIENTS, encrypted. The name is dump_<UTC start second>_<6
+random hex digits>, so dump-push runs may overlap, even from several hosts.
 
 --from-backup NAME|LATEST leaves the live database alone, as advised for
 large databases: walgo restores that base backup into a temporary folder
