@@ -19,7 +19,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/walgo/walgo/codec"
@@ -486,20 +485,7 @@ func ApplyDumpPlan(ctx context.Context, s storage.Store, p *DumpPlan, opts Apply
 	if opts.Concurrency < 1 {
 		opts.Concurrency = 8
 	}
-	var mu sync.Mutex
-	del := func(ctx context.Context, key string) error {
-		if err := s.Delete(ctx, key); err != nil {
-			return fmt.Errorf("delete %s: %w", key, err)
-		}
-		mu.Lock()
-		res.Objects++
-		res.Bytes += p.sizes[key]
-		mu.Unlock()
-		if opts.OnDelete != nil {
-			opts.OnDelete(key)
-		}
-		return nil
-	}
+	d := &deleter{s: s, sizes: p.sizes, opts: opts}
 	var sentinels, data []string
 	for _, v := range p.Dumps {
 		if v.Delete {
@@ -507,29 +493,14 @@ func ApplyDumpPlan(ctx context.Context, s storage.Store, p *DumpPlan, opts Apply
 			data = append(data, v.Keys[1:]...)
 		}
 	}
-	if err := parallel(ctx, opts.Concurrency, sentinels, del); err != nil {
-		return res, err
+	err := d.all(ctx, sentinels)
+	if err == nil {
+		err = d.all(ctx, data)
 	}
-	if err := parallel(ctx, opts.Concurrency, data, del); err != nil {
-		return res, err
+	if err == nil {
+		res.Dumps = len(sentinels)
+		res.Unfinished, res.Skipped, err = d.unfinished(ctx, p.Unfinished, DumpSentinelKey)
 	}
-	res.Dumps = len(sentinels)
-	for _, u := range p.Unfinished {
-		if !u.Delete {
-			continue
-		}
-		_, err := s.Stat(ctx, DumpSentinelKey(u.Name))
-		if err == nil {
-			res.Skipped = append(res.Skipped, u.Name)
-			continue
-		}
-		if !errors.Is(err, storage.ErrNotFound) {
-			return res, fmt.Errorf("check %s: %w", u.Name, err)
-		}
-		if err := parallel(ctx, opts.Concurrency, u.Keys, del); err != nil {
-			return res, err
-		}
-		res.Unfinished++
-	}
-	return res, nil
+	res.Objects, res.Bytes = d.objects, d.bytes
+	return res, err
 }

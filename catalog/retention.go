@@ -802,25 +802,16 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 		}
 	}
 
-	var mu sync.Mutex
-	del := func(ctx context.Context, key string) error {
-		if err := s.Delete(ctx, key); err != nil {
-			return fmt.Errorf("delete %s: %w", key, err)
-		}
-		mu.Lock()
-		res.Objects++
-		res.Bytes += p.sizes[key]
-		mu.Unlock()
-		if opts.OnDelete != nil {
-			opts.OnDelete(key)
-		}
-		return nil
+	d := &deleter{s: s, sizes: p.sizes, opts: opts}
+	done := func(err error) (ApplyResult, error) {
+		res.Objects, res.Bytes = d.objects, d.bytes
+		return res, err
 	}
 
 	// 1. Sentinels, one by one, deltas first.
 	for _, name := range p.deleteOrder {
-		if err := del(ctx, SentinelKey(name)); err != nil {
-			return res, err
+		if err := d.del(ctx, SentinelKey(name)); err != nil {
+			return done(err)
 		}
 	}
 	// 2. The deleted backups' other objects.
@@ -828,27 +819,14 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 	for _, name := range p.deleteOrder {
 		keys = append(keys, verdicts[name].Keys[1:]...)
 	}
-	if err := parallel(ctx, opts.Concurrency, keys, del); err != nil {
-		return res, err
+	if err := d.all(ctx, keys); err != nil {
+		return done(err)
 	}
 	res.Backups = len(p.deleteOrder)
 	// 3. Unfinished leftovers, unless they finished meanwhile.
-	for _, u := range p.Unfinished {
-		if !u.Delete {
-			continue
-		}
-		_, err := s.Stat(ctx, SentinelKey(u.Name))
-		if err == nil {
-			res.Skipped = append(res.Skipped, u.Name)
-			continue
-		}
-		if !errors.Is(err, storage.ErrNotFound) {
-			return res, fmt.Errorf("check %s: %w", u.Name, err)
-		}
-		if err := parallel(ctx, opts.Concurrency, u.Keys, del); err != nil {
-			return res, err
-		}
-		res.Unfinished++
+	res.Unfinished, res.Skipped, err = d.unfinished(ctx, p.Unfinished, SentinelKey)
+	if err != nil {
+		return done(err)
 	}
 	// 4. WAL, oldest first, history last.
 	var walKeys, histKeys []string
@@ -860,12 +838,67 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 		}
 	}
 	for _, ks := range [][]string{walKeys, histKeys} {
-		if err := parallel(ctx, opts.Concurrency, ks, del); err != nil {
-			return res, err
+		if err := d.all(ctx, ks); err != nil {
+			return done(err)
 		}
 		res.WALFiles += len(ks)
 	}
-	return res, nil
+	return done(nil)
+}
+
+// deleter deletes the objects of a plan, counting them, for Apply and
+// ApplyDumpPlan.
+type deleter struct {
+	s     storage.Store
+	sizes map[string]int64
+	opts  ApplyOptions
+
+	mu      sync.Mutex
+	objects int
+	bytes   int64
+}
+
+func (d *deleter) del(ctx context.Context, key string) error {
+	if err := d.s.Delete(ctx, key); err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	d.mu.Lock()
+	d.objects++
+	d.bytes += d.sizes[key]
+	d.mu.Unlock()
+	if d.opts.OnDelete != nil {
+		d.opts.OnDelete(key)
+	}
+	return nil
+}
+
+// all deletes keys, Concurrency at a time.
+func (d *deleter) all(ctx context.Context, keys []string) error {
+	return parallel(ctx, max(d.opts.Concurrency, 1), keys, d.del)
+}
+
+// unfinished deletes the leftovers marked for deletion, except those whose
+// sentinel (sentinelKey of the name) appeared since the plan was made:
+// they finished, and are returned as skipped.
+func (d *deleter) unfinished(ctx context.Context, us []Unfinished, sentinelKey func(string) string) (n int, skipped []string, err error) {
+	for _, u := range us {
+		if !u.Delete {
+			continue
+		}
+		_, err := d.s.Stat(ctx, sentinelKey(u.Name))
+		if err == nil {
+			skipped = append(skipped, u.Name)
+			continue
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			return n, skipped, fmt.Errorf("check %s: %w", u.Name, err)
+		}
+		if err := d.all(ctx, u.Keys); err != nil {
+			return n, skipped, err
+		}
+		n++
+	}
+	return n, skipped, nil
 }
 
 // parallel runs fn on every key, n at a time, handing keys out in order;
