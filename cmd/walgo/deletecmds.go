@@ -88,19 +88,9 @@ backups, and the WAL no kept backup needs, are deleted.
 ` + deleteHelp,
 				Flags: deleteFlags(minAgeFlag()),
 				Action: func(c *cli.Context) error {
-					args, err := interspersedFlags(c)
+					req, err := retainArgs(c, "delete", true)
 					if err != nil {
 						return err
-					}
-					req := catalog.DeleteRequest{Mode: catalog.DeleteRetain}
-					if len(args) == 2 && strings.EqualFold(args[0], "FULL") {
-						req.Mode, args = catalog.DeleteRetainFull, args[1:]
-					}
-					if len(args) != 1 {
-						return fmt.Errorf("%w: delete retain takes [FULL] N", errUsage)
-					}
-					if req.N, err = strconv.Atoi(args[0]); err != nil || req.N < 1 {
-						return fmt.Errorf("%w: delete retain: N must be a whole number of at least 1, not %q", errUsage, args[0])
 					}
 					return runDelete(c, req)
 				},
@@ -119,19 +109,9 @@ no point in time before the oldest kept backup's finish can be restored.
 ` + deleteHelp,
 				Flags: deleteFlags(minAgeFlag()),
 				Action: func(c *cli.Context) error {
-					args, err := interspersedFlags(c)
+					req, err := beforeArgs(c, "delete", "backup", catalog.ValidBackupName)
 					if err != nil {
 						return err
-					}
-					if len(args) == 0 {
-						return fmt.Errorf("%w: delete before takes a backup NAME or a TIME", errUsage)
-					}
-					req := catalog.DeleteRequest{Mode: catalog.DeleteBefore}
-					arg := strings.Join(args, " ")
-					if catalog.ValidBackupName(arg) {
-						req.BeforeName = arg
-					} else if req.Before, err = restore.ParseTargetTime(arg); err != nil {
-						return fmt.Errorf("%w: delete before: %q is neither a backup name nor a time (RFC 3339 or YYYY-MM-DD HH:MM:SS[+TZ])", errUsage, arg)
 					}
 					return runDelete(c, req)
 				},
@@ -172,6 +152,50 @@ is kept.
 			},
 		},
 	}
+}
+
+// retainArgs reads the arguments of "CMD retain N", or of "CMD retain
+// [FULL] N" when full backups can be told apart.
+func retainArgs(c *cli.Context, cmd string, allowFull bool) (catalog.DeleteRequest, error) {
+	req := catalog.DeleteRequest{Mode: catalog.DeleteRetain}
+	args, err := interspersedFlags(c)
+	if err != nil {
+		return req, err
+	}
+	want := "N"
+	if allowFull {
+		want = "[FULL] N"
+		if len(args) == 2 && strings.EqualFold(args[0], "FULL") {
+			req.Mode, args = catalog.DeleteRetainFull, args[1:]
+		}
+	}
+	if len(args) != 1 {
+		return req, fmt.Errorf("%w: %s retain takes %s", errUsage, cmd, want)
+	}
+	if req.N, err = strconv.Atoi(args[0]); err != nil || req.N < 1 {
+		return req, fmt.Errorf("%w: %s retain: N must be a whole number of at least 1, not %q", errUsage, cmd, args[0])
+	}
+	return req, nil
+}
+
+// beforeArgs reads the argument of "CMD before NAME|TIME": a name when
+// validName accepts it, else a time.
+func beforeArgs(c *cli.Context, cmd, noun string, validName func(string) bool) (catalog.DeleteRequest, error) {
+	req := catalog.DeleteRequest{Mode: catalog.DeleteBefore}
+	args, err := interspersedFlags(c)
+	if err != nil {
+		return req, err
+	}
+	if len(args) == 0 {
+		return req, fmt.Errorf("%w: %s before takes a %s NAME or a TIME", errUsage, cmd, noun)
+	}
+	arg := strings.Join(args, " ")
+	if validName(arg) {
+		req.BeforeName = arg
+	} else if req.Before, err = restore.ParseTargetTime(arg); err != nil {
+		return req, fmt.Errorf("%w: %s before: %q is neither a %s name nor a time (RFC 3339 or YYYY-MM-DD HH:MM:SS[+TZ])", errUsage, cmd, arg, noun)
+	}
+	return req, nil
 }
 
 // deleteReport is what delete --json prints.

@@ -8,8 +8,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,7 +17,6 @@ import (
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/drill"
 	"github.com/walgo/walgo/logical"
-	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
 )
 
@@ -402,18 +399,11 @@ func dumpDeleteCommand() *cli.Command {
 				Description: "Keeps the N newest dumps by finish time and deletes the others.\n\n" + dumpDeleteHelp,
 				Flags:       deleteFlags(dumpMinAgeFlag()),
 				Action: func(c *cli.Context) error {
-					args, err := interspersedFlags(c)
+					req, err := retainArgs(c, "dump-delete", false)
 					if err != nil {
 						return err
 					}
-					if len(args) != 1 {
-						return fmt.Errorf("%w: dump-delete retain takes N", errUsage)
-					}
-					n, err := strconv.Atoi(args[0])
-					if err != nil || n < 1 {
-						return fmt.Errorf("%w: dump-delete retain: N must be a whole number of at least 1, not %q", errUsage, args[0])
-					}
-					return runDumpDelete(c, catalog.DeleteRequest{Mode: catalog.DeleteRetain, N: n})
+					return runDumpDelete(c, req)
 				},
 			},
 			{
@@ -428,19 +418,9 @@ every dump: use dump-delete everything for that.
 ` + dumpDeleteHelp,
 				Flags: deleteFlags(dumpMinAgeFlag()),
 				Action: func(c *cli.Context) error {
-					args, err := interspersedFlags(c)
+					req, err := beforeArgs(c, "dump-delete", "dump", catalog.ValidDumpName)
 					if err != nil {
 						return err
-					}
-					if len(args) == 0 {
-						return fmt.Errorf("%w: dump-delete before takes a dump NAME or a TIME", errUsage)
-					}
-					req := catalog.DeleteRequest{Mode: catalog.DeleteBefore}
-					arg := strings.Join(args, " ")
-					if catalog.ValidDumpName(arg) {
-						req.BeforeName = arg
-					} else if req.Before, err = restore.ParseTargetTime(arg); err != nil {
-						return fmt.Errorf("%w: dump-delete before: %q is neither a dump name nor a time (RFC 3339 or YYYY-MM-DD HH:MM:SS[+TZ])", errUsage, arg)
 					}
 					return runDumpDelete(c, req)
 				},
