@@ -199,16 +199,21 @@ func ReadSentinel(ctx context.Context, s storage.Store, name string) (*Sentinel,
 	if !ValidBackupName(name) {
 		return nil, fmt.Errorf("backup %q: %w", name, storage.ErrNotFound)
 	}
-	rc, err := s.Get(ctx, SentinelKey(name))
-	if err != nil {
-		return nil, fmt.Errorf("backup %s: %w", name, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+	b, err := readSmall(ctx, s, SentinelKey(name), 16<<20)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", name, err)
 	}
 	return DecodeSentinel(b)
+}
+
+// readSmall reads a small object (a sentinel) whole, at most limit bytes.
+func readSmall(ctx context.Context, s storage.Store, key string, limit int64) ([]byte, error) {
+	rc, err := s.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, limit))
 }
 
 // WriteSentinel stores a sentinel; after it, the backup exists.

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -138,12 +137,7 @@ func ReadDumpSentinel(ctx context.Context, s storage.Store, name string) (*DumpS
 	if !ValidDumpName(name) {
 		return nil, fmt.Errorf("dump %q: %w", name, storage.ErrNotFound)
 	}
-	rc, err := s.Get(ctx, DumpSentinelKey(name))
-	if err != nil {
-		return nil, fmt.Errorf("dump %s: %w", name, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	b, err := readSmall(ctx, s, DumpSentinelKey(name), 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("dump %s: %w", name, err)
 	}
