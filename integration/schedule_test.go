@@ -205,7 +205,7 @@ func TestScheduleAgent(t *testing.T) {
 		}
 	}
 	for _, k := range []string{"walgo_last_backup_size_bytes", "walgo_last_backup_uncompressed_size_bytes",
-		"walgo_pg_archiver_archived_count", "walgo_last_backup_timestamp_seconds", "walgo_pg_archiver_last_archived_time_seconds"} {
+		"walgo_pg_archiver_archived_total", "walgo_last_backup_timestamp_seconds", "walgo_pg_archiver_last_archived_time_seconds"} {
 		if m[k] <= 0 {
 			t.Errorf("%s = %v, want > 0", k, m[k])
 		}
@@ -238,7 +238,7 @@ func TestScheduleAgent(t *testing.T) {
 		}
 	}
 	t.Logf("scheduled run: backup %s, %v bytes stored, backup took %.1fs; retention deleted %s; drill passed; %v WAL archived",
-		now[0], m["walgo_last_backup_size_bytes"], m["walgo_last_backup_duration_seconds"], old[0], m["walgo_pg_archiver_archived_count"])
+		now[0], m["walgo_last_backup_size_bytes"], m["walgo_last_backup_duration_seconds"], old[0], m["walgo_pg_archiver_archived_total"])
 
 	t.Run("SIGTERM during a backup", func(t *testing.T) {
 		// ~25 MB read at 2 MB/s: the backup is still running when stopped.

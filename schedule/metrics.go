@@ -167,8 +167,8 @@ func (m *Metrics) Write(ctx context.Context, w io.Writer) error {
 	if m.Archiver != nil {
 		e.one("walgo_archiver_up", "gauge", "1 if pg_stat_archiver could be read at this scrape, 0 if not.", b2f(arch != nil))
 		if arch != nil {
-			e.one("walgo_pg_archiver_archived_count", "counter", "WAL files Postgres archived successfully (pg_stat_archiver.archived_count).", float64(arch.ArchivedCount))
-			e.one("walgo_pg_archiver_failed_count", "counter", "Failed WAL archiving attempts (pg_stat_archiver.failed_count).", float64(arch.FailedCount))
+			e.one("walgo_pg_archiver_archived_total", "counter", "WAL files Postgres archived successfully (pg_stat_archiver.archived_count).", float64(arch.ArchivedCount))
+			e.one("walgo_pg_archiver_failed_total", "counter", "Failed WAL archiving attempts (pg_stat_archiver.failed_count).", float64(arch.FailedCount))
 			e.one("walgo_pg_archiver_last_archived_time_seconds", "gauge", "When the last WAL file was archived, in seconds since the Unix epoch; 0 if never.", unixSeconds(arch.LastArchivedTime))
 			e.one("walgo_pg_archiver_last_failed_time_seconds", "gauge", "When WAL archiving last failed, in seconds since the Unix epoch; 0 if never.", unixSeconds(arch.LastFailedTime))
 		}

@@ -97,12 +97,12 @@ walgo_drills_total{result="failure"} 0
 # HELP walgo_archiver_up 1 if pg_stat_archiver could be read at this scrape, 0 if not.
 # TYPE walgo_archiver_up gauge
 walgo_archiver_up 1
-# HELP walgo_pg_archiver_archived_count WAL files Postgres archived successfully (pg_stat_archiver.archived_count).
-# TYPE walgo_pg_archiver_archived_count counter
-walgo_pg_archiver_archived_count 42
-# HELP walgo_pg_archiver_failed_count Failed WAL archiving attempts (pg_stat_archiver.failed_count).
-# TYPE walgo_pg_archiver_failed_count counter
-walgo_pg_archiver_failed_count 1
+# HELP walgo_pg_archiver_archived_total WAL files Postgres archived successfully (pg_stat_archiver.archived_count).
+# TYPE walgo_pg_archiver_archived_total counter
+walgo_pg_archiver_archived_total 42
+# HELP walgo_pg_archiver_failed_total Failed WAL archiving attempts (pg_stat_archiver.failed_count).
+# TYPE walgo_pg_archiver_failed_total counter
+walgo_pg_archiver_failed_total 1
 # HELP walgo_pg_archiver_last_archived_time_seconds When the last WAL file was archived, in seconds since the Unix epoch; 0 if never.
 # TYPE walgo_pg_archiver_last_archived_time_seconds gauge
 walgo_pg_archiver_last_archived_time_seconds 1772964240

@@ -54,7 +54,7 @@ walgo_last_retention_success, walgo_last_drill_success,
 walgo_last_drill_timestamp_seconds, walgo_drills_total{result},
 walgo_next_backup_timestamp_seconds, and Postgres' pg_stat_archiver, read
 at each scrape over a new connection (5 s limit): walgo_archiver_up (0 when
-it cannot be read), walgo_pg_archiver_archived_count, _failed_count,
+it cannot be read), walgo_pg_archiver_archived_total, _failed_total,
 _last_archived_time_seconds, _last_failed_time_seconds.
 
 On SIGTERM or SIGINT it stops: a running backup is abandoned (its session
