@@ -77,6 +77,7 @@ func ProgressFunc(ctx context.Context) func(n int64) {
 // the caller's Put body and the cancellation of the caller's ctx are never
 // retried. Once the attempts are used up the error wraps ErrUnreachable and
 // says how many attempts were made. Each retry is logged at warn level.
+// The wrapper is a Sweeper whatever s is (one without leftovers).
 func WithRetry(s Store, opts RetryOptions, log *zap.Logger) Store {
 	if log == nil {
 		log = zap.NewNop()
@@ -355,6 +356,41 @@ func (r *retryStore) List(ctx context.Context, prefix string, fn func(ObjectInfo
 	})
 }
 
+// Leftovers lists the wrapped store's leftovers (none if it is no
+// Sweeper), retrying the listing as a whole under OpTimeout per attempt
+// without repeating what fn has seen.
+func (r *retryStore) Leftovers(ctx context.Context, prefix string, fn func(Leftover) error) error {
+	seen := map[string]bool{}
+	return r.do(ctx, "leftovers", prefix, true, nil, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeoutCause(ctx, r.opts.OpTimeout, r.opCause("leftovers"))
+		defer cancel()
+		var fnErr error
+		err := LeftoversOf(actx, r.s, prefix, func(l Leftover) error {
+			if seen[l.ID] {
+				return nil
+			}
+			if fnErr = fn(l); fnErr != nil {
+				return fnErr
+			}
+			seen[l.ID] = true
+			return nil
+		})
+		if err != nil && fnErr != nil {
+			return errNoRetry{err}
+		}
+		return timedOut(ctx, actx, err)
+	})
+}
+
+// RemoveLeftover retries under OpTimeout per attempt.
+func (r *retryStore) RemoveLeftover(ctx context.Context, l Leftover) error {
+	return r.do(ctx, "remove leftover", l.Key, true, nil, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeoutCause(ctx, r.opts.OpTimeout, r.opCause("remove leftover"))
+		defer cancel()
+		return timedOut(ctx, actx, RemoveLeftover(actx, r.s, l))
+	})
+}
+
 // Delete retries under OpTimeout per attempt.
 func (r *retryStore) Delete(ctx context.Context, key string) error {
 	return r.do(ctx, "delete", key, true, nil, func(ctx context.Context) error {
@@ -558,9 +594,28 @@ func (l *logStore) List(ctx context.Context, prefix string, fn func(ObjectInfo) 
 }
 
 // Delete logs the call and passes it on.
+func (l *logStore) Leftovers(ctx context.Context, prefix string, fn func(Leftover) error) error {
+	start := time.Now()
+	err := LeftoversOf(ctx, l.s, prefix, fn)
+	l.done("leftovers", prefix, start, err)
+	return err
+}
+
+func (l *logStore) RemoveLeftover(ctx context.Context, lo Leftover) error {
+	start := time.Now()
+	err := RemoveLeftover(ctx, l.s, lo)
+	l.done("remove leftover", lo.Key, start, err, zap.String("id", lo.ID))
+	return err
+}
+
 func (l *logStore) Delete(ctx context.Context, key string) error {
 	start := time.Now()
 	err := l.s.Delete(ctx, key)
 	l.done("storage delete", key, start, err)
 	return err
 }
+
+var (
+	_ Sweeper = (*retryStore)(nil)
+	_ Sweeper = (*logStore)(nil)
+)

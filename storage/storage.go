@@ -59,6 +59,43 @@ type Store interface {
 	String() string
 }
 
+// Leftover is what an interrupted Put can leave behind where List does not
+// show it: a file backend's temp file, an S3 multipart upload that was
+// never completed or aborted (its parts are stored, and billed).
+type Leftover struct {
+	Key     string    // the key the Put was writing
+	ID      string    // what names it to the backend: a temp file, an upload ID
+	Size    int64     // bytes it holds, if known
+	ModTime time.Time // its last write (temp file) or start (upload)
+}
+
+// Sweeper is implemented by stores whose interrupted Puts can leave
+// Leftovers behind, so that delete garbage can remove them.
+type Sweeper interface {
+	// Leftovers calls fn for every leftover whose key starts with prefix.
+	// A Put still running shows too: judge by ModTime.
+	Leftovers(ctx context.Context, prefix string, fn func(Leftover) error) error
+	// RemoveLeftover removes one; one already gone is not an error.
+	RemoveLeftover(ctx context.Context, l Leftover) error
+}
+
+// LeftoversOf lists s's leftovers under prefix; a store that is no
+// Sweeper has none.
+func LeftoversOf(ctx context.Context, s Store, prefix string, fn func(Leftover) error) error {
+	if sw, ok := s.(Sweeper); ok {
+		return sw.Leftovers(ctx, prefix, fn)
+	}
+	return nil
+}
+
+// RemoveLeftover removes l from s, if s is a Sweeper.
+func RemoveLeftover(ctx context.Context, s Store, l Leftover) error {
+	if sw, ok := s.(Sweeper); ok {
+		return sw.RemoveLeftover(ctx, l)
+	}
+	return nil
+}
+
 // Rewinder is implemented by Put bodies that can start over from their first
 // byte. The retry wrapper retries a failed Put only when its body is a
 // Rewinder or an io.Seeker; any other body is sent once.

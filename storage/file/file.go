@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -167,12 +168,70 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 // List walks only the directory that holds the prefix' last part, so a
 // prefix such as "wal_005/000000010000000A" reads one folder, not the tree.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	infos, err := s.scan(ctx, prefix, false)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", prefix, err)
+	}
+	for _, f := range infos {
+		if err := fn(f.ObjectInfo); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Leftovers lists the temp files of Puts that never finished (killed,
+// crashed) for keys under prefix; a Put still running shows as well, with
+// a recent ModTime. The ID is the temp file's path below the root.
+func (s *Store) Leftovers(ctx context.Context, prefix string, fn func(storage.Leftover) error) error {
+	temps, err := s.scan(ctx, prefix, true)
+	if err != nil {
+		return fmt.Errorf("leftovers %s: %w", prefix, err)
+	}
+	for _, f := range temps {
+		if err := fn(storage.Leftover{Key: f.Key, ID: f.rel, Size: f.Size, ModTime: f.ModTime}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// RemoveLeftover removes a temp file Leftovers listed. It refuses any ID
+// that is not a temp file below the root.
+func (s *Store) RemoveLeftover(ctx context.Context, l storage.Leftover) error {
+	dir, name := path.Split(l.ID)
+	if !strings.HasPrefix(name, tmpPrefix) {
+		return fmt.Errorf("%w: %q is not a leftover", storage.ErrPermanent, l.ID)
+	}
+	if dir != "" {
+		if _, err := s.path(strings.TrimSuffix(dir, "/")); err != nil {
+			return fmt.Errorf("%w: %q is not a leftover", storage.ErrPermanent, l.ID)
+		}
+	}
+	if err := os.Remove(filepath.Join(s.root, filepath.FromSlash(l.ID))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove leftover %s: %w", l.ID, err)
+	}
+	return nil
+}
+
+var _ storage.Sweeper = (*Store)(nil)
+
+// scanned is a file found by scan: an object, or a temp file with the key
+// its Put was writing.
+type scanned struct {
+	storage.ObjectInfo
+	rel string // path below the root, slash-separated
+}
+
+// scan finds the objects under prefix in key order, or with temps the
+// temp files of unfinished Puts of such keys.
+func (s *Store) scan(ctx context.Context, prefix string, temps bool) ([]scanned, error) {
 	dirKey, _ := splitDir(prefix)
 	start := s.root
 	if dirKey != "" {
 		start = filepath.Join(s.root, filepath.FromSlash(dirKey))
 	}
-	var infos []storage.ObjectInfo
+	var found []scanned
 	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -184,7 +243,8 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 			return err
 		}
 		rel, _ := filepath.Rel(s.root, p)
-		key := filepath.ToSlash(rel)
+		rel = filepath.ToSlash(rel)
+		key := rel
 		if d.IsDir() {
 			// Skip folders that cannot hold a matching key.
 			if p != start && !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
@@ -192,7 +252,17 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 			}
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), tmpPrefix) || !strings.HasPrefix(key, prefix) {
+		if isTemp := strings.HasPrefix(d.Name(), tmpPrefix); isTemp != temps {
+			return nil
+		} else if isTemp {
+			// .walgo-tmp-<16 hex>-<base name of the key>
+			base := strings.TrimPrefix(d.Name(), tmpPrefix)
+			if i := strings.IndexByte(base, '-'); i >= 0 {
+				base = base[i+1:]
+			}
+			key = path.Join(path.Dir(rel), base)
+		}
+		if !strings.HasPrefix(key, prefix) {
 			return nil
 		}
 		fi, err := d.Info()
@@ -202,19 +272,14 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 		if err != nil {
 			return err
 		}
-		infos = append(infos, storage.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
+		found = append(found, scanned{storage.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, rel})
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("list %s: %w", prefix, err)
+		return nil, err
 	}
-	sort.Slice(infos, func(i, j int) bool { return infos[i].Key < infos[j].Key })
-	for _, oi := range infos {
-		if err := fn(oi); err != nil {
-			return err
-		}
-	}
-	return nil
+	sort.Slice(found, func(i, j int) bool { return found[i].rel < found[j].rel })
+	return found, nil
 }
 
 func splitDir(prefix string) (dir, rest string) {

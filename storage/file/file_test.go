@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -139,6 +140,84 @@ func TestListHidesStrayTempFiles(t *testing.T) {
 	}
 	if !slices.Equal(got, []string{"w/seg"}) {
 		t.Errorf("list = %q, want [w/seg]", got)
+	}
+}
+
+// TestLeftovers: the temp files of unfinished Puts are listed with the
+// key they were for, can be removed, and nothing else can be removed as a
+// leftover.
+func TestLeftovers(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	s, err := file.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Put(ctx, "w/seg", bytes.NewReader([]byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"w/.walgo-tmp-0123456789abcdef-seg2", "b/x/.walgo-tmp-00112233aabbccdd-part_001.tar.zst", ".walgo-tmp-ffeeddccbbaa9988-top"} {
+		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(root, p), []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func(prefix string) []storage.Leftover {
+		var got []storage.Leftover
+		if err := s.Leftovers(ctx, prefix, func(l storage.Leftover) error {
+			got = append(got, l)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	tests := []struct {
+		prefix string
+		keys   []string
+	}{
+		{"", []string{".walgo-tmp-ffeeddccbbaa9988-top", "b/x/.walgo-tmp-00112233aabbccdd-part_001.tar.zst", "w/.walgo-tmp-0123456789abcdef-seg2"}},
+		{"w/", []string{"w/.walgo-tmp-0123456789abcdef-seg2"}},
+		{"b/x/part_", []string{"b/x/.walgo-tmp-00112233aabbccdd-part_001.tar.zst"}},
+		{"w/seg3", nil},
+	}
+	for _, tt := range tests {
+		var ids []string
+		for _, l := range list(tt.prefix) {
+			ids = append(ids, l.ID)
+			if !strings.HasSuffix(l.ID, "-"+path.Base(l.Key)) || path.Dir(l.Key) != path.Dir(l.ID) || l.Size != 7 || l.ModTime.IsZero() {
+				t.Errorf("leftover %+v: want the key of its Put, 7 bytes, a time", l)
+			}
+		}
+		if !slices.Equal(ids, tt.keys) {
+			t.Errorf("leftovers under %q = %q, want %q", tt.prefix, ids, tt.keys)
+		}
+	}
+	if got := list("w/")[0].Key; got != "w/seg2" {
+		t.Errorf("key = %q, want w/seg2", got)
+	}
+
+	for _, bad := range []string{"w/seg", "../.walgo-tmp-x", "w/../../.walgo-tmp-x", "/etc/.walgo-tmp-x", "w/.walgo-tmp-x/../seg"} {
+		err := s.RemoveLeftover(ctx, storage.Leftover{ID: bad})
+		if !errors.Is(err, storage.ErrPermanent) {
+			t.Errorf("RemoveLeftover(%q) = %v, want a refusal", bad, err)
+		}
+	}
+	if _, err := s.Stat(ctx, "w/seg"); err != nil {
+		t.Fatalf("an object went: %v", err)
+	}
+	for _, l := range list("") {
+		if err := s.RemoveLeftover(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RemoveLeftover(ctx, l); err != nil {
+			t.Errorf("removing %s again: %v", l.ID, err)
+		}
+	}
+	if got := list(""); len(got) != 0 {
+		t.Errorf("left after removal: %v", got)
 	}
 }
 
