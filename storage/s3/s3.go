@@ -461,6 +461,60 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
+// Leftovers lists multipart uploads under prefix that were started and
+// neither completed nor aborted: a Put killed mid-upload (or whose abort
+// was lost) leaves its parts stored, and billed, where List does not show
+// them. A running Put's upload shows as well, with a recent ModTime (its
+// start). The ID is the upload ID; Size is not known without listing parts.
+func (s *Store) Leftovers(ctx context.Context, prefix string, fn func(storage.Leftover) error) error {
+	p := s3.NewListMultipartUploadsPaginator(s.client, &s3.ListMultipartUploadsInput{
+		Bucket: aws.String(s.bucket),
+		Prefix: aws.String(s.prefix + prefix),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return s.fail(ctx, "leftovers", prefix, err)
+		}
+		for _, u := range page.Uploads {
+			key, ok := strings.CutPrefix(aws.ToString(u.Key), s.prefix)
+			if !ok {
+				continue
+			}
+			if err := fn(storage.Leftover{Key: key, ID: aws.ToString(u.UploadId), ModTime: aws.ToTime(u.Initiated)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// RemoveLeftover aborts the multipart upload, which deletes its parts.
+func (s *Store) RemoveLeftover(ctx context.Context, l storage.Leftover) error {
+	k, err := s.objectKey(l.Key)
+	if err != nil {
+		return err
+	}
+	if l.ID == "" {
+		return fmt.Errorf("%w: leftover of %s without an upload ID", storage.ErrPermanent, l.Key)
+	}
+	_, err = s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+		Bucket:   aws.String(s.bucket),
+		Key:      aws.String(k),
+		UploadId: aws.String(l.ID),
+	})
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload" {
+		return nil
+	}
+	if err != nil {
+		return s.fail(ctx, "abort upload", l.Key, err)
+	}
+	return nil
+}
+
+var _ storage.Sweeper = (*Store)(nil)
+
 // fail wraps an SDK error with the operation, the key and the sentinel
 // that says what the caller can do about it.
 func (s *Store) fail(ctx context.Context, op, key string, err error) error {

@@ -311,3 +311,63 @@ func (e *errReader) Read([]byte) (int, error) { return 0, e.err }
 type readerFunc func(p []byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestLeftovers: a multipart upload nobody completed (a Put killed
+// mid-upload) is listed under the store's prefix with its key, and
+// removing it aborts it; uploads of other prefixes are not touched.
+func TestLeftovers(t *testing.T) {
+	srv := s3test.Start(t)
+	bucket := srv.Bucket(t)
+	ctx := context.Background()
+	s := storage.WithRetry(newStore(t, srv.Config(bucket, "repo")), storage.RetryOptions{}, zaptest.NewLogger(t))
+	start := func(key string) string {
+		out, err := srv.Client().CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return aws.ToString(out.UploadId)
+	}
+	mine := start("repo/basebackups_005/b/part_001.tar.zst")
+	other := start("elsewhere/part_001.tar.zst")
+	if err := s.Put(ctx, "wal_005/x.zst", strings.NewReader("done")); err != nil {
+		t.Fatal(err)
+	}
+	list := func(prefix string) []storage.Leftover {
+		var got []storage.Leftover
+		if err := storage.LeftoversOf(ctx, s, prefix, func(l storage.Leftover) error {
+			got = append(got, l)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	tests := []struct {
+		prefix string
+		want   int
+	}{{"", 1}, {"basebackups_005/", 1}, {"wal_005/", 0}}
+	for _, tt := range tests {
+		if got := list(tt.prefix); len(got) != tt.want {
+			t.Errorf("leftovers under %q: %+v, want %d", tt.prefix, got, tt.want)
+		}
+	}
+	l := list("")[0]
+	if l.Key != "basebackups_005/b/part_001.tar.zst" || l.ID != mine || time.Since(l.ModTime) > time.Hour {
+		t.Errorf("leftover %+v: want key basebackups_005/b/part_001.tar.zst, upload %s, started just now", l, mine)
+	}
+	for range 2 { // a second removal finds it gone, which is fine
+		if err := storage.RemoveLeftover(ctx, s, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := list(""); len(got) != 0 {
+		t.Errorf("still listed after removal: %+v", got)
+	}
+	out, err := srv.Client().ListMultipartUploads(ctx, &awss3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Uploads) != 1 || aws.ToString(out.Uploads[0].UploadId) != other {
+		t.Errorf("uploads in the bucket: %d, want only the other prefix's", len(out.Uploads))
+	}
+}
