@@ -117,6 +117,9 @@ type Inventory struct {
 	Histories map[uint32][]HistoryEntry
 	// HistoryErrors says why a timeline's history could not be read.
 	HistoryErrors map[uint32]string
+	// Leftovers are what interrupted writes left where listings do not
+	// show it (storage.Sweeper), anywhere in the repository.
+	Leftovers []storage.Leftover
 }
 
 // ReadInventory lists a repository for PlanDelete. Backup objects are
@@ -169,6 +172,13 @@ func ReadInventory(ctx context.Context, s storage.Store, cd *codec.Codec) (*Inve
 		}
 		inv.Histories[tli] = h
 	}
+	err = storage.LeftoversOf(ctx, s, "", func(l storage.Leftover) error {
+		inv.Leftovers = append(inv.Leftovers, l)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list leftovers: %w", err)
+	}
 	return inv, nil
 }
 
@@ -198,6 +208,14 @@ type Unfinished struct {
 	Bytes  int64     `json:"bytes"`
 }
 
+// LeftoverVerdict is what a plan does with one storage.Leftover: the temp
+// file or unfinished multipart upload of an interrupted write.
+type LeftoverVerdict struct {
+	storage.Leftover
+	Delete bool   `json:"delete"`
+	Reason string `json:"reason"`
+}
+
 // WALRange is a run of archived WAL files of one timeline, consecutive in
 // name order, that a plan treats alike.
 type WALRange struct {
@@ -216,6 +234,7 @@ type PlanTotals struct {
 	DeleteBackups     int   `json:"delete_backups"`
 	DeleteUnfinished  int   `json:"delete_unfinished"`
 	DeleteWALFiles    int   `json:"delete_wal_files"`
+	DeleteLeftovers   int   `json:"delete_leftovers"`
 	DeleteObjects     int   `json:"delete_objects"`
 	DeleteBytes       int64 `json:"delete_bytes"`
 	KeepBackups       int   `json:"keep_backups"`
@@ -232,6 +251,8 @@ type Plan struct {
 	Unfinished []Unfinished `json:"unfinished"`
 	// WAL lists the archived WAL in runs, by timeline then name.
 	WAL []WALRange `json:"wal"`
+	// Leftovers lists what interrupted writes left behind.
+	Leftovers []LeftoverVerdict `json:"leftovers"`
 	// Unrecognized lists objects under the backup and WAL folders that are
 	// neither; they are always left alone.
 	Unrecognized []string `json:"unrecognized"`
@@ -466,6 +487,7 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 	}
 
 	p.planWAL(inv, req, protectors, keptFinished)
+	p.planLeftovers(inv.Leftovers, req)
 	for _, oi := range inv.OtherWAL {
 		p.Unrecognized = append(p.Unrecognized, oi.Key)
 	}
@@ -474,6 +496,32 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 		p.Notes = append(p.Notes, fmt.Sprintf("%d object(s) that are neither backups nor WAL files are left alone", len(p.Unrecognized)))
 	}
 	return p, nil
+}
+
+// planLeftovers: garbage removes what interrupted writes left once it is
+// older than MinAge (a younger one may be a write still running), and
+// everything removes all of it.
+func (p *Plan) planLeftovers(ls []storage.Leftover, req DeleteRequest) {
+	p.Leftovers = []LeftoverVerdict{}
+	for _, l := range ls {
+		v := LeftoverVerdict{Leftover: l}
+		age := req.Now.Sub(l.ModTime)
+		switch {
+		case req.Mode == DeleteEverything:
+			v.Delete, v.Reason = true, "left by an interrupted write (delete everything)"
+		case age < req.MinAge:
+			v.Reason = fmt.Sprintf("only %s old (min age %s): it may be a write still running", age.Round(time.Second), req.MinAge)
+		case req.Mode != DeleteGarbage:
+			v.Reason = "left by an interrupted write: delete garbage removes it"
+		default:
+			v.Delete, v.Reason = true, "left by an interrupted write"
+		}
+		if v.Delete {
+			p.Totals.DeleteLeftovers++
+			p.Totals.DeleteBytes += l.Size
+		}
+		p.Leftovers = append(p.Leftovers, v)
+	}
 }
 
 // selectKept applies the request's own rule (step 1), mapping each kept
@@ -746,6 +794,7 @@ type ApplyResult struct {
 	Backups    int   `json:"backups"`
 	Unfinished int   `json:"unfinished"`
 	WALFiles   int   `json:"wal_files"`
+	Leftovers  int   `json:"leftovers"`
 	Objects    int   `json:"objects"`
 	Bytes      int64 `json:"bytes"`
 	// Skipped names unfinished backups whose sentinel appeared after the
@@ -759,8 +808,9 @@ type ApplyResult struct {
 // this order, so that an interruption leaves a consistent repository that
 // a later delete (or delete garbage) finishes: the sentinels of deleted
 // backups, deltas before parents (each backup stops being listed before
-// anything it needs goes); their other objects; unfinished leftovers whose
-// sentinel still does not exist; WAL files, oldest name first, .history
+// anything it needs goes); their other objects; unfinished backups' objects whose
+// sentinel still does not exist; what interrupted writes left (temp files,
+// multipart uploads); WAL files, oldest name first, .history
 // files last. Deleting an object that is already gone is not an error, so
 // running a plan again is safe.
 func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (ApplyResult, error) {
@@ -828,7 +878,21 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 	if err != nil {
 		return done(err)
 	}
-	// 4. WAL, oldest first, history last.
+	// 4. What interrupted writes left behind.
+	for _, v := range p.Leftovers {
+		if !v.Delete {
+			continue
+		}
+		if err := storage.RemoveLeftover(ctx, s, v.Leftover); err != nil {
+			return done(fmt.Errorf("remove leftover of %s (%s): %w", v.Key, v.ID, err))
+		}
+		res.Leftovers++
+		d.bytes += v.Size
+		if opts.OnDelete != nil {
+			opts.OnDelete(v.Key + " (leftover " + v.ID + ")")
+		}
+	}
+	// 5. WAL, oldest first, history last.
 	var walKeys, histKeys []string
 	for _, o := range p.walDelete {
 		if o.Kind == wal.KindHistory {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -670,4 +672,84 @@ func (f failing) Delete(ctx context.Context, key string) error {
 		return f.err
 	}
 	return f.Store.Delete(ctx, key)
+}
+
+// TestLeftovers: what interrupted writes left is listed by ReadInventory,
+// deleted by garbage (once older than MinAge) and everything, left alone
+// by retain and before, and removed by Apply; objects stay.
+func TestLeftovers(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	fs, err := file.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Put(ctx, WALKey(seg(1, 1), codec.Zstd{}), bytes.NewReader([]byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	temps := map[string]time.Duration{ // temp file below the root: age
+		"wal_005/.walgo-tmp-0011223344556677-" + seg(1, 2) + ".zst":           48 * time.Hour,
+		"basebackups_005/base_x/.walgo-tmp-8899aabbccddeeff-part_001.tar.zst": time.Minute,
+	}
+	for p, age := range temps {
+		full := filepath.Join(root, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(full, now.Add(-age), now.Add(-age)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := storage.WithRetry(fs, storage.RetryOptions{}, nil)
+	inv, err := ReadInventory(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Leftovers) != 2 {
+		t.Fatalf("inventory leftovers: %+v", inv.Leftovers)
+	}
+	tests := []struct {
+		req  DeleteRequest
+		want int // leftovers deleted
+	}{
+		{DeleteRequest{Mode: DeleteGarbage, MinAge: time.Hour}, 1},
+		{DeleteRequest{Mode: DeleteGarbage}, 2},
+		{DeleteRequest{Mode: DeleteRetain, N: 1, MinAge: time.Hour}, 0},
+		{DeleteRequest{Mode: DeleteBefore, Before: now, MinAge: time.Hour}, 0},
+		{DeleteRequest{Mode: DeleteEverything, MinAge: time.Hour}, 2},
+	}
+	for _, tt := range tests {
+		tt.req.Now = now
+		p, err := PlanDelete(inv, tt.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Totals.DeleteLeftovers != tt.want || len(p.Leftovers) != 2 {
+			t.Errorf("%s (min age %s): deletes %d leftovers, want %d: %+v", tt.req.Mode, tt.req.MinAge, p.Totals.DeleteLeftovers, tt.want, p.Leftovers)
+		}
+	}
+
+	p, err := PlanDelete(inv, DeleteRequest{Mode: DeleteGarbage, MinAge: time.Hour, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Apply(ctx, s, p, ApplyOptions{})
+	if err != nil || res.Leftovers != 1 {
+		t.Fatalf("apply: %+v, %v", res, err)
+	}
+	var left []string
+	storage.LeftoversOf(ctx, s, "", func(l storage.Leftover) error {
+		left = append(left, l.Key)
+		return nil
+	})
+	if !slices.Equal(left, []string{"basebackups_005/base_x/part_001.tar.zst"}) {
+		t.Errorf("leftovers after garbage: %v, want only the young one", left)
+	}
+	if got := listAll(t, s); !slices.Equal(got, []string{WALKey(seg(1, 1), codec.Zstd{})}) {
+		t.Errorf("objects after garbage: %v", got)
+	}
 }

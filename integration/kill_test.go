@@ -203,6 +203,16 @@ func TestKillWalPush(t *testing.T) {
 	}
 	t.Logf("KILL wal-push: %d runs, %d killed mid-push, %d segments lost, %d temp files left in the repository %v",
 		runs, killedRuns, 0, len(temps), temps)
+
+	// delete garbage removes the killed uploads' temp files, and no WAL
+	// (there is no backup to judge it by).
+	mustWalgo(t, r.env, "delete", "garbage", "--confirm", "--min-age=0s")
+	if left := tempFiles(t, r.root); len(left) != 0 {
+		t.Errorf("delete garbage left temp files of killed uploads: %v", left)
+	}
+	for _, n := range names {
+		fetchSame(n)
+	}
 	if killedRuns == 0 {
 		t.Error("no run was killed before it finished: the kill delays miss the push")
 	}
@@ -212,7 +222,7 @@ func TestKillWalPush(t *testing.T) {
 // rate-limited) backup-push under a live cluster: backup-list never lists
 // an incomplete backup, a rerun succeeds, archiving goes on with no
 // segment lost, the last backup restores to the source's state, and
-// delete garbage (if this walgo has it) leaves no object of an unfinished
+// delete garbage leaves no object of an unfinished
 // backup.
 func TestKillBackupPush(t *testing.T) {
 	r := fileRepo(t)
@@ -268,25 +278,20 @@ func TestKillBackupPush(t *testing.T) {
 	leftovers := unfinishedObjects(t, st)
 	temps := tempFiles(t, r.root)
 
-	garbage := "not run: this walgo has no delete command"
-	if res := walgo(t, r.env, "delete", "--help"); res.code != 0 {
-		t.Logf("walgo delete --help exits %d: skipping the delete garbage assertion", res.code)
-	} else {
-		args := []string{"delete", "garbage", "--confirm"}
-		if strings.Contains(walgo(t, r.env, "delete", "garbage", "--help").stdout, "min-age") {
-			args = append(args, "--min-age=0s")
-		}
-		res := mustWalgo(t, r.env, args...)
-		left := unfinishedObjects(t, st)
-		for _, k := range left {
-			t.Errorf("delete garbage left %s, an object of no finished backup", k)
-		}
-		if got := len(checkListedBackups(t, st)); got != finished {
-			t.Errorf("delete garbage changed the backups listed: %d, want %d\n%s", got, finished, res.stdout)
-		}
-		garbage = fmt.Sprintf("removed %d objects of unfinished backups, %d left; file-backend temp files left: %d",
-			len(leftovers), len(left), len(tempFiles(t, r.root)))
+	res := mustWalgo(t, r.env, "delete", "garbage", "--confirm", "--min-age=0s")
+	left := unfinishedObjects(t, st)
+	for _, k := range left {
+		t.Errorf("delete garbage left %s, an object of no finished backup", k)
 	}
+	leftTemps := tempFiles(t, r.root)
+	for _, k := range leftTemps {
+		t.Errorf("delete garbage left %s, the temp file of a killed upload", k)
+	}
+	if got := len(checkListedBackups(t, st)); got != finished {
+		t.Errorf("delete garbage changed the backups listed: %d, want %d\n%s", got, finished, res.stdout)
+	}
+	garbage := fmt.Sprintf("removed %d objects of unfinished backups and %d temp files of killed uploads; left: %d objects, %d temp files",
+		len(leftovers), len(temps), len(left), len(leftTemps))
 
 	// Archiving never stopped: no gap from the oldest backup on, and the
 	// newest backup replays to the source's final state.

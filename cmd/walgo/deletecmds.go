@@ -135,11 +135,14 @@ backup-push first: an unfinished backup is deleted however young it is.
 			},
 			{
 				Name:  "garbage",
-				Usage: "delete unfinished backups' objects and the WAL no backup needs; every finished backup stays",
+				Usage: "delete unfinished backups' objects, what interrupted writes left, and the WAL no backup needs; every finished backup stays",
 				Description: `Deletes the objects of every backup that has no sentinel (killed or failed
 backup-push, interrupted delete) and whose newest object is older than
 --min-age, and the WAL no finished backup needs. Every finished backup
-is kept.
+is kept. It also removes what writes killed mid-way left where listings
+do not show it, once older than --min-age: the file backend's
+.walgo-tmp-* files, and S3 multipart uploads never completed (their parts
+are stored, and billed, until aborted).
 
 ` + deleteHelp,
 				Flags: deleteFlags(minAgeFlag()),
@@ -240,15 +243,15 @@ func applyDelete(ctx context.Context, e *env, req catalog.DeleteRequest, confirm
 	if !asJSON {
 		printPlan(w, plan, confirm, e.store)
 	}
-	if confirm && plan.Totals.DeleteObjects > 0 {
+	if confirm && plan.Totals.DeleteObjects+plan.Totals.DeleteLeftovers > 0 {
 		res, aerr := catalog.Apply(ctx, e.store, plan, catalog.ApplyOptions{
 			Concurrency: deleteConcurrency,
 			OnDelete:    func(key string) { e.log.Debug("deleted", zap.String("key", key)) },
 		})
 		report.Deleted = &res
 		if !asJSON {
-			fmt.Fprintf(w, "deleted %d backup(s), %d unfinished backup(s), %d WAL file(s): %d objects, %s\n",
-				res.Backups, res.Unfinished, res.WALFiles, res.Objects, humanBytes(res.Bytes))
+			fmt.Fprintf(w, "deleted %d backup(s), %d unfinished backup(s), %d WAL file(s), %d leftover(s): %d objects, %s\n",
+				res.Backups, res.Unfinished, res.WALFiles, res.Leftovers, res.Objects, humanBytes(res.Bytes))
 			for _, n := range res.Skipped {
 				fmt.Fprintf(w, "left alone %s: it finished while the plan was made\n", n)
 			}
@@ -337,6 +340,13 @@ func printPlan(w io.Writer, p *catalog.Plan, confirm bool, store storage.Store) 
 	} else {
 		fmt.Fprintln(w, "no WAL archived")
 	}
+	if len(p.Leftovers) > 0 {
+		fmt.Fprintln(w, "\nleft by interrupted writes (temp files, unfinished multipart uploads):")
+		for _, l := range p.Leftovers {
+			fmt.Fprintf(w, "  %s  %s (%s, last written %s UTC): %s\n", action(l.Delete), l.Key, l.ID,
+				l.ModTime.UTC().Format(timeFmt), l.Reason)
+		}
+	}
 	if len(p.Notes) > 0 {
 		fmt.Fprintln(w)
 		for _, n := range p.Notes {
@@ -348,8 +358,8 @@ func printPlan(w io.Writer, p *catalog.Plan, confirm bool, store storage.Store) 
 	if confirm {
 		verb = "deleting"
 	}
-	fmt.Fprintf(w, "\n%s %d backup(s), %d unfinished backup(s) and %d WAL file(s): %d objects, %s; keeping %d backup(s) and %d WAL file(s)\n",
-		verb, t.DeleteBackups, t.DeleteUnfinished, t.DeleteWALFiles, t.DeleteObjects, humanBytes(t.DeleteBytes), t.KeepBackups, t.KeepWALFiles)
+	fmt.Fprintf(w, "\n%s %d backup(s), %d unfinished backup(s), %d WAL file(s) and %d leftover(s): %d objects, %s; keeping %d backup(s) and %d WAL file(s)\n",
+		verb, t.DeleteBackups, t.DeleteUnfinished, t.DeleteWALFiles, t.DeleteLeftovers, t.DeleteObjects, humanBytes(t.DeleteBytes), t.KeepBackups, t.KeepWALFiles)
 }
 
 func backupMarkCommand() *cli.Command {
