@@ -120,6 +120,9 @@ type Inventory struct {
 	// Leftovers are what interrupted writes left where listings do not
 	// show it (storage.Sweeper), anywhere in the repository.
 	Leftovers []storage.Leftover
+	// LeftoversError says why they could not be listed (a server that
+	// refuses to list multipart uploads); the plan then leaves them.
+	LeftoversError string
 }
 
 // ReadInventory lists a repository for PlanDelete. Backup objects are
@@ -176,7 +179,9 @@ func ReadInventory(ctx context.Context, s storage.Store, cd *codec.Codec) (*Inve
 		inv.Leftovers = append(inv.Leftovers, l)
 		return nil
 	})
-	if err != nil {
+	if errors.Is(err, storage.ErrPermanent) && ctx.Err() == nil {
+		inv.Leftovers, inv.LeftoversError = nil, err.Error()
+	} else if err != nil {
 		return nil, fmt.Errorf("list leftovers: %w", err)
 	}
 	return inv, nil
@@ -488,6 +493,9 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 
 	p.planWAL(inv, req, protectors, keptFinished)
 	p.planLeftovers(inv.Leftovers, req)
+	if inv.LeftoversError != "" {
+		p.Notes = append(p.Notes, "what interrupted writes left could not be listed, so it stays: "+inv.LeftoversError)
+	}
 	for _, oi := range inv.OtherWAL {
 		p.Unrecognized = append(p.Unrecognized, oi.Key)
 	}
