@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -160,7 +161,19 @@ func FuzzExtract(f *testing.F) {
 		if len(delta) > 0 {
 			tars = append(tars, delta)
 		}
-		err := restore.ExtractChainForTest(context.Background(), dir, tars...)
+		// A hang is a finding too: the fuzzer cannot see one by itself.
+		var err error
+		finished := make(chan struct{})
+		go func() {
+			defer close(finished)
+			err = restore.ExtractChainForTest(context.Background(), dir, tars...)
+		}()
+		select {
+		case <-finished:
+		case <-time.After(20 * time.Second):
+			buf := make([]byte, 1<<20)
+			panic("restore hangs:\n" + string(buf[:runtime.Stack(buf, true)]))
+		}
 		t.Logf("restore: %v", err)
 
 		after := snapshot(t, base, dir)
