@@ -230,12 +230,6 @@ func (r *restorer) restoreParts(ctx context.Context, st *layerState) error {
 	})
 }
 
-// partAttempts is how many times one partition's transfer starts over,
-// waiting partRetryWait longer after each failure.
-const partAttempts = 5
-
-var partRetryWait = time.Second // a variable for the tests
-
 // restorePartRetrying restores a partition, starting it over when the
 // storage fails mid-transfer: the store retries opening an object, not
 // reading it, and one connection reset must not throw away hours of a
@@ -244,7 +238,7 @@ func (r *restorer) restorePartRetrying(ctx context.Context, st *layerState, part
 	for attempt := 1; ; attempt++ {
 		var files []string
 		err := r.restorePart(ctx, st, part, buf, &files)
-		if err == nil || attempt >= partAttempts || ctx.Err() != nil ||
+		if err == nil || attempt >= transferAttempts || ctx.Err() != nil ||
 			!errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
 			return err
 		}
@@ -256,7 +250,7 @@ func (r *restorer) restorePartRetrying(ctx context.Context, st *layerState, part
 		select {
 		case <-ctx.Done():
 			return err
-		case <-time.After(time.Duration(attempt) * partRetryWait):
+		case <-time.After(time.Duration(attempt) * transferRetryWait):
 		}
 	}
 }

@@ -53,8 +53,8 @@ func (s *cuttingStore) Get(ctx context.Context, key string) (io.ReadCloser, erro
 // comes out exact; when the storage keeps failing, the restore fails as
 // unreachable storage (not as corrupt data) and leaves nothing behind.
 func TestBackupFetchStartsPartitionsOver(t *testing.T) {
-	defer func(w time.Duration) { partRetryWait = w }(partRetryWait)
-	partRetryWait = time.Millisecond
+	defer func(w time.Duration) { transferRetryWait = w }(transferRetryWait)
+	transferRetryWait = time.Millisecond
 	ctx := context.Background()
 	p := func(seed uint64) []byte { return randBytes(seed, pageSize) }
 	a0, a1, a1b := p(40), p(41), p(42)
@@ -66,7 +66,7 @@ func TestBackupFetchStartsPartitionsOver(t *testing.T) {
 		wantErr error
 	}{
 		{"cut twice", 2, nil},
-		{"cut every time", partAttempts, storage.ErrUnreachable},
+		{"cut every time", transferAttempts, storage.ErrUnreachable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -128,20 +128,24 @@ func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) 
 			h.Reset()
 		}
 		n, err = f.downloadOnce(ctx, objs[0], name, dest, h)
-		if err == nil || attempt >= downloadAttempts || !errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
+		if err == nil || attempt >= transferAttempts || !errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
 			return n, err
 		}
 		f.log.Warn("download failed; starting over", zap.String("wal", name), zap.Int("attempt", attempt), zap.Error(err))
 		select {
 		case <-ctx.Done():
 			return 0, err
-		case <-time.After(time.Duration(attempt) * time.Second):
+		case <-time.After(time.Duration(attempt) * transferRetryWait):
 		}
 	}
 }
 
-// downloadAttempts is how many times one WAL file's transfer starts over.
-const downloadAttempts = 5
+// transferAttempts is how many times the transfer of one WAL file or
+// backup partition starts over after the storage failed mid-way, waiting
+// transferRetryWait longer after each failure.
+const transferAttempts = 5
+
+var transferRetryWait = time.Second // a variable for the tests
 
 func (f *Fetcher) downloadOnce(ctx context.Context, o catalog.WALObject, name, dest string, h hash.Hash) (int64, error) {
 	rc, err := f.store.Get(ctx, o.Key)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -251,6 +252,8 @@ type errReader struct{ err error }
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 
 func TestFetchStartsOverAfterCutTransfer(t *testing.T) {
+	defer func(w time.Duration) { transferRetryWait = w }(transferRetryWait)
+	transferRetryWait = time.Millisecond
 	ctx := context.Background()
 	s, _, dir := setup(t, 0)
 	segs := archiveSegs(t, s, "000000010000000000000040", 1, codec.Zstd{})
@@ -263,7 +266,7 @@ func TestFetchStartsOverAfterCutTransfer(t *testing.T) {
 		t.Fatal("content differs")
 	}
 	os.Remove(dest)
-	f = NewFetcher(&cutStore{Store: s, cuts: downloadAttempts}, FetchConfig{}, zap.NewNop())
+	f = NewFetcher(&cutStore{Store: s, cuts: transferAttempts}, FetchConfig{}, zap.NewNop())
 	if err := f.Fetch(ctx, "000000010000000000000040", dest); !errors.Is(err, storage.ErrUnreachable) {
 		t.Fatalf("every transfer cut: err = %v, want ErrUnreachable", err)
 	}
