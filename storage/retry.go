@@ -593,21 +593,23 @@ func (l *logStore) List(ctx context.Context, prefix string, fn func(ObjectInfo) 
 	return err
 }
 
-// Delete logs the call and passes it on.
+// Leftovers logs the call and passes it on.
 func (l *logStore) Leftovers(ctx context.Context, prefix string, fn func(Leftover) error) error {
 	start := time.Now()
 	err := LeftoversOf(ctx, l.s, prefix, fn)
-	l.done("leftovers", prefix, start, err)
+	l.done("storage leftovers", prefix, start, err)
 	return err
 }
 
+// RemoveLeftover logs the call and passes it on.
 func (l *logStore) RemoveLeftover(ctx context.Context, lo Leftover) error {
 	start := time.Now()
 	err := RemoveLeftover(ctx, l.s, lo)
-	l.done("remove leftover", lo.Key, start, err, zap.String("id", lo.ID))
+	l.done("storage remove leftover", lo.Key, start, err, zap.String("id", lo.ID))
 	return err
 }
 
+// Delete logs the call and passes it on.
 func (l *logStore) Delete(ctx context.Context, key string) error {
 	start := time.Now()
 	err := l.s.Delete(ctx, key)
