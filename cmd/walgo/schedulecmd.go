@@ -188,12 +188,13 @@ func (a *agent) run(ctx context.Context) error {
 		return err
 	}
 	res := schedule.BackupResult{Finished: time.Now(), Duration: time.Since(start), Err: err}
+	if err == nil {
+		res.Name, res.CompressedSize, res.UncompressedSize = sn.Name, sn.CompressedSize, sn.UncompressedSize
+	}
+	a.metrics.BackupDone(res)
 	if err != nil {
-		a.metrics.BackupDone(res)
 		return fmt.Errorf("backup-push: %w", err)
 	}
-	res.Name, res.CompressedSize, res.UncompressedSize = sn.Name, sn.CompressedSize, sn.UncompressedSize
-	a.metrics.BackupDone(res)
 
 	var errs []error
 	if a.retain > 0 {
