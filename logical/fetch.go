@@ -43,15 +43,23 @@ func Fetch(ctx context.Context, store storage.Store, cd *codec.Codec, name strin
 	if err != nil {
 		return nil, err
 	}
+	if err := fetch(ctx, store, cd, sn, w); err != nil {
+		return nil, err
+	}
+	return sn, nil
+}
+
+// fetch is Fetch of the dump sn describes.
+func fetch(ctx context.Context, store storage.Store, cd *codec.Codec, sn *catalog.DumpSentinel, w io.Writer) error {
 	rc, err := store.Get(ctx, sn.Key)
 	if err != nil {
-		return nil, fmt.Errorf("fetch dump %s: %w", sn.Name, err)
+		return fmt.Errorf("fetch dump %s: %w", sn.Name, err)
 	}
 	defer rc.Close()
 	stored := &hashReader{r: rc, h: sha256.New()}
 	dec, err := cd.Decode(sn.Ext(), stored)
 	if err != nil {
-		return nil, fmt.Errorf("fetch dump %s: object %s: %w", sn.Name, sn.Key, err)
+		return fmt.Errorf("fetch dump %s: object %s: %w", sn.Name, sn.Key, err)
 	}
 	defer dec.Close()
 	plain := sha256.New()
@@ -64,19 +72,19 @@ func Fetch(ctx context.Context, store storage.Store, cd *codec.Codec, name strin
 	}
 	switch {
 	case err != nil && out.err != nil:
-		return nil, fmt.Errorf("fetch dump %s: write: %w", sn.Name, err)
+		return fmt.Errorf("fetch dump %s: write: %w", sn.Name, err)
 	case err != nil:
-		return nil, fmt.Errorf("fetch dump %s: object %s: %w", sn.Name, sn.Key, err)
+		return fmt.Errorf("fetch dump %s: object %s: %w", sn.Name, sn.Key, err)
 	}
 	if got := hex.EncodeToString(stored.h.Sum(nil)); stored.n != sn.StoredSize || got != sn.StoredSHA256 {
-		return nil, fmt.Errorf("%w: dump %s: object %s: stored bytes have size %d and sha256 %s, the sentinel says %d and %s",
+		return fmt.Errorf("%w: dump %s: object %s: stored bytes have size %d and sha256 %s, the sentinel says %d and %s",
 			codec.ErrCorrupt, sn.Name, sn.Key, stored.n, got, sn.StoredSize, sn.StoredSHA256)
 	}
 	if got := hex.EncodeToString(plain.Sum(nil)); n != sn.Size || got != sn.SHA256 {
-		return nil, fmt.Errorf("%w: dump %s: object %s: decoded dump has size %d and sha256 %s, the sentinel says %d and %s",
+		return fmt.Errorf("%w: dump %s: object %s: decoded dump has size %d and sha256 %s, the sentinel says %d and %s",
 			codec.ErrCorrupt, sn.Name, sn.Key, n, got, sn.Size, sn.SHA256)
 	}
-	return sn, nil
+	return nil
 }
 
 // FetchFile fetches dump name into a new file at path. The data goes to a
@@ -95,7 +103,12 @@ func FetchFile(ctx context.Context, store storage.Store, cd *codec.Codec, name, 
 		return nil, fmt.Errorf("fetch dump: %w", err)
 	}
 	tmp := f.Name()
-	sn, err := fetchInto(ctx, store, cd, name, f)
+	sn, err := Find(ctx, store, name)
+	if err == nil {
+		err = fetchInto(ctx, store, cd, sn, f)
+	} else {
+		f.Close()
+	}
 	if err != nil {
 		os.Remove(tmp)
 		return nil, err
@@ -111,13 +124,14 @@ func FetchFile(ctx context.Context, store storage.Store, cd *codec.Codec, name, 
 	return sn, nil
 }
 
-// fetchInto fetches into f, syncs and closes it.
-func fetchInto(ctx context.Context, store storage.Store, cd *codec.Codec, name string, f *os.File) (*catalog.DumpSentinel, error) {
+// fetchInto fetches the dump sn describes into f, syncs and closes it.
+func fetchInto(ctx context.Context, store storage.Store, cd *codec.Codec, sn *catalog.DumpSentinel, f *os.File) error {
 	bw := bufio.NewWriterSize(f, copyBuffer)
-	sn, err := Fetch(ctx, store, cd, name, bw)
-	if err == nil {
-		err = bw.Flush()
+	if err := fetch(ctx, store, cd, sn, bw); err != nil {
+		f.Close()
+		return err
 	}
+	err := bw.Flush()
 	if err == nil {
 		err = f.Sync()
 	}
@@ -125,12 +139,9 @@ func fetchInto(ctx context.Context, store storage.Store, cd *codec.Codec, name s
 		err = cerr
 	}
 	if err != nil {
-		if sn == nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("fetch dump %s: %w", sn.Name, err)
+		return fmt.Errorf("fetch dump %s: %w", sn.Name, err)
 	}
-	return sn, nil
+	return nil
 }
 
 // hashReader hashes and counts what is read through it.

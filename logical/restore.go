@@ -75,7 +75,7 @@ func Restore(ctx context.Context, store storage.Store, opts RestoreOptions) (*Re
 	defer os.Remove(f.Name())
 	start := time.Now()
 	log.Info("downloading dump", zap.String("dump", sn.Name), zap.String("file", f.Name()), zap.Int64("bytes", sn.Size))
-	if _, err := fetchInto(ctx, store, opts.Codec, sn.Name, f); err != nil {
+	if err := fetchInto(ctx, store, opts.Codec, sn, f); err != nil {
 		return nil, err
 	}
 	res.Download = time.Since(start)
