@@ -59,9 +59,6 @@ type Options struct {
 	// Settings are extra "name=value" server settings (postgres -c). They
 	// come after the isolating ones and so may override them.
 	Settings []string
-	// Env is extra environment ("KEY=value") for the server, and so for
-	// the restore_command it runs; it inherits walgo's own.
-	Env []string
 	// StartTimeout bounds how long Start waits for the server to accept
 	// connections; 0 means DefaultStartTimeout.
 	StartTimeout time.Duration
@@ -185,15 +182,9 @@ func (s *Server) User() string { return s.user }
 // same version (pg_dump, pg_amcheck).
 func (s *Server) BinDir() string { return s.binDir }
 
-// DataDir is the server's data directory (absolute).
-func (s *Server) DataDir() string { return s.opts.DataDir }
-
 // LogFile is the server's log file, inside the private folder (removed by
 // Stop).
 func (s *Server) LogFile() string { return filepath.Join(s.dir, "postgres.log") }
-
-// LogTail returns the last n lines of the server log.
-func (s *Server) LogTail(n int) string { return tailLines(s.LogFile(), 0, n) }
 
 // WaitPromoted waits until the server has left recovery (its recovery
 // target was reached and it promoted). It fails at once, with the server
@@ -300,7 +291,7 @@ func (s *Server) launch(version string) (int64, error) {
 	}
 	cmd := exec.Command(filepath.Join(s.binDir, "postgres"), serverArgs(s.opts.DataDir, s.dir, s.port, version, s.opts.Settings)...)
 	cmd.Dir = s.opts.DataDir
-	cmd.Env = append(os.Environ(), s.opts.Env...)
+	cmd.Env = os.Environ() // the restore_command it runs needs walgo's settings
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own process group: a terminal's Ctrl-C reaches walgo, which
@@ -381,7 +372,7 @@ func (s *Server) running() bool {
 
 // logNote is the server log's tail for an error message.
 func (s *Server) logNote() string {
-	t := strings.TrimSpace(s.LogTail(30))
+	t := strings.TrimSpace(tailLines(s.LogFile(), 0, 30))
 	if t == "" {
 		return ""
 	}
