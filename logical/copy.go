@@ -59,13 +59,8 @@ func Copy(ctx context.Context, opts CopyOptions) (*CopyResult, error) {
 		checks         sync.WaitGroup
 	)
 	checks.Go(func() {
-		conn, err := connect(ctx, opts.SrcDSN)
-		if err != nil {
-			srcErr = fmt.Errorf("source: %w", err)
-			return
-		}
-		defer conn.Close(context.WithoutCancel(ctx))
-		if src, err = describe(ctx, conn); err != nil {
+		var err error
+		if src, err = describeDSN(ctx, opts.SrcDSN); err != nil {
 			srcErr = fmt.Errorf("source: %w", err)
 		}
 	})

@@ -72,16 +72,9 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		wg          sync.WaitGroup
 	)
 	wg.Go(func() {
-		if dumpVersion, infoErr = toolVersion(ctx, opts.BinDir, "pg_dump"); infoErr != nil {
-			return
+		if dumpVersion, infoErr = toolVersion(ctx, opts.BinDir, "pg_dump"); infoErr == nil {
+			srv, infoErr = describeDSN(ctx, opts.DSN)
 		}
-		conn, err := connect(ctx, opts.DSN)
-		if err != nil {
-			infoErr = err
-			return
-		}
-		defer conn.Close(context.WithoutCancel(ctx))
-		srv, infoErr = describe(ctx, conn)
 	})
 	plain, stored, err := dumpInto(ctx, store, key, opts)
 	wg.Wait()

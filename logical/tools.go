@@ -135,6 +135,16 @@ func connect(ctx context.Context, dsn string) (*pgx.Conn, error) {
 	return conn, nil
 }
 
+// describeDSN connects with dsn just to describe the server.
+func describeDSN(ctx context.Context, dsn string) (server, error) {
+	conn, err := connect(ctx, dsn)
+	if err != nil {
+		return server{}, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return describe(ctx, conn)
+}
+
 func describe(ctx context.Context, conn *pgx.Conn) (server, error) {
 	var s server
 	err := conn.QueryRow(ctx, `select current_database(), current_setting('server_version_num')::int, current_setting('server_version')`).
