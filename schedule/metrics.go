@@ -112,8 +112,9 @@ func (m *Metrics) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Write writes the metrics in the Prometheus text exposition format
-// (version 0.0.4). Series of things that have not happened yet (no backup
-// attempt, no drill) are left out rather than shown as 0.
+// (version 0.0.4). Gauges of things that have not happened yet (no backup
+// attempt, no drill) are left out rather than shown as 0; the backup
+// counters are always there, from 0.
 func (m *Metrics) Write(ctx context.Context, w io.Writer) error {
 	var arch *ArchiverStats
 	if m.Archiver != nil {
