@@ -96,8 +96,7 @@ for r in $(seq 0 "$RUNS"); do   # round 0: warm-up, not counted
       walgo)
         time_as_pg "$RES/push_walgo$SFX" "${WENV[@]}" "$WALGO" --config "$WCONF" dump-push \
           >"$T/push_walgo.$r.out" 2>"$T/push_walgo.$r.log" || die "walgo dump-push failed: $T/push_walgo.$r.log"
-        as_pg "$WALGO" --config "$WCONF" dump-list --json | jq -r '.[-1] | "\(.size) \(.stored_size)"' >>"$RES/push_walgo_sizes"
-        sleep 1 ;; # dump names have a one-second resolution
+        as_pg "$WALGO" --config "$WCONF" dump-list --json | jq -r '.[-1] | "\(.size) \(.stored_size)"' >>"$RES/push_walgo_sizes" ;;
       pgdump)
         rm -f "$T/out/pg.dump"
         time_as_pg "$RES/push_pgdump$SFX" "${WENV[@]}" "$PGBIN/pg_dump" -Fc --no-acl --no-owner -f "$T/out/pg.dump" \
