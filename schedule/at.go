@@ -153,7 +153,7 @@ func (s Spec) Next(after time.Time) time.Time {
 	// date, so after's own date is the first candidate. Skipped calendar
 	// days (Samoa, 2011) are the only reason to look further than two.
 	for i := range 8 {
-		if t, ok := s.On(y, m, d+i); ok && t.After(after) {
+		if t, ok := s.on(y, m, d+i); ok && t.After(after) {
 			return t
 		}
 	}
@@ -161,9 +161,9 @@ func (s Spec) Next(after time.Time) time.Time {
 	return after.Add(24 * time.Hour)
 }
 
-// On returns the run's instant on the local date y-m-d (normalized, so
+// on returns the run's instant on the local date y-m-d (normalized, so
 // d may overflow the month), and false if that date has no run.
-func (s Spec) On(y int, m time.Month, d int) (time.Time, bool) {
+func (s Spec) on(y int, m time.Month, d int) (time.Time, bool) {
 	loc := s.loc()
 	c := time.Date(y, m, d, s.Hour, s.Minute, s.Second, 0, loc)
 	y, m, d = time.Date(y, m, d, 12, 0, 0, 0, time.UTC).Date()
