@@ -297,11 +297,8 @@ func TestDump(t *testing.T) {
 			t.Fatalf("after retain 1 --confirm: %+v, want only %s", after, newest.Name)
 		}
 		for _, d := range before[:len(before)-1] {
-			if _, err := os.Stat(filepath.Join(r.root, "dumps_005", d.Name)); err == nil {
-				ents, _ := os.ReadDir(filepath.Join(r.root, "dumps_005", d.Name))
-				if len(ents) > 0 {
-					t.Errorf("%s's data is still stored", d.Name)
-				}
+			if ents, _ := os.ReadDir(filepath.Join(r.root, "dumps_005", d.Name)); len(ents) > 0 {
+				t.Errorf("%s's data is still stored", d.Name)
 			}
 		}
 	})
