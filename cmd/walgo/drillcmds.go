@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/drill"
 	"github.com/walgo/walgo/pgserver"
@@ -27,12 +26,11 @@ func drillFlags() []cli.Flag {
 
 // drillOptions builds drill.Options for backup (a name or LATEST) from the
 // shared settings and the drillFlags the command has (missing ones take
-// their defaults). When walgo cannot locate itself for restore_command the
-// error is logged and RestoreCommand left empty, which drill refuses.
-func drillOptions(c *cli.Context, e *env, backup string) drill.Options {
+// their defaults), or why the restored copy could have no restore_command.
+func drillOptions(c *cli.Context, e *env, backup string) (drill.Options, error) {
 	cmdline, err := restoreCommandLine(e.set, e.log)
 	if err != nil {
-		e.log.Error("no restore_command for the restored copy", zap.Error(err))
+		return drill.Options{}, fmt.Errorf("restore_command for the restored copy: %w", err)
 	}
 	if backup == "" {
 		backup = restore.Latest
@@ -51,7 +49,7 @@ func drillOptions(c *cli.Context, e *env, backup string) drill.Options {
 		HeapAllIndexed: heap,
 		StartTimeout:   c.Duration("start-timeout"),
 		Log:            e.log,
-	}
+	}, nil
 }
 
 func restoreTestCommand() *cli.Command {
@@ -87,7 +85,11 @@ Any failure exits non-zero: a damaged backup with 5, naming the object.`,
 			if len(args) == 1 {
 				backup = args[0]
 			}
-			rep, err := drill.Run(c.Context, e.store, drillOptions(c, e, backup))
+			opts, err := drillOptions(c, e, backup)
+			if err != nil {
+				return err
+			}
+			rep, err := drill.Run(c.Context, e.store, opts)
 			printDrillReport(c.App.Writer, rep, err)
 			return err
 		},

@@ -128,7 +128,11 @@ func dumpFromBackup(c *cli.Context, e *env, backup string, opts logical.PushOpti
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	fork, err := drill.Fork(c.Context, e.store, drillOptions(c, e, backup))
+	dopts, err := drillOptions(c, e, backup)
+	if err != nil {
+		return nil, err
+	}
+	fork, err := drill.Fork(c.Context, e.store, dopts)
 	if err != nil {
 		return nil, fmt.Errorf("restore base backup %s: %w", backup, err)
 	}

@@ -209,7 +209,11 @@ func (a *agent) run(ctx context.Context) error {
 		}
 	}
 	if a.drill {
-		rep, err := drill.Run(ctx, a.e.store, drillOptions(a.c, a.e, sn.Name))
+		var rep *drill.Report
+		opts, err := drillOptions(a.c, a.e, sn.Name)
+		if err == nil {
+			rep, err = drill.Run(ctx, a.e.store, opts)
+		}
 		if ctx.Err() != nil {
 			return err
 		}
