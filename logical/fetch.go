@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
@@ -124,12 +125,34 @@ func FetchFile(ctx context.Context, store storage.Store, cd *codec.Codec, name, 
 	return sn, nil
 }
 
-// fetchInto fetches the dump sn describes into f, syncs and closes it.
+// fetchRetryWait grows the wait after each cut-off transfer.
+var fetchRetryWait = time.Second // a variable for the tests
+
+// fetchInto fetches the dump sn describes into f, syncs and closes it. A
+// transfer cut off by the storage starts over from an empty file, up to
+// storage.TransferAttempts times.
 func fetchInto(ctx context.Context, store storage.Store, cd *codec.Codec, sn *catalog.DumpSentinel, f *os.File) error {
 	bw := bufio.NewWriterSize(f, copyBuffer)
-	if err := fetch(ctx, store, cd, sn, bw); err != nil {
-		f.Close()
-		return err
+	for attempt := 1; ; attempt++ {
+		err := fetch(ctx, store, cd, sn, bw)
+		if err == nil {
+			break
+		}
+		if attempt >= storage.TransferAttempts || ctx.Err() != nil ||
+			!errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
+			f.Close()
+			return err
+		}
+		if terr := restart(f, bw); terr != nil {
+			f.Close()
+			return fmt.Errorf("%w (and starting over failed: %w)", err, terr)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return err
+		case <-time.After(time.Duration(attempt) * fetchRetryWait):
+		}
 	}
 	err := bw.Flush()
 	if err == nil {
@@ -142,6 +165,16 @@ func fetchInto(ctx context.Context, store storage.Store, cd *codec.Codec, sn *ca
 		return fmt.Errorf("fetch dump %s: %w", sn.Name, err)
 	}
 	return nil
+}
+
+// restart empties f and bw for a new attempt.
+func restart(f *os.File, bw *bufio.Writer) error {
+	bw.Reset(f)
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := f.Seek(0, io.SeekStart)
+	return err
 }
 
 // hashReader hashes and counts what is read through it.

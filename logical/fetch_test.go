@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,5 +163,86 @@ func put(t *testing.T, st storage.Store, key string, b []byte) {
 	t.Helper()
 	if err := st.Put(context.Background(), key, bytes.NewReader(b)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// cuttingStore cuts the first `cuts` transfers of the dump halfway, as the
+// retry wrapper reports a connection reset.
+type cuttingStore struct {
+	storage.Store
+	key  string
+	cuts int
+	gets int
+}
+
+func (s *cuttingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, err := s.Store.Get(ctx, key)
+	if err != nil || key != s.key {
+		return rc, err
+	}
+	if s.gets++; s.gets > s.cuts {
+		return rc, nil
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return nil, err
+	}
+	cut := fmt.Errorf("get %s: %w: connection reset by peer", key, storage.ErrUnreachable)
+	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), errorReader{cut})), nil
+}
+
+type errorReader struct{ err error }
+
+func (e errorReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestFetchFileStartsOver: a transfer cut off by the storage starts over
+// from an empty file and the result is exact; when it never gets through,
+// the error says the storage failed (not that the dump is damaged) and no
+// file is left.
+func TestFetchFileStartsOver(t *testing.T) {
+	defer func(w time.Duration) { fetchRetryWait = w }(fetchRetryWait)
+	fetchRetryWait = time.Millisecond
+	ctx := context.Background()
+	data := make([]byte, 1<<20)
+	rand.Read(data)
+	tests := []struct {
+		name    string
+		cuts    int
+		wantErr error
+	}{
+		{"cut twice", 2, nil},
+		{"cut every time", storage.TransferAttempts, storage.ErrUnreachable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base, err := file.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			sn := plant(t, base, codec.New(nil, nil, nil), "dump_20260501T120000Z_a1", data, time.Now())
+			st := &cuttingStore{Store: base, key: sn.Key, cuts: tt.cuts}
+			dir := t.TempDir()
+			out := filepath.Join(dir, "app.dump")
+			_, err = FetchFile(ctx, st, codec.New(nil, nil, nil), sn.Name, out)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) || errors.Is(err, codec.ErrCorrupt) {
+					t.Fatalf("err = %v, want %v and not corrupt", err, tt.wantErr)
+				}
+				if left, _ := os.ReadDir(dir); len(left) != 0 {
+					t.Errorf("left behind: %v", left)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
+				t.Errorf("fetched %d bytes, not the dump", len(got))
+			}
+			if st.gets != tt.cuts+1 {
+				t.Errorf("%d transfers, want %d", st.gets, tt.cuts+1)
+			}
+		})
 	}
 }

@@ -238,7 +238,7 @@ func (r *restorer) restorePartRetrying(ctx context.Context, st *layerState, part
 	for attempt := 1; ; attempt++ {
 		var files []string
 		err := r.restorePart(ctx, st, part, buf, &files)
-		if err == nil || attempt >= transferAttempts || ctx.Err() != nil ||
+		if err == nil || attempt >= storage.TransferAttempts || ctx.Err() != nil ||
 			!errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
 			return err
 		}

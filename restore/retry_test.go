@@ -66,7 +66,7 @@ func TestBackupFetchStartsPartitionsOver(t *testing.T) {
 		wantErr error
 	}{
 		{"cut twice", 2, nil},
-		{"cut every time", transferAttempts, storage.ErrUnreachable},
+		{"cut every time", storage.TransferAttempts, storage.ErrUnreachable},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

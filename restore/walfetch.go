@@ -128,7 +128,7 @@ func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) 
 			h.Reset()
 		}
 		n, err = f.downloadOnce(ctx, objs[0], name, dest, h)
-		if err == nil || attempt >= transferAttempts || !errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
+		if err == nil || attempt >= storage.TransferAttempts || !errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
 			return n, err
 		}
 		f.log.Warn("download failed; starting over", zap.String("wal", name), zap.Int("attempt", attempt), zap.Error(err))
@@ -140,11 +140,8 @@ func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) 
 	}
 }
 
-// transferAttempts is how many times the transfer of one WAL file or
-// backup partition starts over after the storage failed mid-way, waiting
-// transferRetryWait longer after each failure.
-const transferAttempts = 5
-
+// transferRetryWait grows the wait after each transfer of a WAL file or
+// backup partition cut off mid-way (storage.TransferAttempts in all).
 var transferRetryWait = time.Second // a variable for the tests
 
 func (f *Fetcher) downloadOnce(ctx context.Context, o catalog.WALObject, name, dest string, h hash.Hash) (int64, error) {

@@ -266,7 +266,7 @@ func TestFetchStartsOverAfterCutTransfer(t *testing.T) {
 		t.Fatal("content differs")
 	}
 	os.Remove(dest)
-	f = NewFetcher(&cutStore{Store: s, cuts: transferAttempts}, FetchConfig{}, zap.NewNop())
+	f = NewFetcher(&cutStore{Store: s, cuts: storage.TransferAttempts}, FetchConfig{}, zap.NewNop())
 	if err := f.Fetch(ctx, "000000010000000000000040", dest); !errors.Is(err, storage.ErrUnreachable) {
 		t.Fatalf("every transfer cut: err = %v, want ErrUnreachable", err)
 	}

@@ -71,6 +71,12 @@ func ProgressFunc(ctx context.Context) func(n int64) {
 	return fn
 }
 
+// TransferAttempts is how many times a caller starts a transfer over when
+// its body is cut off after the open: the wrapper retries opening an
+// object, not reading it (see Get), and a cut transfer must not fail a
+// restore on its own.
+const TransferAttempts = 5
+
 // WithRetry wraps s so that transient failures are retried with exponential
 // backoff and jitter, and every attempt runs under a timeout (see
 // RetryOptions). An error wrapping ErrNotFound or ErrPermanent, a failure of
