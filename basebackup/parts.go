@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
@@ -57,22 +57,8 @@ type partition struct {
 	pw   *io.PipeWriter
 	tw   *tar.Writer
 	enc  io.WriteCloser
-	out  *hashCounter
+	out  *codec.SumWriter
 	size int64
-}
-
-// hashCounter sees every stored byte on its way to the upload.
-type hashCounter struct {
-	w io.Writer
-	h hash.Hash
-	n int64
-}
-
-func (c *hashCounter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.h.Write(p[:n])
-	c.n += int64(n)
-	return n, err
 }
 
 func newPartWriter(ctx context.Context, store storage.Store, name string, cfg Config, log *zap.Logger) *partWriter {
@@ -103,7 +89,7 @@ func (w *partWriter) open() error {
 	w.n++
 	key := catalog.PartKey(w.name, w.n, w.cfg.Codec)
 	pr, pw := io.Pipe()
-	out := &hashCounter{w: pw, h: sha256.New()}
+	out := codec.NewSumWriter(pw) // sees every stored byte on its way to the upload
 	// The upload reads before the encoder exists: age writes its header
 	// as soon as it is created, and a pipe blocks until someone reads.
 	w.wg.Add(1)
@@ -117,9 +103,9 @@ func (w *partWriter) open() error {
 			return
 		}
 		w.mu.Lock()
-		w.parts = append(w.parts, catalog.Part{Key: key, Size: out.n, SHA256: hex.EncodeToString(out.h.Sum(nil))})
+		w.parts = append(w.parts, catalog.Part{Key: key, Size: out.N, SHA256: out.SHA256()})
 		w.mu.Unlock()
-		w.log.Debug("partition stored", zap.String("key", key), zap.Int64("stored_bytes", out.n))
+		w.log.Debug("partition stored", zap.String("key", key), zap.Int64("stored_bytes", out.N))
 	}()
 	enc, err := w.cfg.Codec.NewWriter(out)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/codec"
 )
 
 // PhaseRestoring is reported when pg_dump's output has all been handed to
@@ -125,9 +127,9 @@ func Copy(ctx context.Context, opts CopyOptions) (*CopyResult, error) {
 	var dumpErr, restoreErr, pipeErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		counter := &hashWriter{w: in, progress: opts.Progress}
+		counter := &codec.SumWriter{W: in, Progress: opts.Progress} // counts only
 		_, pipeErr = io.CopyBuffer(counter, out, make([]byte, copyBuffer))
-		res.Bytes = counter.n
+		res.Bytes = counter.N
 		if pipeErr != nil {
 			failed("pipe")
 		}

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -57,7 +56,7 @@ func fetch(ctx context.Context, store storage.Store, cd *codec.Codec, sn *catalo
 		return fmt.Errorf("fetch dump %s: %w", sn.Name, err)
 	}
 	defer rc.Close()
-	stored := &hashReader{r: rc, h: sha256.New()}
+	stored := codec.NewSumReader(rc)
 	dec, err := cd.Decode(sn.Ext(), stored)
 	if err != nil {
 		return fmt.Errorf("fetch dump %s: object %s: %w", sn.Name, sn.Key, err)
@@ -77,9 +76,9 @@ func fetch(ctx context.Context, store storage.Store, cd *codec.Codec, sn *catalo
 	case err != nil:
 		return fmt.Errorf("fetch dump %s: object %s: %w", sn.Name, sn.Key, err)
 	}
-	if got := hex.EncodeToString(stored.h.Sum(nil)); stored.n != sn.StoredSize || got != sn.StoredSHA256 {
+	if got := stored.SHA256(); stored.N != sn.StoredSize || got != sn.StoredSHA256 {
 		return fmt.Errorf("%w: dump %s: object %s: stored bytes have size %d and sha256 %s, the sentinel says %d and %s",
-			codec.ErrCorrupt, sn.Name, sn.Key, stored.n, got, sn.StoredSize, sn.StoredSHA256)
+			codec.ErrCorrupt, sn.Name, sn.Key, stored.N, got, sn.StoredSize, sn.StoredSHA256)
 	}
 	if got := hex.EncodeToString(plain.Sum(nil)); n != sn.Size || got != sn.SHA256 {
 		return fmt.Errorf("%w: dump %s: object %s: decoded dump has size %d and sha256 %s, the sentinel says %d and %s",
@@ -175,20 +174,6 @@ func restart(f *os.File, bw *bufio.Writer) error {
 	}
 	_, err := f.Seek(0, io.SeekStart)
 	return err
-}
-
-// hashReader hashes and counts what is read through it.
-type hashReader struct {
-	r io.Reader
-	h hash.Hash
-	n int64
-}
-
-func (h *hashReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	h.n += int64(n)
-	return n, err
 }
 
 // errWriter remembers its own write error, to tell it from a read error.

@@ -3,7 +3,6 @@ package logical
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -100,11 +99,11 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		PgDumpVersion:   dumpVersion,
 		StartTime:       start,
 		FinishTime:      time.Now().UTC(),
-		Size:            plain.n,
-		SHA256:          hex.EncodeToString(plain.h.Sum(nil)),
+		Size:            plain.N,
+		SHA256:          plain.SHA256(),
 		Key:             key,
-		StoredSize:      stored.n,
-		StoredSHA256:    hex.EncodeToString(stored.h.Sum(nil)),
+		StoredSize:      stored.N,
+		StoredSHA256:    stored.SHA256(),
 		WalgoVersion:    opts.WalgoVersion,
 		FromBackup:      opts.FromBackup,
 		Hostname:        host,
@@ -143,7 +142,7 @@ func claimName(ctx context.Context, store storage.Store) (time.Time, string, err
 
 // dumpInto runs pg_dump and uploads its output under key. It returns the
 // counters of pg_dump's output and of the stored bytes.
-func dumpInto(ctx context.Context, store storage.Store, key string, opts PushOptions) (plain, stored *hashWriter, err error) {
+func dumpInto(ctx context.Context, store storage.Store, key string, opts PushOptions) (plain, stored *codec.SumWriter, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd, stderr, err := toolCommand(ctx, opts.BinDir, "pg_dump", opts.DSN, "-Fc", "--no-acl", "--no-owner")
@@ -161,7 +160,7 @@ func dumpInto(ctx context.Context, store storage.Store, key string, opts PushOpt
 	// The upload reads before the encoder exists: age writes its header
 	// as soon as it is created, and a pipe blocks until someone reads.
 	pr, pw := io.Pipe()
-	stored = &hashWriter{w: pw, h: sha256.New()}
+	stored = codec.NewSumWriter(pw)
 	putDone := make(chan error, 1)
 	go func() {
 		err := store.Put(ctx, key, pr)
@@ -171,7 +170,7 @@ func dumpInto(ctx context.Context, store storage.Store, key string, opts PushOpt
 	// finish fails the upload with err, so nothing is stored, and stops
 	// pg_dump if it still runs. A failed upload shows in err already: the
 	// pipe hands its error to the writer.
-	finish := func(err error) (*hashWriter, *hashWriter, error) {
+	finish := func(err error) (*codec.SumWriter, *codec.SumWriter, error) {
 		pw.CloseWithError(err)
 		cancel()
 		_ = cmd.Wait()
@@ -183,7 +182,8 @@ func dumpInto(ctx context.Context, store storage.Store, key string, opts PushOpt
 	if err != nil {
 		return finish(err)
 	}
-	plain = &hashWriter{w: enc, h: sha256.New(), progress: opts.Progress}
+	plain = codec.NewSumWriter(enc)
+	plain.Progress = opts.Progress
 	if _, err := io.CopyBuffer(plain, out, make([]byte, copyBuffer)); err != nil {
 		return finish(fmt.Errorf("stream pg_dump's output: %w", err))
 	}

@@ -10,8 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,24 +200,4 @@ func checkTarget(ctx context.Context, dsn string, confirm bool) (server, error) 
 			ErrNotEmpty, s.database, n, first, more)
 	}
 	return s, nil
-}
-
-// hashWriter passes writes on and counts them, and hashes them if h is set.
-type hashWriter struct {
-	w        io.Writer
-	h        hash.Hash
-	n        int64
-	progress func(int64)
-}
-
-func (c *hashWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	if c.h != nil {
-		c.h.Write(p[:n])
-	}
-	c.n += int64(n)
-	if c.progress != nil && n > 0 {
-		c.progress(c.n)
-	}
-	return n, err
 }
