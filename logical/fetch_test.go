@@ -7,8 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
+	"github.com/walgo/walgo/storage/storagetest"
 )
 
 // plant stores data as dump name with cd, the way Push does, and returns
@@ -166,36 +165,6 @@ func put(t *testing.T, st storage.Store, key string, b []byte) {
 	}
 }
 
-// cuttingStore cuts the first `cuts` transfers of the dump halfway, as the
-// retry wrapper reports a connection reset.
-type cuttingStore struct {
-	storage.Store
-	key  string
-	cuts int
-	gets int
-}
-
-func (s *cuttingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	rc, err := s.Store.Get(ctx, key)
-	if err != nil || key != s.key {
-		return rc, err
-	}
-	if s.gets++; s.gets > s.cuts {
-		return rc, nil
-	}
-	b, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		return nil, err
-	}
-	cut := fmt.Errorf("get %s: %w: connection reset by peer", key, storage.ErrUnreachable)
-	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), errorReader{cut})), nil
-}
-
-type errorReader struct{ err error }
-
-func (e errorReader) Read([]byte) (int, error) { return 0, e.err }
-
 // TestFetchFileStartsOver: a transfer cut off by the storage starts over
 // from an empty file and the result is exact; when it never gets through,
 // the error says the storage failed (not that the dump is damaged) and no
@@ -221,7 +190,7 @@ func TestFetchFileStartsOver(t *testing.T) {
 				t.Fatal(err)
 			}
 			sn := plant(t, base, codec.New(nil, nil, nil), "dump_20260501T120000Z_a1", data, time.Now())
-			st := &cuttingStore{Store: base, key: sn.Key, cuts: tt.cuts}
+			st := &storagetest.CutStore{Store: base, Cuts: tt.cuts, Match: func(k string) bool { return k == sn.Key }}
 			dir := t.TempDir()
 			out := filepath.Join(dir, "app.dump")
 			_, err = FetchFile(ctx, st, codec.New(nil, nil, nil), sn.Name, out)
@@ -240,8 +209,8 @@ func TestFetchFileStartsOver(t *testing.T) {
 			if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
 				t.Errorf("fetched %d bytes, not the dump", len(got))
 			}
-			if st.gets != tt.cuts+1 {
-				t.Errorf("%d transfers, want %d", st.gets, tt.cuts+1)
+			if st.Gets(sn.Key) != tt.cuts+1 {
+				t.Errorf("%d transfers, want %d", st.Gets(sn.Key), tt.cuts+1)
 			}
 		})
 	}

@@ -5,48 +5,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/storage/storagetest"
 )
-
-// cuttingStore cuts the first `cuts` transfers of every partition halfway,
-// with an error like the retry wrapper's for a connection reset.
-type cuttingStore struct {
-	storage.Store
-	cuts int
-	mu   sync.Mutex
-	gets map[string]int
-}
-
-func (s *cuttingStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	rc, err := s.Store.Get(ctx, key)
-	if err != nil || !strings.Contains(key, "/part_") {
-		return rc, err
-	}
-	s.mu.Lock()
-	s.gets[key]++
-	n := s.gets[key]
-	s.mu.Unlock()
-	if n > s.cuts {
-		return rc, nil
-	}
-	b, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		return nil, err
-	}
-	cut := fmt.Errorf("get %s: %w: connection reset by peer", key, storage.ErrUnreachable)
-	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), errReader{cut})), nil
-}
 
 // TestBackupFetchStartsPartitionsOver: partitions cut off mid-transfer
 // are fetched again, whole files and page deltas alike, and the restore
@@ -85,7 +53,7 @@ func TestBackupFetchStartsPartitionsOver(t *testing.T) {
 				{path: "global/", typ: tar.TypeDir},
 				{path: "global/pg_control", body: p(45)},
 			}})
-			s := &cuttingStore{Store: base, cuts: tc.cuts, gets: map[string]int{}}
+			s := &storagetest.CutStore{Store: base, Cuts: tc.cuts, Match: func(k string) bool { return strings.Contains(k, "/part_") }}
 			dir := filepath.Join(t.TempDir(), "data")
 			_, err := BackupFetch(ctx, s, opts(dir))
 			if tc.wantErr != nil {
@@ -107,7 +75,7 @@ func TestBackupFetchStartsPartitionsOver(t *testing.T) {
 			}
 			for _, sn := range []*catalog.Sentinel{full, last} {
 				for _, part := range sn.Parts {
-					if got := s.gets[part.Key]; got != tc.cuts+1 {
+					if got := s.Gets(part.Key); got != tc.cuts+1 {
 						t.Errorf("%s fetched %d times, want %d", part.Key, got, tc.cuts+1)
 					}
 				}

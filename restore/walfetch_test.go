@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	"github.com/walgo/walgo/internal/waltest"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
+	"github.com/walgo/walgo/storage/storagetest"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -229,28 +228,6 @@ func TestInStandby(t *testing.T) {
 	}
 }
 
-// cutStore cuts off the first `cuts` Get bodies halfway, as a dropped
-// connection does, with the error the retry wrapper gives.
-type cutStore struct {
-	storage.Store
-	cuts int
-}
-
-func (c *cutStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	rc, err := c.Store.Get(ctx, key)
-	if err != nil || c.cuts == 0 {
-		return rc, err
-	}
-	c.cuts--
-	b, _ := io.ReadAll(rc)
-	rc.Close()
-	return io.NopCloser(io.MultiReader(bytes.NewReader(b[:len(b)/2]), errReader{fmt.Errorf("read: %w: unexpected EOF", storage.ErrUnreachable)})), nil
-}
-
-type errReader struct{ err error }
-
-func (e errReader) Read([]byte) (int, error) { return 0, e.err }
-
 func TestFetchStartsOverAfterCutTransfer(t *testing.T) {
 	defer func(w time.Duration) { transferRetryWait = w }(transferRetryWait)
 	transferRetryWait = time.Millisecond
@@ -258,7 +235,7 @@ func TestFetchStartsOverAfterCutTransfer(t *testing.T) {
 	s, _, dir := setup(t, 0)
 	segs := archiveSegs(t, s, "000000010000000000000040", 1, codec.Zstd{})
 	dest := filepath.Join(dir, "RECOVERYXLOG")
-	f := NewFetcher(&cutStore{Store: s, cuts: 2}, FetchConfig{}, zap.NewNop())
+	f := NewFetcher(&storagetest.CutStore{Store: s, Cuts: 2}, FetchConfig{}, zap.NewNop())
 	if err := f.Fetch(ctx, "000000010000000000000040", dest); err != nil {
 		t.Fatalf("two cut transfers, then a whole one: %v", err)
 	}
@@ -266,7 +243,7 @@ func TestFetchStartsOverAfterCutTransfer(t *testing.T) {
 		t.Fatal("content differs")
 	}
 	os.Remove(dest)
-	f = NewFetcher(&cutStore{Store: s, cuts: storage.TransferAttempts}, FetchConfig{}, zap.NewNop())
+	f = NewFetcher(&storagetest.CutStore{Store: s, Cuts: storage.TransferAttempts}, FetchConfig{}, zap.NewNop())
 	if err := f.Fetch(ctx, "000000010000000000000040", dest); !errors.Is(err, storage.ErrUnreachable) {
 		t.Fatalf("every transfer cut: err = %v, want ErrUnreachable", err)
 	}
