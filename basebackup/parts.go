@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -18,12 +17,10 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
-
-// pageSize is Postgres' block size (BLCKSZ); walgo supports the default.
-const pageSize = 8192
 
 // deltaPlan says what a delta backup compares against.
 type deltaPlan struct {
@@ -217,7 +214,7 @@ func (w *partWriter) writeEntry(e entry, delta *deltaPlan) (mf catalog.ManifestF
 	}
 	size := fi.Size()
 	mf.Size, mf.Mode, mf.ModTime = size, uint32(fi.Mode().Perm()), fi.ModTime().UTC()
-	if delta != nil && isRelation(e.name) && size%pageSize == 0 {
+	if delta != nil && pgdata.IsRelation(e.name) && size%pgdata.PageSize == 0 {
 		if parent, found := delta.parent[e.name]; found {
 			pages, err := w.changedPages(f, size, parent.Size, delta.from)
 			if err != nil {
@@ -227,7 +224,7 @@ func (w *partWriter) writeEntry(e entry, delta *deltaPlan) (mf catalog.ManifestF
 			case len(pages) == 0 && size == parent.Size:
 				mf.Delta, mf.SHA256 = "unchanged", parent.SHA256
 				return mf, true, nil
-			case int64(len(pages))*pageSize*2 < size:
+			case int64(len(pages))*pgdata.PageSize*2 < size:
 				mf.Delta, mf.Pages = "pages", pages
 				return mf, true, w.writePages(f, e, pages)
 			}
@@ -267,17 +264,17 @@ func (w *partWriter) writeWhole(f *os.File, e entry, size int64) (string, error)
 // not empty.
 func (w *partWriter) changedPages(f *os.File, size, parentSize int64, from wal.LSN) ([]uint32, error) {
 	var pages []uint32
-	buf := make([]byte, pageSize)
+	buf := make([]byte, pgdata.PageSize)
 	src := w.cfg.DiskLimiter.Reader(w.ctx, &progressReader{r: io.NewSectionReader(f, 0, size), w: w})
-	for i := int64(0); i*pageSize < size; i++ {
+	for i := int64(0); i*pgdata.PageSize < size; i++ {
 		n, err := io.ReadFull(src, buf)
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			clear(buf[n:]) // shrank while read
 		} else if err != nil {
 			return nil, err
 		}
-		lsn := wal.LSN(uint64(binary.LittleEndian.Uint32(buf[0:4]))<<32 | uint64(binary.LittleEndian.Uint32(buf[4:8])))
-		if lsn >= from || (i+1)*pageSize > parentSize || lsn == 0 && !allZero(buf) {
+		lsn := pgdata.PageLSN(buf)
+		if lsn >= from || (i+1)*pgdata.PageSize > parentSize || lsn == 0 && !pgdata.AllZero(buf) {
 			pages = append(pages, uint32(i))
 		}
 	}
@@ -285,13 +282,13 @@ func (w *partWriter) changedPages(f *os.File, size, parentSize int64, from wal.L
 }
 
 func (w *partWriter) writePages(f *os.File, e entry, pages []uint32) error {
-	size := int64(len(pages)) * pageSize
+	size := int64(len(pages)) * pgdata.PageSize
 	if err := w.header(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Size: size, Mode: int64(e.info.Mode().Perm()), ModTime: e.info.ModTime()}); err != nil {
 		return err
 	}
-	buf := make([]byte, pageSize)
+	buf := make([]byte, pgdata.PageSize)
 	for _, p := range pages {
-		n, err := f.ReadAt(buf, int64(p)*pageSize)
+		n, err := f.ReadAt(buf, int64(p)*pgdata.PageSize)
 		if err != nil && err != io.EOF {
 			return fmt.Errorf("back up %s: %w", e.path, err)
 		}
@@ -303,15 +300,6 @@ func (w *partWriter) writePages(f *os.File, e entry, pages []uint32) error {
 	w.cur.size += size
 	w.plain += size
 	return nil
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 type zeros struct{}

@@ -5,45 +5,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strings"
+
+	"github.com/walgo/walgo/pgdata"
 )
-
-// Folders whose contents pg_basebackup leaves out: the folder itself is
-// kept (empty), its contents are rebuilt by Postgres or not needed.
-var skipContents = map[string]bool{
-	"pg_wal":               true,
-	"pg_dynshmem":          true,
-	"pg_notify":            true,
-	"pg_replslot":          true,
-	"pg_serial":            true,
-	"pg_snapshots":         true,
-	"pg_stat_tmp":          true,
-	"pg_subtrans":          true,
-	"pg_xlog":              true, // before Postgres 10
-	"pg_log":               false,
-	"pgsql_tmp":            true,
-	"pg_logical/snapshots": true,
-	"pg_logical/mappings":  true,
-}
-
-// Files pg_basebackup leaves out, wherever they are.
-var skipFiles = map[string]bool{
-	"postmaster.pid":           true,
-	"postmaster.opts":          true,
-	"backup_label":             true, // the backup's own comes from pg_backup_stop
-	"tablespace_map":           true,
-	"backup_manifest":          true,
-	"postgresql.auto.conf.tmp": true,
-	"current_logfiles.tmp":     true,
-	"pg_internal.init":         true,
-	"recovery.signal":          true,
-	"standby.signal":           true,
-}
-
-// relFile matches a relation segment: <relfilenode>[_fork][.segno].
-var relFile = regexp.MustCompile(`^(\d+)(_(fsm|vm|init))?(\.\d+)?$`)
 
 // entry is one thing to put in the backup.
 type entry struct {
@@ -58,7 +23,6 @@ type entry struct {
 // walking are left out: Postgres removes files all the time.
 func walk(dataDir string) ([]entry, error) {
 	var out []entry
-	unlogged := map[string]bool{} // folder/relfilenode that has an _init fork
 	var visit func(dir, name string) error
 	visit = func(dir, name string) error {
 		ents, err := os.ReadDir(dir)
@@ -68,20 +32,20 @@ func walk(dataDir string) ([]entry, error) {
 			}
 			return err
 		}
-		for _, e := range ents {
-			if m := relFile.FindStringSubmatch(e.Name()); m != nil && m[3] == "init" {
-				unlogged[name+"/"+m[1]] = true
-			}
+		names := make([]string, len(ents))
+		for i, e := range ents {
+			names[i] = e.Name()
 		}
+		unlogged := pgdata.UnloggedRelations(names)
 		for _, e := range ents {
 			rel := e.Name()
 			if name != "" {
 				rel = name + "/" + e.Name()
 			}
-			if skipFiles[e.Name()] || strings.HasPrefix(e.Name(), "pgsql_tmp") || strings.HasPrefix(e.Name(), "pg_internal.init") {
+			if pgdata.Skip(rel) {
 				continue
 			}
-			if m := relFile.FindStringSubmatch(e.Name()); m != nil && m[3] != "init" && unlogged[name+"/"+m[1]] {
+			if rf, ok := pgdata.ParseRelFileName(e.Name()); ok && rf.Fork != pgdata.InitFork && unlogged[rf.Node] {
 				continue // unlogged relation: only its init fork is kept
 			}
 			p := filepath.Join(dir, e.Name())
@@ -98,13 +62,13 @@ func walk(dataDir string) ([]entry, error) {
 					return err
 				}
 				// Tablespaces (and a pg_wal moved elsewhere) are followed.
-				if name == "pg_tblspc" || rel == "pg_wal" {
+				if name == pgdata.TablespaceDir || rel == pgdata.WALDir {
 					st, err := os.Stat(p)
 					if err != nil {
 						return err
 					}
 					out = append(out, entry{name: rel, path: p, info: st})
-					if !skipContents[rel] {
+					if !pgdata.SkipContents(rel) {
 						if err := visit(p, rel); err != nil {
 							return err
 						}
@@ -116,7 +80,7 @@ func walk(dataDir string) ([]entry, error) {
 			}
 			if fi.IsDir() {
 				out = append(out, entry{name: rel, path: p, info: fi})
-				if skipContents[rel] {
+				if pgdata.SkipContents(rel) {
 					continue
 				}
 				if err := visit(p, rel); err != nil {
@@ -136,21 +100,11 @@ func walk(dataDir string) ([]entry, error) {
 	// pg_control goes last, as pg_basebackup sends it: the copy then
 	// reflects a checkpoint no older than any data file in the backup.
 	sort.SliceStable(out, func(i, j int) bool {
-		ci, cj := out[i].name == "global/pg_control", out[j].name == "global/pg_control"
+		ci, cj := out[i].name == pgdata.ControlFile, out[j].name == pgdata.ControlFile
 		if ci != cj {
 			return cj
 		}
 		return out[i].name < out[j].name
 	})
 	return out, nil
-}
-
-// isRelation reports whether a backup entry is a relation file whose pages
-// carry LSNs (so a delta can skip unchanged pages).
-func isRelation(name string) bool {
-	dir, base := filepath.Split(name)
-	if !relFile.MatchString(base) {
-		return false
-	}
-	return strings.HasPrefix(dir, "base/") || dir == "global/" || strings.HasPrefix(dir, "pg_tblspc/")
 }

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -79,20 +80,8 @@ func TestWalkSkipsWhatPgBasebackupSkips(t *testing.T) {
 	}
 }
 
-func TestIsRelation(t *testing.T) {
-	for name, want := range map[string]bool{
-		"base/5/16384": true, "base/5/16384.12": true, "base/5/16384_vm": true, "global/1262": true,
-		"pg_tblspc/17000/PG_15_202209061/5/17000": true,
-		"base/5/PG_VERSION":                       false, "global/pg_control": false, "pg_xact/0000": false, "base/5/pg_filenode.map": false,
-	} {
-		if got := isRelation(name); got != want {
-			t.Errorf("isRelation(%s) = %v", name, got)
-		}
-	}
-}
-
 func page(lsn wal.LSN, fill byte) []byte {
-	p := make([]byte, pageSize)
+	p := make([]byte, pgdata.PageSize)
 	if fill != 0 {
 		for i := 24; i < len(p); i++ {
 			p[i] = fill
@@ -117,7 +106,7 @@ func TestChangedPages(t *testing.T) {
 	f, _ := os.Open(p)
 	defer f.Close()
 	w := newPartWriter(context.Background(), nil, "x", Config{Concurrency: 1}, zap.NewNop())
-	got, err := w.changedPages(f, int64(len(file)), 5*pageSize, from)
+	got, err := w.changedPages(f, int64(len(file)), 5*pgdata.PageSize, from)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/pgserver"
 	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
@@ -293,7 +294,7 @@ func clientEnv(env []string) []string {
 // started by the copy's restore_command still writes into its pg_wal,
 // so the folder can go.
 func waitPrefetch(dataDir string, log *zap.Logger) {
-	f, err := os.OpenFile(filepath.Join(restore.PrefetchDir(filepath.Join(dataDir, "pg_wal")), ".lock"), os.O_RDWR, 0)
+	f, err := os.OpenFile(filepath.Join(restore.PrefetchDir(filepath.Join(dataDir, pgdata.WALDir)), ".lock"), os.O_RDWR, 0)
 	if err != nil {
 		return
 	}

@@ -30,6 +30,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+
+	"github.com/walgo/walgo/pgdata"
 )
 
 // ErrRoot is returned when asked to run Postgres as root, which it refuses.
@@ -491,7 +493,7 @@ func freePort() (int, error) {
 // DataDirVersion returns the major version a data directory's PG_VERSION
 // names ("15", or "9.6" for old ones).
 func DataDirVersion(dataDir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, "PG_VERSION"))
+	b, err := os.ReadFile(filepath.Join(dataDir, pgdata.VersionFile))
 	if err != nil {
 		return "", fmt.Errorf("%s is not a Postgres data directory: %w", dataDir, err)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
@@ -511,7 +512,7 @@ func checkManifest(m *catalog.Manifest, sn *catalog.Sentinel, full bool) (map[st
 				}
 			}
 			for _, pg := range f.Pages {
-				if int64(pg)*pageSize >= f.Size {
+				if int64(pg)*pgdata.PageSize >= f.Size {
 					return nil, bad("page %d is past the end (size %d)", pg, f.Size)
 				}
 			}

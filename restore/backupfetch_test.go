@@ -21,6 +21,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
 	"github.com/walgo/walgo/wal"
@@ -275,8 +276,8 @@ func TestBackupFetchFull(t *testing.T) {
 	s := newStore(t)
 	mt := func(h int) time.Time { return baseTime.Add(-time.Duration(h) * time.Hour) }
 	big := randBytes(1, 3<<20+123)
-	rel := randBytes(2, 3*pageSize)
-	control := randBytes(3, pageSize)
+	rel := randBytes(2, 3*pgdata.PageSize)
+	control := randBytes(3, pgdata.PageSize)
 	ents := []ent{
 		{path: "base/", typ: tar.TypeDir, mode: 0o700, mtime: mt(1)},
 		{path: "base/1/", typ: tar.TypeDir, mode: 0o700, mtime: mt(2)},
@@ -349,7 +350,7 @@ func TestBackupFetchFull(t *testing.T) {
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("data directory mode: %v %v", fi.Mode(), err)
 	}
-	for _, d := range append(skippedDirs, "pg_wal/archive_status") {
+	for _, d := range pgdata.RestoreDirs(150000) {
 		if fi, err := os.Lstat(filepath.Join(dir, d)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
 			t.Errorf("%s: %v %v", d, fi, err)
 		}
@@ -396,7 +397,7 @@ func pages(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 func TestBackupFetchDeltaChain(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	p := func(seed uint64) []byte { return randBytes(seed, pageSize) }
+	p := func(seed uint64) []byte { return randBytes(seed, pgdata.PageSize) }
 	a0, a1, a1b, a2 := p(10), p(11), p(12), p(13)
 	b0, b1, b0b := p(20), p(21), p(22)
 	ctl1, ctl2, ctl3 := p(30), p(31), p(32)

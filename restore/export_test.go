@@ -18,6 +18,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
@@ -109,9 +110,9 @@ func manifestFromTar(tb []byte, prev map[string]*catalog.ManifestFile) []catalog
 			h := sha256.New()
 			n, _ := io.Copy(h, tr)
 			mf.Size, mf.SHA256 = n, hex.EncodeToString(h.Sum(nil))
-			if pf := prev[clean]; pf != nil && fs.FileMode(pf.Mode).IsRegular() && n > 0 && n%pageSize == 0 {
+			if pf := prev[clean]; pf != nil && fs.FileMode(pf.Mode).IsRegular() && n > 0 && n%pgdata.PageSize == 0 {
 				mf.Delta = "pages"
-				for pg := range n / pageSize {
+				for pg := range n / pgdata.PageSize {
 					mf.Pages = append(mf.Pages, uint32(pg))
 				}
 			}

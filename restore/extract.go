@@ -21,29 +21,19 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 )
 
 const (
-	// pageSize is Postgres' block size: a "pages" delta stores whole pages.
-	pageSize = 8192
 	// copyBufSize is the buffer each download worker copies file data with.
 	copyBufSize = 256 << 10
 	// controlFile is written under controlTmp and renamed into place last:
 	// without it Postgres refuses to start, so a restore cut short (even by
 	// a crash that skips the cleanup) never leaves a startable directory.
-	controlFile = "global/pg_control"
-	controlTmp  = "global/pg_control.walgo-restore"
+	controlFile = pgdata.ControlFile
+	controlTmp  = controlFile + ".walgo-restore"
 )
-
-// skippedDirs are the folders pg_basebackup leaves empty or out; Postgres
-// needs them to exist. Parents come before their children.
-var skippedDirs = []string{
-	"pg_wal", "pg_wal/archive_status",
-	"pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots",
-	"pg_stat_tmp", "pg_subtrans",
-	"pg_logical", "pg_logical/snapshots", "pg_logical/mappings",
-}
 
 // physName is where a file of the backup is written while restoring.
 func physName(p string) string {
@@ -590,7 +580,7 @@ func (r *restorer) writeFile(name string, mf *catalog.ManifestFile, hdr *tar.Hea
 // resize it to the manifest's size, then write each stored page in place.
 // finish checks the result against the final manifest's sha256.
 func (r *restorer) patchFile(name string, mf *catalog.ManifestFile, hdr *tar.Header, tr io.Reader, key string, src *sourceReader, buf []byte) error {
-	if hdr.Size != int64(len(mf.Pages))*pageSize {
+	if hdr.Size != int64(len(mf.Pages))*pgdata.PageSize {
 		return corrupt("%s: delta of %s is %d bytes, the manifest lists %d pages", key, name, hdr.Size, len(mf.Pages))
 	}
 	phys := physName(name)
@@ -611,13 +601,13 @@ func (r *restorer) patchFile(name string, mf *catalog.ManifestFile, hdr *tar.Hea
 	if err := out.Truncate(mf.Size); err != nil {
 		return fmt.Errorf("restore %s: %w", name, err)
 	}
-	page := buf[:pageSize]
+	page := buf[:pgdata.PageSize]
 	for _, pg := range mf.Pages {
 		if _, err := io.ReadFull(tr, page); err != nil {
 			return fmt.Errorf("restore %s from %s: %w", name, key, sourceError(src, err))
 		}
-		off := int64(pg) * pageSize
-		n := min(pageSize, mf.Size-off) // checkManifest made off < Size
+		off := int64(pg) * pgdata.PageSize
+		n := min(pgdata.PageSize, mf.Size-off) // checkManifest made off < Size
 		if _, err := out.WriteAt(page[:n], off); err != nil {
 			return fmt.Errorf("restore %s: %w", name, err)
 		}
@@ -771,11 +761,7 @@ func (r *restorer) verifyOne(ctx context.Context, l *layer, p string, buf []byte
 // makeSkippedDirs creates the folders a base backup leaves out, where
 // missing. An existing entry (pg_wal may be a symlink) is left alone.
 func (r *restorer) makeSkippedDirs(sn *catalog.Sentinel) {
-	dirs := skippedDirs
-	if sn.PGVersion >= 170000 {
-		dirs = append(dirs[:len(dirs):len(dirs)], "pg_wal/summaries")
-	}
-	for _, d := range dirs {
+	for _, d := range pgdata.RestoreDirs(sn.PGVersion) {
 		_, err := r.root.Lstat(d)
 		if err == nil {
 			continue

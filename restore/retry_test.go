@@ -12,6 +12,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/storagetest"
 )
@@ -24,7 +25,7 @@ func TestBackupFetchStartsPartitionsOver(t *testing.T) {
 	defer func(w time.Duration) { transferRetryWait = w }(transferRetryWait)
 	transferRetryWait = time.Millisecond
 	ctx := context.Background()
-	p := func(seed uint64) []byte { return randBytes(seed, pageSize) }
+	p := func(seed uint64) []byte { return randBytes(seed, pgdata.PageSize) }
 	a0, a1, a1b := p(40), p(41), p(42)
 	big := randBytes(43, 1<<20)
 

@@ -4,17 +4,13 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
 	"io/fs"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -22,6 +18,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
@@ -33,19 +30,12 @@ import (
 // page checksum of every relation page.
 
 const (
-	// defaultRelSegSize is RELSEG_SIZE, the blocks of one relation segment
-	// file (1 GiB of 8 KiB pages): block numbers in file "N.1" start there.
-	// pg_control holds the cluster's own value.
-	defaultRelSegSize = 131072
 	// maxProblems is how many problems a report lists; the rest are counted.
 	maxProblems = 1000
 	// maxPending bounds the page mismatches held until pg_control (stored
 	// last) says whether the cluster has data checksums at all.
 	maxPending = 10000
 )
-
-// relFile matches a relation segment file: <relfilenode>[_fork][.segno].
-var relFile = regexp.MustCompile(`^(\d+)(_(?:fsm|vm|init))?(?:\.(\d+))?$`)
 
 // VerifyOptions says how VerifyBackup reads a backup.
 type VerifyOptions struct {
@@ -447,7 +437,7 @@ func (v *verifier) entry(pr *partRead, hdr *tar.Header, tr io.Reader, src *sourc
 			return nil
 		}
 	case "pages":
-		if want := int64(len(mf.Pages)) * pageSize; hdr.Size != want {
+		if want := int64(len(mf.Pages)) * pgdata.PageSize; hdr.Size != want {
 			pr.add(name, "page delta of %d bytes in the tar, the manifest lists %d pages (%d bytes)", hdr.Size, len(mf.Pages), want)
 			return nil
 		}
@@ -487,7 +477,9 @@ func (v *verifier) readFile(pr *partRead, name string, mf *catalog.ManifestFile,
 	}
 	segno, rel := uint32(0), false
 	if mf != nil && v.opts.Pages {
-		segno, rel = relationSegment(name)
+		var rp pgdata.RelPath
+		rp, rel = pgdata.ParseRelPath(name)
+		segno = rp.Segment
 	}
 	var off int64
 	for {
@@ -497,19 +489,19 @@ func (v *verifier) readFile(pr *partRead, name string, mf *catalog.ManifestFile,
 			if h != nil {
 				h.Write(chunk)
 			}
-			if name == controlFile && off < pageSize {
+			if name == pgdata.ControlFile && off < pgdata.PageSize {
 				v.mu.Lock()
-				v.control = append(v.control, chunk[:min(int64(n), pageSize-off)]...)
+				v.control = append(v.control, chunk[:min(int64(n), pgdata.PageSize-off)]...)
 				v.mu.Unlock()
 			}
 			if rel {
-				for p := 0; p+pageSize <= n; p += pageSize {
-					i := (off + int64(p)) / pageSize
+				for p := 0; p+pgdata.PageSize <= n; p += pgdata.PageSize {
+					i := (off + int64(p)) / pgdata.PageSize
 					blk := uint32(i)
 					if mf.Delta == "pages" {
 						blk = mf.Pages[i] // the size check made i < len(Pages)
 					}
-					v.checkPage(pr, name, segno, blk, chunk[p:p+pageSize])
+					v.checkPage(pr, name, segno, blk, chunk[p:p+pgdata.PageSize])
 				}
 			}
 			off += int64(n)
@@ -549,28 +541,6 @@ func fill(r io.Reader, buf []byte) (int, error) {
 	return n, nil
 }
 
-// relationSegment reports whether a backup path is a relation file whose
-// pages carry checksums (base/, global/ and tablespaces), and its segment
-// number (".1" of a relation over 1 GiB).
-func relationSegment(name string) (uint32, bool) {
-	dir, base := name, ""
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		dir, base = name[:i+1], name[i+1:]
-	}
-	if !strings.HasPrefix(dir, "base/") && dir != "global/" && !strings.HasPrefix(dir, "pg_tblspc/") {
-		return 0, false
-	}
-	m := relFile.FindStringSubmatch(base)
-	if m == nil {
-		return 0, false
-	}
-	if m[3] == "" {
-		return 0, true
-	}
-	n, err := strconv.ParseUint(m[3], 10, 32)
-	return uint32(n), err == nil
-}
-
 // checkPage checks one relation page, the way pg_checksums does, with one
 // difference for a backup of a live cluster: a page whose LSN is at or
 // after the backup's start is not checked, since it may have been read
@@ -578,18 +548,18 @@ func relationSegment(name string) (uint32, bool) {
 // it. New pages (pd_upper 0) carry no checksum. A mismatch waits until
 // pg_control says whether checksums are on.
 func (v *verifier) checkPage(pr *partRead, name string, segno, blk uint32, page []byte) {
-	if binary.LittleEndian.Uint16(page[14:]) == 0 {
+	h := pgdata.ParsePageHeader(page)
+	if h.IsNew() {
 		pr.pages.newPages++
 		return
 	}
-	lsn := pageLSN(page)
+	lsn, stored := h.LSN, h.Checksum
 	if lsn >= v.sn.StartLSN {
 		pr.pages.afterStart++
 		return
 	}
-	stored := binary.LittleEndian.Uint16(page[8:])
-	sum := checksumBlock(page)
-	if finishChecksum(sum, segno*defaultRelSegSize+blk) == stored {
+	sum := pgdata.ChecksumBlock(page)
+	if pgdata.FinishChecksum(sum, segno*pgdata.RelSegSize+blk) == stored {
 		pr.pages.matched++
 		return
 	}
@@ -601,11 +571,6 @@ func (v *verifier) checkPage(pr *partRead, name string, segno, blk uint32, page 
 	}
 }
 
-// pageLSN is pd_lsn: two uint32, high half first.
-func pageLSN(page []byte) wal.LSN {
-	return wal.LSN(uint64(binary.LittleEndian.Uint32(page[0:]))<<32 | uint64(binary.LittleEndian.Uint32(page[4:])))
-}
-
 // finishPages decides whether the cluster has data checksums, from
 // pg_control or, failing that, from the pages (with checksums off, a page
 // matches by chance once in 65535), and reports the mismatches if so.
@@ -613,17 +578,17 @@ func (v *verifier) finishPages() {
 	t := v.pages
 	st := &PageStats{New: t.newPages, AfterStart: t.afterStart}
 	v.rep.Pages = st
-	relSeg := uint32(defaultRelSegSize)
-	ci, err := parseControl(v.control)
+	relSeg := uint32(pgdata.RelSegSize)
+	ci, err := pgdata.ParseControl(v.control)
 	on := false
 	if err == nil {
 		st.ChecksumsFrom = "pg_control"
-		on = ci.checksumVersion != 0
-		if ci.relSegSize != 0 {
-			relSeg = ci.relSegSize
+		on = ci.DataChecksumVersion != 0
+		if ci.RelSegSize != 0 {
+			relSeg = ci.RelSegSize
 		}
-		if ci.blockSize != pageSize {
-			v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("the cluster's block size is %d: pages not checked", ci.blockSize))
+		if ci.BlockSize != pgdata.PageSize {
+			v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("the cluster's block size is %d: pages not checked", ci.BlockSize))
 			st.Checksums = "unknown"
 			return
 		}
@@ -642,7 +607,7 @@ func (v *verifier) finishPages() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for _, m := range v.pending {
-		want := finishChecksum(m.blockSum, m.segno*relSeg+m.blk)
+		want := pgdata.FinishChecksum(m.blockSum, m.segno*relSeg+m.blk)
 		if want == m.stored {
 			matched++
 			mismatched--
@@ -683,119 +648,4 @@ func (v *verifier) coverage() {
 			v.problem(v.sn.ManifestKey, p, "in the manifest but in none of the partitions")
 		}
 	}
-}
-
-// Postgres' page checksum (src/include/storage/checksum_impl.h): the page
-// read as 2048 little-endian uint32 words, row by row into 32 parallel
-// FNV-1a-like sums (pd_checksum counted as zero), two more rounds of zeros,
-// the sums XORed together; then the block number XORed in and the result
-// reduced to 1..65535, so that 0 never is a checksum.
-
-const (
-	nSums    = 32
-	fnvPrime = 16777619
-)
-
-var checksumBaseOffsets = [nSums]uint32{
-	0x5B1F36E9, 0xB8525960, 0x02AB50AA, 0x1DE66D2A, 0x79FF467A, 0x9BB9F8A3, 0x217E7CD2, 0x83E13D2C,
-	0xF8D4474F, 0xE39EB970, 0x42C6AE16, 0x993216FA, 0x7B093B5D, 0x98DAFF3C, 0xF718902A, 0x0B1C9CDB,
-	0xE58F764B, 0x187636BC, 0x5D7B3BB1, 0xE73DE7DE, 0x92BEC979, 0xCCA6C0B2, 0x304A0979, 0x85AA43D4,
-	0x783125BB, 0x6CA8EAA2, 0xE407EAC6, 0x4B5CFC3E, 0x9FBF8C76, 0x15CA20BE, 0xF2CA9FD3, 0x959BD756,
-}
-
-// checksumBlock is pg_checksum_block over an 8 KiB page, with the
-// pd_checksum field (bytes 8-9) taken as zero.
-func checksumBlock(page []byte) uint32 {
-	sums := checksumBaseOffsets
-	page = page[:pageSize]
-	for i := 0; i < pageSize; i += 4 * nSums {
-		row := page[i : i+4*nSums]
-		for j := range nSums {
-			v := binary.LittleEndian.Uint32(row[4*j:])
-			if i == 0 && j == 2 {
-				v &= 0xFFFF0000 // pd_checksum is the low half of word 2
-			}
-			tmp := sums[j] ^ v
-			sums[j] = tmp*fnvPrime ^ tmp>>17
-		}
-	}
-	for range 2 {
-		for j := range nSums {
-			tmp := sums[j]
-			sums[j] = tmp*fnvPrime ^ tmp>>17
-		}
-	}
-	var r uint32
-	for _, s := range sums {
-		r ^= s
-	}
-	return r
-}
-
-// finishChecksum is pg_checksum_page's last step: mix in the block number
-// (within the relation fork) and reduce to 1..65535.
-func finishChecksum(blockSum, blkno uint32) uint16 {
-	return uint16((blockSum^blkno)%65535 + 1)
-}
-
-// pageChecksum is pg_checksum_page: the checksum Postgres stores in
-// pd_checksum of block blkno.
-func pageChecksum(page []byte, blkno uint32) uint16 {
-	return finishChecksum(checksumBlock(page), blkno)
-}
-
-// controlInfo is what the page checks need from global/pg_control.
-type controlInfo struct {
-	version         uint32 // pg_control_version
-	blockSize       uint32 // blcksz
-	relSegSize      uint32 // relseg_size
-	checksumVersion uint32 // data_checksum_version: 0 = no data checksums
-}
-
-// ControlFileData offsets (src/include/catalog/pg_control.h) as Postgres
-// 13 to 16 lay it out on a 64-bit little-endian machine (pg_control_version
-// 1300; checked against Postgres 15): after the 8-byte system identifier,
-// versions, state and time, the checkpoint location and the 88-byte copy
-// of the last checkpoint record (to 128), the LSNs and settings, then the
-// block and segment sizes, float8ByVal, data_checksum_version, the 32-byte
-// mock authentication nonce and the CRC-32C of everything before it.
-const (
-	ctlVersionOff     = 8
-	ctlBlockSizeOff   = 216
-	ctlRelSegOff      = 220
-	ctlWALBlockOff    = 224
-	ctlWALSegOff      = 228
-	ctlChecksumVerOff = 252
-	ctlCRCOff         = 288
-)
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// parseControl reads controlInfo from the start of a pg_control file. The
-// offsets are trusted only when the CRC-32C at ctlCRCOff matches and the
-// sizes there are ones Postgres allows, so another version's layout is
-// refused rather than misread.
-func parseControl(b []byte) (controlInfo, error) {
-	if len(b) == 0 {
-		return controlInfo{}, errors.New("not in the backup")
-	}
-	if len(b) < ctlCRCOff+4 {
-		return controlInfo{}, fmt.Errorf("only %d bytes", len(b))
-	}
-	le := binary.LittleEndian
-	if crc32.Checksum(b[:ctlCRCOff], castagnoli) != le.Uint32(b[ctlCRCOff:]) {
-		return controlInfo{}, fmt.Errorf("layout of pg_control_version %d not known (CRC does not match)", le.Uint32(b[ctlVersionOff:]))
-	}
-	ci := controlInfo{
-		version:         le.Uint32(b[ctlVersionOff:]),
-		blockSize:       le.Uint32(b[ctlBlockSizeOff:]),
-		relSegSize:      le.Uint32(b[ctlRelSegOff:]),
-		checksumVersion: le.Uint32(b[ctlChecksumVerOff:]),
-	}
-	walBlock, walSeg := le.Uint32(b[ctlWALBlockOff:]), le.Uint32(b[ctlWALSegOff:])
-	pow2 := func(n uint32) bool { return n != 0 && n&(n-1) == 0 }
-	if !pow2(ci.blockSize) || ci.blockSize > 32768 || ci.relSegSize == 0 || !pow2(walBlock) || !wal.ValidSegmentSize(int64(walSeg)) || ci.checksumVersion > 1 {
-		return controlInfo{}, fmt.Errorf("layout of pg_control_version %d not known", ci.version)
-	}
-	return ci, nil
 }
