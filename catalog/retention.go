@@ -154,26 +154,13 @@ func ReadInventory(ctx context.Context, s storage.Store, cd *codec.Codec) (*Inve
 	if err != nil {
 		return nil, fmt.Errorf("list wal: %w", err)
 	}
-	for _, o := range inv.WAL {
-		if o.Kind != wal.KindHistory {
-			continue
-		}
-		tli, ok := timelineOf(o.Name)
-		if !ok {
-			continue
-		}
-		if _, done := inv.Histories[tli]; done || inv.HistoryErrors[tli] != "" {
-			continue
-		}
-		h, err := ReadTimelineHistory(ctx, s, cd, tli)
-		if errors.Is(err, storage.ErrUnreachable) || errors.Is(err, storage.ErrPermanent) || ctx.Err() != nil {
-			return nil, err
-		}
-		if err != nil {
-			inv.HistoryErrors[tli] = err.Error()
-			continue
-		}
-		inv.Histories[tli] = h
+	h, err := ReadHistories(ctx, s, cd, inv.WAL)
+	if err != nil {
+		return nil, err
+	}
+	inv.Histories = h.Parents
+	for tli, err := range h.Bad {
+		inv.HistoryErrors[tli] = err.Error()
 	}
 	err = storage.LeftoversOf(ctx, s, "", func(l storage.Leftover) error {
 		inv.Leftovers = append(inv.Leftovers, l)

@@ -213,32 +213,18 @@ func VerifyWAL(ctx context.Context, s storage.Store, cd *codec.Codec, backups []
 	if err != nil {
 		return nil, err
 	}
-	hist := map[uint32][]HistoryEntry{}
-	bad := map[uint32]string{}
-	for _, o := range objs {
-		if o.Kind != wal.KindHistory {
-			continue
-		}
-		tli, ok := historyTLI(o.Name)
-		if !ok {
-			continue
-		}
-		if _, done := hist[tli]; done {
-			continue
-		}
-		if _, done := bad[tli]; done {
-			continue
-		}
-		h, err := ReadTimelineHistory(ctx, s, cd, tli)
-		switch {
-		case err == nil:
-			hist[tli] = h
-		case errors.Is(err, codec.ErrCorrupt), errors.Is(err, codec.ErrUnknown), errors.Is(err, storage.ErrNotFound):
-			bad[tli] = err.Error()
-		default:
-			return nil, err
-		}
+	h, err := ReadHistories(ctx, s, cd, objs)
+	if err != nil {
+		return nil, err
 	}
+	bad := map[uint32]string{}
+	for tli, err := range h.Bad {
+		if !errors.Is(err, codec.ErrCorrupt) && !errors.Is(err, codec.ErrUnknown) && !errors.Is(err, storage.ErrNotFound) {
+			return nil, err // a missing or wrong key: say so, not "unreadable"
+		}
+		bad[tli] = err.Error()
+	}
+	hist := h.Parents
 	return CheckContinuity(objs, hist, bad, backups, segSize), nil
 }
 
