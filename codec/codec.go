@@ -1,5 +1,6 @@
 // Package codec turns plain streams into stored ones and back: compression
-// (zstd, lz4, gzip, none), named by the extension it gives an object key.
+// (zstd, lz4, gzip, none), named by the extension it gives an object key,
+// and reading what other tools store (brotli, lzma, lzop: foreign.go).
 // It knows nothing of storage or WAL.
 package codec
 
@@ -23,16 +24,12 @@ var ErrUnknown = errors.New("unknown codec")
 // mismatch, truncation.
 var ErrCorrupt = errors.New("corrupt data")
 
-// Compression is one compression format.
+// Compression is one compression format walgo writes (and reads). Its
+// Name is the setting's value: "zstd", "lz4", "gzip", "none".
 type Compression interface {
-	// Name is the setting's value: "zstd", "lz4", "gzip", "none".
-	Name() string
-	// Ext is the extension it gives object keys, without the dot.
-	Ext() string
+	Decompressor
 	// NewWriter compresses into w; Close flushes but does not close w.
 	NewWriter(w io.Writer) (io.WriteCloser, error)
-	// NewReader decompresses r. Decoding errors wrap ErrCorrupt.
-	NewReader(r io.Reader) (io.ReadCloser, error)
 }
 
 var all = []Compression{Zstd{}, LZ4{}, Gzip{}, None{}}
@@ -44,14 +41,25 @@ func ByName(name string) (Compression, error) {
 			return c, nil
 		}
 	}
+	for _, d := range foreign {
+		if d.Name() == strings.ToLower(name) {
+			return nil, fmt.Errorf("%w %q: walgo reads %s objects other tools wrote, but writes only %s", ErrUnknown, name, name, strings.Join(Names(), ", "))
+		}
+	}
 	return nil, fmt.Errorf("%w %q: want one of %s", ErrUnknown, name, strings.Join(Names(), ", "))
 }
 
-// ByExt returns the compression an object key's extension names.
-func ByExt(ext string) (Compression, error) {
+// ByExt returns the format an object key's extension names: one walgo
+// writes, or one it only reads (ForeignExts, and "" for a bare name).
+func ByExt(ext string) (Decompressor, error) {
 	for _, c := range all {
 		if c.Ext() == ext {
 			return c, nil
+		}
+	}
+	for _, d := range foreign {
+		if d.Ext() == ext {
+			return d, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: extension %q", ErrUnknown, ext)
@@ -67,7 +75,7 @@ func Names() []string {
 	return n
 }
 
-// Exts lists the known extensions, the default (zstd) first.
+// Exts lists the extensions walgo writes, the default (zstd) first.
 func Exts() []string {
 	var e []string
 	for _, c := range all {
@@ -194,8 +202,8 @@ func (m markSource) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Decode opens a decompressing reader on r for compression c, keeping read
+// Decode opens a decompressing reader on r for format c, keeping read
 // errors of r apart from corruption of the data.
-func Decode(c Compression, r io.Reader) (io.ReadCloser, error) {
+func Decode(c Decompressor, r io.Reader) (io.ReadCloser, error) {
 	return c.NewReader(markSource{r})
 }

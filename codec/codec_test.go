@@ -150,7 +150,7 @@ func TestUnknown(t *testing.T) {
 	if _, err := ByName("brotli"); !errors.Is(err, ErrUnknown) {
 		t.Errorf("ByName(brotli) err = %v", err)
 	}
-	if _, err := ByExt("br"); !errors.Is(err, ErrUnknown) {
-		t.Errorf("ByExt(br) err = %v", err)
+	if _, err := ByExt("xz"); !errors.Is(err, ErrUnknown) {
+		t.Errorf("ByExt(xz) err = %v", err)
 	}
 }

@@ -79,8 +79,8 @@ func (w *chainWriter) Close() error {
 	return w.outer.Close()
 }
 
-// AllExts lists every extension a stored object may have, the plain ones
-// first.
+// AllExts lists every extension walgo gives the objects it writes, the
+// plain ones first. Objects other tools wrote may also carry ForeignExts.
 func AllExts() []string {
 	out := Exts()
 	for _, e := range Exts() {
@@ -90,7 +90,8 @@ func AllExts() []string {
 }
 
 // Decode opens a plain reader on an object stored with extension ext
-// ("zst", "lz4.age", ...). A nil Codec reads unencrypted objects. Failures of r itself pass through unchanged;
+// ("zst", "lz4.age", "br", "" for a bare name ...). A nil Codec reads
+// unencrypted objects. Only walgo's own formats are ever encrypted. Failures of r itself pass through unchanged;
 // damage wraps ErrCorrupt; a key problem is ErrNoKey or ErrWrongKey.
 func (c *Codec) Decode(ext string, r io.Reader) (io.ReadCloser, error) {
 	compExt, encrypted := strings.CutSuffix(ext, "."+AgeExt)

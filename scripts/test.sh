@@ -15,6 +15,14 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
 fi
+# The compressors WAL-G and WAL-E store with, for the foreign-format tests
+# (internal/foreigntest): lzop is WAL-E's own tool, brotli the C library
+# WAL-G wraps; xz cross-checks the lzma reader.
+if ! command -v lzop >/dev/null 2>&1 || ! command -v brotli >/dev/null 2>&1 || ! command -v xz >/dev/null 2>&1; then
+  echo "== installing lzop, brotli, xz-utils (Debian packages)"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq lzop brotli xz-utils >/dev/null
+fi
 export PATH="$PATH:$(go env GOPATH)/bin"
 # go-installed binaries report no version of their own; the build info has it.
 if ! command -v versitygw >/dev/null 2>&1 || ! go version -m "$(command -v versitygw)" | grep -q "versitygw[[:space:]]*$VERSITYGW_VERSION"; then
