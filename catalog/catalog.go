@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,8 +25,12 @@ const WALPrefix = "wal_005/"
 // *codec.Codec (compression plus encryption).
 type Ext interface{ Ext() string }
 
-// WALKey is the key of an archived WAL file stored with codec c.
+// WALKey is the key of an archived WAL file stored with codec c. An empty
+// extension (WAL-G's compression "none") is the bare name.
 func WALKey(name string, c Ext) string {
+	if c.Ext() == "" {
+		return WALPrefix + name
+	}
 	return WALPrefix + name + "." + c.Ext()
 }
 
@@ -37,16 +43,26 @@ type WALObject struct {
 	Size int64  // stored (compressed) size
 }
 
+// readExts is every extension a WAL file may be stored with: walgo's own
+// (plain and encrypted), then those of WAL-G and WAL-E.
+var readExts = append(codec.AllExts(), codec.ForeignExts()...)
+
 // ParseWALKey splits a key under WALPrefix into the WAL file name and its
-// codec extension. ok is false for keys that are not archived WAL files.
+// codec extension: one walgo writes, one of WAL-G's or WAL-E's
+// (codec.ForeignExts), or none at all (the bare name WAL-G's compression
+// "none" stores). ok is false for keys that are not archived WAL files,
+// including WAL files stored with an extension walgo cannot read.
 func ParseWALKey(key string) (o WALObject, ok bool) {
 	rest, found := strings.CutPrefix(key, WALPrefix)
 	if !found || strings.Contains(rest, "/") {
 		return WALObject{}, false
 	}
+	if k := wal.Classify(rest); k != wal.KindUnknown {
+		return WALObject{Name: rest, Kind: k, Key: key, Ext: ""}, true
+	}
 	// The name has at most one inner dot (".history", ".partial",
 	// ".00000028.backup"); the codec extension follows.
-	for _, ext := range codec.AllExts() {
+	for _, ext := range readExts {
 		name, found := strings.CutSuffix(rest, "."+ext)
 		if !found {
 			continue
@@ -58,11 +74,13 @@ func ParseWALKey(key string) (o WALObject, ok bool) {
 	return WALObject{}, false
 }
 
-// FindWAL returns every stored copy of one WAL file (one per codec it was
-// ever written with), preferring the extension of pref first. It asks for each
-// possible key at once rather than listing the folder, so its cost does not
-// grow with the archive: a file:// archive of 100,000 segments would
-// otherwise be read whole on every wal-push.
+// FindWAL returns every stored copy of one WAL file that walgo could have
+// written (one per codec it was ever written with), preferring the
+// extension of pref first. It asks for each possible key at once rather
+// than listing the folder, so its cost does not grow with the archive: a
+// file:// archive of 100,000 segments would otherwise be read whole on
+// every wal-push. Readers use OpenWAL, which also finds what other tools
+// stored.
 func FindWAL(ctx context.Context, s storage.Store, name string, pref Ext) ([]WALObject, error) {
 	exts := codec.AllExts()
 	found := make([]*WALObject, len(exts))
@@ -198,4 +216,114 @@ func Summarize(objs []WALObject, segSize int64) []Timeline {
 func isNil(e Ext) bool {
 	c, ok := e.(*codec.Codec)
 	return ok && c == nil
+}
+
+// ErrVanished: a WAL file the store had just shown (a listing, or a first
+// read) was not found when read. It was deleted or replaced meanwhile; it
+// is a storage failure, never "not in the archive", so it does not wrap
+// storage.ErrNotFound.
+var ErrVanished = errors.New("gone while being read (deleted or replaced concurrently)")
+
+// OpenedWAL is a WAL file found and opened for reading.
+type OpenedWAL struct {
+	WALObject
+	Body io.ReadCloser
+	// Unreadable are the keys of copies stored with an extension walgo
+	// does not know, found beside the one opened.
+	Unreadable []string
+}
+
+// OpenWAL finds WAL file name and opens it, in as few requests as the
+// store allows: one GET of the key pref (the configured codec) names; only
+// when that is not found, one LIST of the keys that start with the name,
+// which shows the copies of every other codec (walgo's, WAL-G's, WAL-E's,
+// the bare name), and a GET of the preferred one. A file found: 1 request
+// (3 when stored with another codec); a file not in the archive: 2.
+//
+// It returns an error wrapping storage.ErrNotFound only when the archive
+// holds no copy at all. A listed copy that is gone when read wraps
+// ErrVanished. Copies whose extension walgo cannot read, with no readable
+// copy beside them, wrap codec.ErrUnknown and are named: taking them for
+// "not in the archive" would end a recovery early.
+func OpenWAL(ctx context.Context, s storage.Store, name string, pref Ext) (*OpenedWAL, error) {
+	if pref == nil || isNil(pref) {
+		pref = codec.Zstd{}
+	}
+	key := WALKey(name, pref)
+	rc, err := s.Get(ctx, key)
+	if err == nil {
+		return &OpenedWAL{WALObject: WALObject{Name: name, Kind: wal.Classify(name), Key: key, Ext: pref.Ext()}, Body: rc}, nil
+	}
+	if !errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("fetch %s: %w", key, err)
+	}
+	copies, unknown, err := ListWALCopies(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(copies) == 0 {
+		if len(unknown) > 0 {
+			return nil, fmt.Errorf("%s: %w: stored only as %s, an extension walgo does not read (it reads %s): refusing to report it missing",
+				name, codec.ErrUnknown, strings.Join(unknown, ", "), strings.Join(readExts, ", "))
+		}
+		return nil, fmt.Errorf("%s: %w in %s", name, storage.ErrNotFound, s)
+	}
+	o := copies[0]
+	rc, err = s.Get(ctx, o.Key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, fmt.Errorf("fetch %s: listed, then %w", o.Key, ErrVanished)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", o.Key, err)
+	}
+	return &OpenedWAL{WALObject: o, Body: rc, Unreadable: unknown}, nil
+}
+
+// ListWALCopies lists the stored copies of WAL file name with one LIST,
+// best first (walgo's codecs in their order, encrypted after plain, then
+// WAL-G's and WAL-E's), and the keys beside them that carry an extension
+// walgo does not know. Keys of other WAL files that share the prefix (a
+// segment's .partial and .backup files) are neither.
+func ListWALCopies(ctx context.Context, s storage.Store, name string) (copies []WALObject, unknown []string, err error) {
+	prefix := WALPrefix + name
+	err = s.List(ctx, prefix, func(oi storage.ObjectInfo) error {
+		rest := strings.TrimPrefix(oi.Key, prefix)
+		if o, ok := ParseWALKey(oi.Key); ok {
+			if o.Name == name {
+				o.Size = oi.Size
+				copies = append(copies, o)
+			}
+			return nil
+		}
+		if !strings.HasPrefix(rest, ".") || strings.Contains(rest, "/") || otherWALFile(name, rest) {
+			return nil
+		}
+		unknown = append(unknown, oi.Key)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	rank := func(ext string) int {
+		if i := slices.Index(readExts, ext); i >= 0 {
+			return i
+		}
+		return len(readExts) // the bare name last
+	}
+	sort.SliceStable(copies, func(i, j int) bool { return rank(copies[i].Ext) < rank(copies[j].Ext) })
+	return copies, unknown, nil
+}
+
+// otherWALFile reports whether name+rest is (a copy of) another WAL file
+// than name: 000000010000000000000003.partial.xz is the .partial file's,
+// not the segment's.
+func otherWALFile(name, rest string) bool {
+	for i := 1; i <= len(rest); i++ {
+		if i == len(rest) || rest[i] == '.' {
+			if k := wal.Classify(name + rest[:i]); k != wal.KindUnknown {
+				return true
+			}
+		}
+	}
+	return false
 }

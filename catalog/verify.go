@@ -99,18 +99,11 @@ func ParseTimelineHistory(r io.Reader) ([]HistoryEntry, error) {
 // that are not older than tli.
 func ReadTimelineHistory(ctx context.Context, s storage.Store, cd *codec.Codec, tli uint32) ([]HistoryEntry, error) {
 	name := wal.HistoryName(tli)
-	objs, err := FindWAL(ctx, s, name, cd)
+	found, err := OpenWAL(ctx, s, name, cd)
 	if err != nil {
 		return nil, err
 	}
-	if len(objs) == 0 {
-		return nil, fmt.Errorf("%s: %w", name, storage.ErrNotFound)
-	}
-	o := objs[0]
-	rc, err := s.Get(ctx, o.Key)
-	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", o.Key, err)
-	}
+	o, rc := found.WALObject, found.Body
 	defer rc.Close()
 	dec, err := cd.Decode(o.Ext, rc)
 	if err != nil {

@@ -110,24 +110,37 @@ func (f *Fetcher) startPrefetch(name, walDir string, segSize int64) {
 
 // download fetches name into dest through a temp file in dest's folder:
 // decode, check, fsync, rename, fsync the folder. h, if given, also sees
-// every plain byte. It returns the plain size.
+// every plain byte. It returns the plain size. The first attempt finds the
+// file with catalog.OpenWAL (one GET when it is stored with the configured
+// codec); once found, a copy that is gone is a storage failure
+// (catalog.ErrVanished), never "not in the archive".
 func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) (int64, error) {
-	objs, err := catalog.FindWAL(ctx, f.store, name, f.cfg.Codec)
+	found, err := catalog.OpenWAL(ctx, f.store, name, f.cfg.Codec)
 	if err != nil {
 		return 0, err
 	}
-	if len(objs) == 0 {
-		return 0, fmt.Errorf("%s: %w in %s", name, storage.ErrNotFound, f.store)
+	if len(found.Unreadable) > 0 {
+		f.log.Warn("ignoring copies stored with an extension walgo does not read", zap.String("wal", name),
+			zap.String("using", found.Key), zap.Strings("ignored", found.Unreadable))
 	}
 	// The store retries opening an object, not reading it: a body cut off
 	// by the network starts over here, so one broken transfer never makes
 	// Postgres stop recovery.
+	o, rc := found.WALObject, found.Body
 	var n int64
 	for attempt := 1; ; attempt++ {
 		if h != nil {
 			h.Reset()
 		}
-		n, err = f.downloadOnce(ctx, objs[0], name, dest, h)
+		if rc == nil {
+			if rc, err = f.store.Get(ctx, o.Key); errors.Is(err, storage.ErrNotFound) {
+				return 0, fmt.Errorf("fetch %s: read once, then %w", o.Key, catalog.ErrVanished)
+			} else if err != nil {
+				return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
+			}
+		}
+		n, err = f.downloadOnce(o, rc, name, dest, h)
+		rc = nil
 		if err == nil || attempt >= storage.TransferAttempts || !errors.Is(err, storage.ErrUnreachable) || errors.Is(err, codec.ErrCorrupt) {
 			return n, err
 		}
@@ -144,18 +157,14 @@ func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) 
 // backup partition cut off mid-way (storage.TransferAttempts in all).
 var transferRetryWait = time.Second // a variable for the tests
 
-func (f *Fetcher) downloadOnce(ctx context.Context, o catalog.WALObject, name, dest string, h hash.Hash) (int64, error) {
-	rc, err := f.store.Get(ctx, o.Key)
-	if err != nil {
-		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
-	}
+// downloadOnce decodes the opened object rc into dest and closes rc.
+func (f *Fetcher) downloadOnce(o catalog.WALObject, rc io.ReadCloser, name, dest string, h hash.Hash) (int64, error) {
 	defer rc.Close()
 	dec, err := f.cfg.Codec.Decode(o.Ext, rc)
 	if err != nil {
 		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
 	}
 	defer dec.Close()
-
 	dir := filepath.Dir(dest)
 	tmp, err := os.CreateTemp(dir, ".walgo-fetch-"+name+"-*")
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/walgo/walgo/archive"
 	"github.com/walgo/walgo/basebackup"
+	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/logical"
 	"github.com/walgo/walgo/pgserver"
@@ -77,7 +78,7 @@ func exitCode(err error) int {
 		return exitConflict
 	case errors.Is(err, codec.ErrCorrupt), errors.Is(err, wal.ErrBadHeader):
 		return exitCorrupt
-	case errors.Is(err, storage.ErrUnreachable), errors.Is(err, storage.ErrPermanent):
+	case errors.Is(err, storage.ErrUnreachable), errors.Is(err, storage.ErrPermanent), errors.Is(err, catalog.ErrVanished):
 		return exitStorage
 	}
 	return exitOther
