@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
@@ -47,6 +49,22 @@ type Fetcher struct {
 	store storage.Store
 	cfg   FetchConfig
 	log   *zap.Logger
+
+	sysOnce sync.Once
+	sysID   uint64 // of the cluster being recovered; 0 if unknown
+}
+
+// systemID is the cluster's system identifier (see clusterSystemID), read
+// once: walDir is the folder fetched WAL goes to (pg_wal, or the prefetch
+// folder inside it).
+func (f *Fetcher) systemID(walDir string) uint64 {
+	f.sysOnce.Do(func() {
+		if filepath.Base(walDir) == "prefetch" && filepath.Base(filepath.Dir(walDir)) == "walgo" {
+			walDir = filepath.Dir(filepath.Dir(walDir))
+		}
+		f.sysID = clusterSystemID(walDir, f.log)
+	})
+	return f.sysID
 }
 
 // NewFetcher returns a Fetcher.
@@ -186,7 +204,7 @@ func (f *Fetcher) downloadOnce(o catalog.WALObject, rc io.ReadCloser, name, dest
 		return 0, fmt.Errorf("fetch %s: %w", o.Key, err)
 	}
 	if k := wal.Classify(name); k == wal.KindSegment || k == wal.KindPartial {
-		if err := checkSegmentFile(tmp, name, n); err != nil {
+		if err := checkSegmentFile(tmp, name, n, f.systemID(filepath.Dir(dest))); err != nil {
 			return 0, fmt.Errorf("fetch %s: %w: %w", o.Key, codec.ErrCorrupt, err)
 		}
 	}
@@ -206,7 +224,12 @@ func (f *Fetcher) downloadOnce(o catalog.WALObject, rc io.ReadCloser, name, dest
 	return n, nil
 }
 
-func checkSegmentFile(f *os.File, name string, size int64) error {
+// checkSegmentFile checks a fetched segment's long page header against its
+// name and size and, when sysID is not 0, against the system identifier of
+// the cluster being recovered: Postgres would end recovery on another
+// cluster's segment ("WAL file is from different database system") and
+// promote without the WAL after it.
+func checkSegmentFile(f *os.File, name string, size int64, sysID uint64) error {
 	seg, err := wal.ParseSegment(name[:24])
 	if err != nil {
 		return err
@@ -219,7 +242,52 @@ func checkSegmentFile(f *os.File, name string, size int64) error {
 	if err != nil {
 		return err
 	}
-	return h.Check(seg, size)
+	if err := h.Check(seg, size); err != nil {
+		return err
+	}
+	if sysID != 0 && h.SystemID != sysID {
+		return fmt.Errorf("%w: %s is WAL of database system %d, but the cluster being recovered is %d (another cluster's WAL stored under this name, or the wrong repository)",
+			wal.ErrBadHeader, name, h.SystemID, sysID)
+	}
+	return nil
+}
+
+// clusterSystemID is the system identifier of the cluster recovering into
+// walDir, from its global/pg_control: Postgres runs restore_command in the
+// data directory, and pg_wal is inside it. 0 when neither place holds a
+// readable pg_control (wal-fetch run by hand somewhere else): the header is
+// then checked without it.
+func clusterSystemID(walDir string, log *zap.Logger) uint64 {
+	dirs := []string{filepath.Dir(walDir)}
+	if wd, err := os.Getwd(); err == nil && wd != dirs[0] {
+		dirs = append([]string{wd}, dirs...)
+	}
+	for _, d := range dirs {
+		p := filepath.Join(d, pgdata.ControlFile)
+		b, err := readHead(p, pgdata.PageSize)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			var id uint64
+			if id, err = pgdata.ControlSystemID(b); err == nil {
+				return id
+			}
+		}
+		log.Warn("cannot read the cluster's system identifier: segments are not checked against it", zap.String("pg_control", p), zap.Error(err))
+		return 0
+	}
+	return 0
+}
+
+// readHead reads at most n bytes from the start of a file.
+func readHead(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n))
 }
 
 func syncDir(dir string) error {
@@ -254,7 +322,7 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	h := sha256.New()
 	n, err := io.Copy(h, file)
 	if err == nil {
-		err = checkSegmentFile(file, name, n)
+		err = checkSegmentFile(file, name, n, f.systemID(filepath.Dir(dest)))
 	}
 	file.Close()
 	if err != nil {

@@ -211,14 +211,20 @@ func ParseHeader(b []byte) (Header, error) {
 }
 
 // Check verifies that a segment file's header matches its name and size: the
-// page address is the segment's start and the header's segment size is the
-// file's size. It catches a renamed, truncated or foreign file.
+// page address is the segment's start, the header's segment size is the
+// file's size, and its timeline is the name's or an older one. It catches a
+// renamed or truncated file; another cluster's is told by SystemID.
 func (h Header) Check(s Segment, fileSize int64) error {
 	if int64(h.SegmentSize) != fileSize {
 		return fmt.Errorf("%w: %s is %d bytes, but its header says the segment size is %d", ErrBadHeader, s.Name(), fileSize, h.SegmentSize)
 	}
 	if !s.Valid(int64(h.SegmentSize)) || h.PageAddr != s.StartLSN(int64(h.SegmentSize)) {
 		return fmt.Errorf("%w: %s starts at %s, but its header says %s", ErrBadHeader, s.Name(), s.StartLSN(int64(h.SegmentSize)), h.PageAddr)
+	}
+	// The first segment of a new timeline starts with pages of its parent
+	// (Postgres copies them at the switch), so an older timeline is fine.
+	if h.Timeline == 0 || h.Timeline > s.Timeline {
+		return fmt.Errorf("%w: %s is on timeline %d, but its header says timeline %d", ErrBadHeader, s.Name(), s.Timeline, h.Timeline)
 	}
 	return nil
 }
