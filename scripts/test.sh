@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every walgo test on a fresh machine: installs what the tests need
-# (PostgreSQL from Debian, versitygw as the S3 server), then vet, staticcheck
-# and `go test ./...`. Integration tests never skip here: a missing Postgres
-# or S3 server fails the run.
+# (PostgreSQL from Debian, versitygw as the S3 server), then vet, staticcheck,
+# `go test ./...` and PostgreSQL's own recovery tests with walgo
+# (scripts/pg-recovery-tests.sh). Integration tests never skip here: a
+# missing Postgres or S3 server fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VERSITYGW_VERSION=v1.8.0
+. scripts/versions  # VERSITYGW_VERSION, PG_SOURCE_VERSION
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -39,3 +40,6 @@ go tool staticcheck ./...
 echo "== go test"
 export WALGO_TEST_NO_SKIP=1
 go test -count=1 -timeout 30m "$@" ./...
+
+echo "== PostgreSQL's recovery tests with walgo"
+bash scripts/pg-recovery-tests.sh
