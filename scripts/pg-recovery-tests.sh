@@ -60,8 +60,12 @@ pkg=postgresql-$PG_MAJOR
 upstream=${PG_SOURCE_VERSION%%-*}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/walgo/$pkg-$PG_SOURCE_VERSION
 tarball=$cache/${pkg}_$upstream.orig.tar.bz2
+# The versions apt offers (into a variable: a grep -q in the pipe would end
+# apt-cache with SIGPIPE, which pipefail reports as a failure).
+source_versions() { apt-cache showsrc "$pkg" 2>/dev/null | sed -n 's/^Version: //p' || true; }
 if [ ! -s "$tarball" ]; then
-  if ! apt-cache showsrc "$pkg" 2>/dev/null | grep -qx "Version: $PG_SOURCE_VERSION"; then
+  offered=$(source_versions)
+  if ! grep -qx "$PG_SOURCE_VERSION" <<<"$offered"; then
     . /etc/os-release
     if ! grep -rqs '^Types:.*deb-src\|^deb-src ' /etc/apt/sources.list /etc/apt/sources.list.d/; then
       echo "== adding deb-src for $VERSION_CODENAME (/etc/apt/sources.list.d/walgo-deb-src.sources)"
@@ -81,8 +85,9 @@ EOF
     fi
     apt_updated=
     apt_update
-    if ! apt-cache showsrc "$pkg" | grep -qx "Version: $PG_SOURCE_VERSION"; then
-      echo "apt offers no source package $pkg=$PG_SOURCE_VERSION (it offers: $(apt-cache showsrc "$pkg" | sed -n 's/^Version: //p' | tr '\n' ' '))" >&2
+    offered=$(source_versions)
+    if ! grep -qx "$PG_SOURCE_VERSION" <<<"$offered"; then
+      echo "apt offers no source package $pkg=$PG_SOURCE_VERSION (it offers: $(echo $offered))" >&2
       echo "set PG_SOURCE_VERSION in scripts/versions to one of them" >&2
       exit 1
     fi
