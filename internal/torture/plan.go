@@ -1,0 +1,771 @@
+// Package torture is walgo's randomized, seeded restore-equivalence harness.
+//
+// A seed makes a plan (Generate): a workload of SQL steps on a source
+// cluster, interleaved with full and delta backup-push runs, recorded
+// points, and forks on new timelines that archive into the same repository.
+// Run executes the plan against real PostgreSQL and the walgo binary,
+// takes a fingerprint of the database at every point and at every backup,
+// then restores each point with walgo for every kind of recovery target
+// (time, LSN, xid, restore point name, end of backup, end of the archive),
+// once letting walgo choose the backup and once from named backups, starts
+// Postgres on each restore, waits for the target and compares
+// fingerprints. A difference is a Failure that carries the seed, the plan
+// and the command that runs the same seed again.
+//
+// The plan is a pure function of the seed, the scale and the features, so
+// the same command replays the same workload; what Postgres does with it
+// (LSNs, page layout) may vary slightly from run to run, which is why a
+// failure also lists the steps.
+package torture
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+)
+
+// Feature is one part of the workload that a run may leave out (while the
+// walgo fix it needs is not in yet). AllFeatures has every one.
+type Feature string
+
+// The features. Every one is on in AllFeatures.
+const (
+	// Tablespace: a tablespace outside PGDATA; tables are created in it
+	// and moved in and out (ALTER TABLE SET TABLESPACE). Restores map it
+	// to a fresh folder.
+	Tablespace Feature = "tablespace"
+	// ChecksumsOff: some seeds run a source without data checksums and
+	// with wal_log_hints off.
+	ChecksumsOff Feature = "checksums-off"
+	// Deltas: backup-push --delta, in chains of at least three deltas.
+	Deltas Feature = "deltas"
+	// ColdChanges: UPDATE and DELETE on rows of pages frozen by VACUUM
+	// (FREEZE), and deleting a table's tail so VACUUM truncates it.
+	ColdChanges Feature = "cold-changes"
+	// Unlogged: unlogged tables (empty after a restore).
+	Unlogged Feature = "unlogged"
+	// Prepared: prepared transactions, committed or rolled back later.
+	Prepared Feature = "prepared"
+	// Toast: large values stored out of line.
+	Toast Feature = "toast"
+	// DDL: CREATE/DROP TABLE, TRUNCATE and CREATE INDEX during the run
+	// (the first tables and their primary keys are always made).
+	DDL Feature = "ddl"
+	// Fork: a point restored with walgo, promoted on a new timeline,
+	// archiving into the same repository, with its own load and backups
+	// while the primary goes on.
+	Fork Feature = "fork"
+	// NameTargets: restores to restore points (recovery_target_name).
+	NameTargets Feature = "name-targets"
+	// Immediate: restores to the end of each backup
+	// (backup-fetch --target-immediate).
+	Immediate Feature = "immediate"
+	// NamedBackups: restores from each backup that covers a point, named
+	// on the command line, besides the one walgo chooses.
+	NamedBackups Feature = "named-backups"
+)
+
+// Features is a set of features.
+type Features map[Feature]bool
+
+// AllFeatures is every feature.
+func AllFeatures() Features {
+	f := Features{}
+	for _, x := range []Feature{Tablespace, ChecksumsOff, Deltas, ColdChanges, Unlogged, Prepared, Toast,
+		DDL, Fork, NameTargets, Immediate, NamedBackups} {
+		f[x] = true
+	}
+	return f
+}
+
+// Without returns a copy of f without the given features.
+func (f Features) Without(xs ...Feature) Features {
+	g := Features{}
+	for k, v := range f {
+		g[k] = v
+	}
+	for _, x := range xs {
+		delete(g, x)
+	}
+	return g
+}
+
+// String lists the features, sorted, comma separated.
+func (f Features) String() string {
+	var s []string
+	for k, v := range f {
+		if v {
+			s = append(s, string(k))
+		}
+	}
+	sort.Strings(s)
+	return strings.Join(s, ",")
+}
+
+// ParseFeatures reads a String back; "all" is AllFeatures, "" is none.
+func ParseFeatures(s string) (Features, error) {
+	if s == "all" {
+		return AllFeatures(), nil
+	}
+	f := Features{}
+	all := AllFeatures()
+	for x := range strings.SplitSeq(s, ",") {
+		if x = strings.TrimSpace(x); x == "" {
+			continue
+		}
+		if !all[Feature(x)] {
+			return nil, fmt.Errorf("unknown torture feature %q (known: %s)", x, all)
+		}
+		f[Feature(x)] = true
+	}
+	return f, nil
+}
+
+// Kind is what a step does.
+type Kind string
+
+// The step kinds.
+const (
+	KindSQL    Kind = "sql"    // run Step.SQL in one session (one or more statements)
+	KindBackup Kind = "backup" // walgo backup-push, with --delta if Step.Delta
+	KindPoint  Kind = "point"  // commit a marker, make restore point Step.Name, record the point and its fingerprint
+	KindFork   Kind = "fork"   // restore point Step.Origin with walgo (target Step.Target), promote, archive into the repository
+)
+
+// TargetKind is a kind of recovery target.
+type TargetKind string
+
+// The recovery target kinds.
+const (
+	TargetTime      TargetKind = "time"
+	TargetLSN       TargetKind = "lsn"
+	TargetXID       TargetKind = "xid"
+	TargetName      TargetKind = "name"
+	TargetImmediate TargetKind = "immediate" // the end of one backup
+	TargetEnd       TargetKind = "end"       // no target: replay to the end of the archive
+)
+
+// Step is one step of a plan.
+type Step struct {
+	N       int    // position in the plan, from 1
+	Cluster int    // 0 is the primary, i is fork i
+	Kind    Kind   //
+	SQL     string // KindSQL
+	What    string // KindSQL: a short description
+	Delta   bool   // KindBackup: --delta
+	Backup  int    // KindBackup: the backup's number, from 1
+	Point   int    // KindPoint: the point's number, from 1
+	Name    string // KindPoint: the restore point's name
+	// KindFork: the point the fork restores, and how.
+	Origin int
+	Target TargetKind
+}
+
+// String is the step as one line of the plan.
+func (s Step) String() string {
+	on := ClusterName(s.Cluster)
+	switch s.Kind {
+	case KindBackup:
+		if s.Delta {
+			return fmt.Sprintf("%3d %s: backup %d: walgo backup-push --delta", s.N, on, s.Backup)
+		}
+		return fmt.Sprintf("%3d %s: backup %d: walgo backup-push", s.N, on, s.Backup)
+	case KindPoint:
+		return fmt.Sprintf("%3d %s: point %d (marker commit, restore point %q, fingerprint)", s.N, on, s.Point, s.Name)
+	case KindFork:
+		return fmt.Sprintf("%3d %s: fork: walgo backup-fetch to point %d by %s, promote, archive into the same repository", s.N, on, s.Origin, s.Target)
+	}
+	return fmt.Sprintf("%3d %s: %s: %s", s.N, on, s.What, oneLine(s.SQL))
+}
+
+// ClusterName names cluster i of a plan: "primary", "fork1", ...
+func ClusterName(i int) string {
+	if i == 0 {
+		return "primary"
+	}
+	return fmt.Sprintf("fork%d", i)
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// Plan is a workload: the source's settings and the steps.
+type Plan struct {
+	Seed      uint64
+	Scale     int
+	Features  Features
+	Checksums bool // initdb -k; false also sets wal_log_hints = off
+	Steps     []Step
+}
+
+// String lists the plan, one step a line.
+func (p *Plan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d, scale %d, data checksums %v, features %s\n", p.Seed, p.Scale, p.Checksums, p.Features)
+	for _, s := range p.Steps {
+		b.WriteString(s.String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Points returns the number of points and backups the plan records.
+func (p *Plan) counts() (points, backups, forks int) {
+	for _, s := range p.Steps {
+		switch s.Kind {
+		case KindPoint:
+			points++
+		case KindBackup:
+			backups++
+		case KindFork:
+			forks++
+		}
+	}
+	return
+}
+
+// TablespaceName is the tablespace outside PGDATA the workload uses.
+const TablespaceName = "torture_ts"
+
+// table is the generator's model of one table: enough to write SQL that
+// never blocks and always touches rows that exist.
+type table struct {
+	name      string
+	nextID    int64 // ids below were handed out
+	minLive   int64 // ids below are gone (TRUNCATE)
+	frozen    int64 // ids in [minLive, frozen) were frozen by VACUUM (FREEZE): cold
+	unlogged  bool
+	inTS      bool // in TablespaceName
+	kIndex    bool
+	heldBy    string // a prepared transaction holds a lock on the table
+	heldLo    int64  // ... and row locks on ids [heldLo, heldHi]
+	heldHi    int64
+	toast     bool // has large values
+	fillfactr int
+}
+
+func (t *table) clone() *table { c := *t; return &c }
+
+// model is the generator's view of one cluster.
+type model struct {
+	tables   []*table
+	prepared []string // open prepared transactions, oldest first
+}
+
+func (m *model) clone() *model {
+	c := &model{prepared: append([]string(nil), m.prepared...)}
+	for _, t := range m.tables {
+		c.tables = append(c.tables, t.clone())
+	}
+	return c
+}
+
+type gen struct {
+	rng      *rand.Rand
+	p        *Plan
+	f        Features
+	scale    int
+	models   []*model       // per cluster
+	atPoint  map[int]*model // the model right after each point
+	pointOn  map[int]int    // point -> cluster
+	covered  map[int]bool   // points some backup in their history finished before
+	backups  []int          // per cluster: backups taken on it so far (its own only)
+	chainLen []int          // per cluster: deltas since the last full backup (-1: no backup yet)
+	inherit  []int          // per cluster: chain length inherited at the fork
+	tableNo  int
+	gidNo    int
+	pointNo  int
+	backupNo int
+}
+
+// Generate makes the plan of a seed. scale (at least 1) sets how many
+// rounds of load and backups there are and how many rows they touch; only
+// the features in f appear.
+func Generate(seed uint64, scale int, f Features) *Plan {
+	scale = max(scale, 1)
+	g := &gen{
+		rng:     rand.New(rand.NewPCG(seed, 0x746f7274757265)),
+		p:       &Plan{Seed: seed, Scale: scale, Features: f, Checksums: true},
+		f:       f,
+		scale:   scale,
+		atPoint: map[int]*model{},
+		pointOn: map[int]int{},
+		covered: map[int]bool{},
+	}
+	if f[ChecksumsOff] && g.rng.IntN(3) == 0 {
+		g.p.Checksums = false
+	}
+	g.addCluster(&model{}, -1)
+
+	// The first tables, loaded and frozen, before the first backup.
+	for range 2 + g.rng.IntN(2) {
+		t := g.createTable(0)
+		g.insert(0, t, g.rows())
+	}
+	for _, t := range g.models[0].tables {
+		if g.rng.IntN(3) > 0 {
+			g.vacuum(0, t, true)
+		}
+	}
+	g.sql(0, "checkpoint", "checkpoint")
+	g.backup(0)
+
+	rounds := 4 + 2*scale
+	forkAt := -1
+	if f[Fork] {
+		forkAt = 1 + g.rng.IntN(rounds-2)
+	}
+	for r := range rounds {
+		for c := range g.models {
+			for range 2 + g.rng.IntN(3+scale) {
+				g.op(c)
+			}
+			if g.rng.IntN(5) < 3 {
+				g.point(c)
+			}
+			g.backup(c)
+			if g.rng.IntN(5) < 2 {
+				g.op(c)
+				g.point(c)
+			}
+		}
+		if r == forkAt {
+			g.fork()
+		}
+	}
+	for c := range g.models {
+		g.op(c)
+		g.point(c)
+	}
+	return g.p
+}
+
+func (g *gen) addCluster(m *model, chain int) int {
+	g.models = append(g.models, m)
+	g.backups = append(g.backups, 0)
+	g.chainLen = append(g.chainLen, chain)
+	g.inherit = append(g.inherit, chain)
+	return len(g.models) - 1
+}
+
+func (g *gen) add(s Step) {
+	s.N = len(g.p.Steps) + 1
+	g.p.Steps = append(g.p.Steps, s)
+}
+
+func (g *gen) sql(c int, what, sql string) {
+	g.add(Step{Cluster: c, Kind: KindSQL, What: what, SQL: sql})
+}
+
+// rows is how many rows one insert adds.
+func (g *gen) rows() int {
+	return 200*g.scale + g.rng.IntN(800*g.scale)
+}
+
+// backup adds a backup-push on cluster c: the first of a cluster is full
+// (a fork's first may be a delta on the chain it inherited), then at least
+// three deltas, then a full one now and then.
+func (g *gen) backup(c int) {
+	g.backupNo++
+	delta := false
+	if g.f[Deltas] && g.chainLen[c] >= 0 {
+		delta = g.chainLen[c] < 3 || g.rng.IntN(4) > 0
+	}
+	if delta {
+		g.chainLen[c]++
+	} else {
+		g.chainLen[c] = 0
+	}
+	g.backups[c]++
+	g.add(Step{Cluster: c, Kind: KindBackup, Delta: delta, Backup: g.backupNo})
+}
+
+// point adds a recorded point on cluster c.
+func (g *gen) point(c int) {
+	g.pointNo++
+	name := fmt.Sprintf("torture_s%d_p%d", g.p.Seed, g.pointNo)
+	g.add(Step{Cluster: c, Kind: KindPoint, Point: g.pointNo, Name: name})
+	g.atPoint[g.pointNo] = g.models[c].clone()
+	g.pointOn[g.pointNo] = c
+}
+
+// fork restores a point of the primary that a backup covers into a new
+// cluster, which then takes load and backups of its own.
+func (g *gen) fork() {
+	var cands []int
+	for _, s := range g.p.Steps {
+		if s.Kind == KindBackup && s.Cluster == 0 {
+			for _, t := range g.p.Steps[s.N:] {
+				if t.Kind == KindPoint && t.Cluster == 0 {
+					cands = append(cands, t.Point)
+				}
+			}
+			break
+		}
+	}
+	if len(cands) == 0 {
+		return
+	}
+	origin := cands[g.rng.IntN(len(cands))]
+	kinds := []TargetKind{TargetTime, TargetLSN, TargetXID}
+	if g.f[NameTargets] {
+		kinds = append(kinds, TargetName)
+	}
+	m := g.atPoint[origin].clone()
+	// The fork's unlogged tables come back empty.
+	for _, t := range m.tables {
+		if t.unlogged {
+			t.minLive, t.frozen = t.nextID, t.nextID
+		}
+	}
+	// The fork's chain: a delta on it may build on the primary's chain.
+	c := g.addCluster(m, g.chainAt(origin))
+	g.add(Step{Cluster: c, Kind: KindFork, Origin: origin, Target: kinds[g.rng.IntN(len(kinds))]})
+}
+
+// chainAt is the primary's delta chain length at a point.
+func (g *gen) chainAt(point int) int {
+	n := -1
+	for _, s := range g.p.Steps {
+		if s.Kind == KindPoint && s.Point == point {
+			break
+		}
+		if s.Kind == KindBackup && s.Cluster == 0 {
+			if s.Delta {
+				n++
+			} else {
+				n = 0
+			}
+		}
+	}
+	return n
+}
+
+// op adds one random load or maintenance step on cluster c.
+func (g *gen) op(c int) {
+	m := g.models[c]
+	type choice struct {
+		w  int
+		do func() bool
+	}
+	choices := []choice{
+		{30, func() bool { return g.insertAny(c) }},
+		{10, func() bool { return g.change(c, "update", false) }},
+		{8, func() bool { return g.change(c, "delete", false) }},
+		{6, func() bool { return g.vacuumAny(c, false) }},
+		{6, func() bool { return g.vacuumAny(c, true) }},
+		{4, func() bool { g.sql(c, "checkpoint", "checkpoint"); return true }},
+		{3, func() bool { g.sql(c, "switch wal", "select pg_switch_wal()"); return true }},
+		{3, func() bool {
+			g.sql(c, "sequence", fmt.Sprintf("select count(nextval('torture_seq')) from generate_series(1, %d)", 1+g.rng.IntN(100)))
+			return true
+		}},
+	}
+	if g.f[ColdChanges] {
+		choices = append(choices,
+			choice{10, func() bool { return g.change(c, "update", true) }},
+			choice{10, func() bool { return g.change(c, "delete", true) }},
+			choice{4, func() bool { return g.deleteTail(c) }})
+	}
+	if g.f[DDL] {
+		choices = append(choices,
+			choice{5, func() bool {
+				if len(m.tables) >= 6 {
+					return false
+				}
+				t := g.createTable(c)
+				g.insert(c, t, g.rows())
+				return true
+			}},
+			choice{2, func() bool { return g.dropTable(c) }},
+			choice{3, func() bool { return g.truncate(c) }},
+			choice{4, func() bool { return g.createIndex(c) }})
+	}
+	if g.f[Tablespace] {
+		choices = append(choices, choice{4, func() bool { return g.moveTable(c) }})
+	}
+	if g.f[Prepared] {
+		choices = append(choices,
+			choice{4, func() bool { return g.prepare(c) }},
+			choice{5, func() bool { return g.finishPrepared(c) }})
+	}
+	total := 0
+	for _, ch := range choices {
+		total += ch.w
+	}
+	for range 20 {
+		n := g.rng.IntN(total)
+		for _, ch := range choices {
+			if n < ch.w {
+				if ch.do() {
+					return
+				}
+				break
+			}
+			n -= ch.w
+		}
+	}
+	g.sql(c, "checkpoint", "checkpoint")
+}
+
+func (g *gen) pick(c int, ok func(*table) bool) *table {
+	var ts []*table
+	for _, t := range g.models[c].tables {
+		if ok(t) {
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) == 0 {
+		return nil
+	}
+	return ts[g.rng.IntN(len(ts))]
+}
+
+func (g *gen) createTable(c int) *table {
+	g.tableNo++
+	t := &table{name: fmt.Sprintf("t%d", g.tableNo), nextID: 1, minLive: 1, frozen: 1,
+		fillfactr: 70 + 10*g.rng.IntN(4)}
+	// The primary and its forks share table names up to the fork; a
+	// cluster's own new tables get names no other cluster uses.
+	if c > 0 {
+		t.name = fmt.Sprintf("f%d_t%d", c, g.tableNo)
+	}
+	t.unlogged = g.f[Unlogged] && g.rng.IntN(4) == 0
+	t.inTS = g.f[Tablespace] && g.rng.IntN(3) == 0
+	t.toast = g.f[Toast] && g.rng.IntN(2) == 0
+	kind := "table"
+	if t.unlogged {
+		kind = "unlogged table"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "create %s %s (id bigint primary key, k int not null, v text not null, s bigint not null default nextval('torture_seq'), big text) with (autovacuum_enabled = off, fillfactor = %d)",
+		kind, t.name, t.fillfactr)
+	if t.inTS {
+		fmt.Fprintf(&b, " tablespace %s", TablespaceName)
+	}
+	fmt.Fprintf(&b, "; alter table %s alter column big set storage external", t.name)
+	g.models[c].tables = append(g.models[c].tables, t)
+	g.sql(c, "create "+kind, b.String())
+	return t
+}
+
+func (g *gen) insertAny(c int) bool {
+	t := g.pick(c, func(*table) bool { return true })
+	if t == nil {
+		return false
+	}
+	g.insert(c, t, g.rows())
+	return true
+}
+
+// insertSQL inserts ids [from, to) into t; every row is a function of its
+// id, and a tenth of them carry a large value when the table has those.
+func insertSQL(t *table, from, to int64, big bool) string {
+	bigExpr := "null"
+	if big {
+		// ~4 KiB of md5 hex, stored out of line (storage external).
+		bigExpr = "case when g % 10 = 0 then (select string_agg(md5(g::text || ':' || i::text), '') from generate_series(1, 128) i) end"
+	}
+	return fmt.Sprintf("insert into %s (id, k, v, big) select g, (g * 7919) %% 1000, md5(g::text), %s from generate_series(%d, %d) g",
+		t.name, bigExpr, from, to-1)
+}
+
+func (g *gen) insert(c int, t *table, n int) {
+	from := t.nextID
+	t.nextID += int64(n)
+	what := "insert"
+	big := t.toast && g.rng.IntN(2) == 0
+	if big {
+		what = "insert with large values"
+	}
+	g.sql(c, what, insertSQL(t, from, t.nextID, big))
+}
+
+// change updates or deletes every m-th row of a range of t: cold rows
+// (frozen pages) or hot ones (the newest).
+func (g *gen) change(c int, op string, cold bool) bool {
+	t := g.pick(c, func(t *table) bool {
+		if cold {
+			return t.frozen-t.minLive > 20
+		}
+		return t.nextID-max(t.frozen, t.minLive) > 20
+	})
+	if t == nil {
+		return false
+	}
+	lo, hi := max(t.frozen, t.minLive), t.nextID-1
+	if cold {
+		lo, hi = t.minLive, t.frozen-1
+	}
+	span := hi - lo + 1
+	a := lo + g.rng.Int64N(span/2+1)
+	b := min(hi, a+span/4+g.rng.Int64N(span/2+1))
+	mod := 2 + g.rng.IntN(9)
+	where := fmt.Sprintf("id between %d and %d and id %% %d = %d%s", a, b, mod, g.rng.IntN(mod), g.notHeld(t))
+	heat := "hot"
+	if cold {
+		heat = "cold"
+	}
+	switch {
+	case op == "delete":
+		g.sql(c, "delete "+heat, fmt.Sprintf("delete from %s where %s", t.name, where))
+	case g.rng.IntN(2) == 0:
+		// Only a column no index covers: a HOT update where the page has room.
+		g.sql(c, "update "+heat+" (v)", fmt.Sprintf("update %s set v = md5(v) where %s", t.name, where))
+	default:
+		g.sql(c, "update "+heat+" (k, v)", fmt.Sprintf("update %s set k = k + 1, v = v || 'u' where %s", t.name, where))
+	}
+	return true
+}
+
+// notHeld keeps a statement off the rows a prepared transaction locked.
+func (g *gen) notHeld(t *table) string {
+	if t.heldBy == "" || t.heldHi < t.heldLo {
+		return ""
+	}
+	return fmt.Sprintf(" and id not between %d and %d", t.heldLo, t.heldHi)
+}
+
+// deleteTail deletes the newest rows of a table and vacuums it, so the
+// vacuum truncates its tail pages; later inserts extend it again.
+func (g *gen) deleteTail(c int) bool {
+	t := g.pick(c, func(t *table) bool { return t.nextID-t.minLive > 100 && t.heldBy == "" })
+	if t == nil {
+		return false
+	}
+	from := t.nextID - 1 - g.rng.Int64N((t.nextID-t.minLive)/2)
+	g.sql(c, "delete tail", fmt.Sprintf("delete from %s where id >= %d", t.name, from))
+	g.vacuum(c, t, false)
+	return true
+}
+
+func (g *gen) vacuumAny(c int, freeze bool) bool {
+	t := g.pick(c, func(*table) bool { return true })
+	if t == nil {
+		return false
+	}
+	g.vacuum(c, t, freeze)
+	return true
+}
+
+func (g *gen) vacuum(c int, t *table, freeze bool) {
+	if !freeze {
+		g.sql(c, "vacuum", "vacuum "+t.name)
+		return
+	}
+	// Rows a prepared transaction holds cannot be frozen yet; only what
+	// is older than the oldest open one counts as cold.
+	if len(g.models[c].prepared) == 0 {
+		t.frozen = t.nextID
+	}
+	g.sql(c, "vacuum freeze", "vacuum (freeze) "+t.name)
+}
+
+func (g *gen) dropTable(c int) bool {
+	m := g.models[c]
+	if len(m.tables) <= 2 {
+		return false
+	}
+	t := g.pick(c, func(t *table) bool { return t.heldBy == "" })
+	if t == nil {
+		return false
+	}
+	for i, x := range m.tables {
+		if x == t {
+			m.tables = append(m.tables[:i], m.tables[i+1:]...)
+			break
+		}
+	}
+	g.sql(c, "drop table", "drop table "+t.name)
+	return true
+}
+
+func (g *gen) truncate(c int) bool {
+	t := g.pick(c, func(t *table) bool { return t.heldBy == "" && t.nextID > t.minLive })
+	if t == nil {
+		return false
+	}
+	t.minLive, t.frozen = t.nextID, t.nextID
+	g.sql(c, "truncate", "truncate "+t.name)
+	if g.rng.IntN(2) == 0 {
+		g.insert(c, t, g.rows())
+	}
+	return true
+}
+
+func (g *gen) createIndex(c int) bool {
+	t := g.pick(c, func(t *table) bool { return t.heldBy == "" && !t.kIndex })
+	if t == nil {
+		return false
+	}
+	t.kIndex = true
+	ts := ""
+	if g.f[Tablespace] && g.rng.IntN(3) == 0 {
+		ts = " tablespace " + TablespaceName
+	}
+	g.sql(c, "create index", fmt.Sprintf("create index %s_k on %s (k)%s", t.name, t.name, ts))
+	return true
+}
+
+func (g *gen) moveTable(c int) bool {
+	t := g.pick(c, func(t *table) bool { return t.heldBy == "" })
+	if t == nil {
+		return false
+	}
+	t.inTS = !t.inTS
+	to := "pg_default"
+	if t.inTS {
+		to = TablespaceName
+	}
+	g.sql(c, "set tablespace", fmt.Sprintf("alter table %s set tablespace %s", t.name, to))
+	return true
+}
+
+// prepare opens a prepared transaction that inserts new rows into a table
+// and updates a few existing ones; the table is then off limits for DDL
+// and those rows for other changes until it is finished.
+func (g *gen) prepare(c int) bool {
+	m := g.models[c]
+	if len(m.prepared) >= 2 {
+		return false
+	}
+	t := g.pick(c, func(t *table) bool { return t.heldBy == "" && t.nextID-t.minLive > 10 })
+	if t == nil {
+		return false
+	}
+	g.gidNo++
+	gid := fmt.Sprintf("torture_g%d", g.gidNo)
+	from := t.nextID
+	t.nextID += int64(1 + g.rng.IntN(50))
+	lo := t.minLive + g.rng.Int64N(from-t.minLive)
+	hi := min(from-1, lo+int64(g.rng.IntN(20)))
+	t.heldBy, t.heldLo, t.heldHi = gid, lo, hi
+	m.prepared = append(m.prepared, gid)
+	g.sql(c, "prepare transaction", fmt.Sprintf("begin; %s; update %s set v = v || 'p' where id between %d and %d; prepare transaction '%s'",
+		insertSQL(t, from, t.nextID, false), t.name, lo, hi, gid))
+	return true
+}
+
+// finishPrepared commits or rolls back the oldest open prepared
+// transaction.
+func (g *gen) finishPrepared(c int) bool {
+	m := g.models[c]
+	if len(m.prepared) == 0 {
+		return false
+	}
+	gid := m.prepared[0]
+	m.prepared = m.prepared[1:]
+	for _, t := range m.tables {
+		if t.heldBy == gid {
+			t.heldBy = ""
+		}
+	}
+	if g.rng.IntN(3) == 0 {
+		g.sql(c, "rollback prepared", fmt.Sprintf("rollback prepared '%s'", gid))
+	} else {
+		g.sql(c, "commit prepared", fmt.Sprintf("commit prepared '%s'", gid))
+	}
+	return true
+}

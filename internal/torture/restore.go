@@ -1,0 +1,277 @@
+package torture
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/walgo/walgo/internal/pgtest"
+)
+
+// restoreCase is one restore the harness makes and checks.
+type restoreCase struct {
+	id     string
+	point  *point  // the moment restored to; nil for TargetImmediate
+	backup *backup // the backup named on the command line; nil lets walgo choose
+	kind   TargetKind
+	want   *Fingerprint
+	// timeline is passed as --target-timeline when not 0: the history
+	// the point belongs to, as a user restoring it would name it.
+	timeline uint32
+}
+
+func (rc *restoreCase) describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "restore %s: ", rc.id)
+	if rc.point != nil {
+		fmt.Fprintf(&b, "point %d (%s, step %d, timeline %d) by %s", rc.point.n, ClusterName(rc.point.cluster), rc.point.step, rc.point.tl, rc.kind)
+	} else {
+		fmt.Fprintf(&b, "%s of backup %d", rc.kind, rc.backup.Number)
+	}
+	if rc.backup != nil {
+		fmt.Fprintf(&b, " from backup %d (%s)", rc.backup.Number, rc.backup.Name)
+	} else {
+		b.WriteString(", walgo choosing the backup")
+	}
+	return b.String()
+}
+
+// fetchArgs is the backup-fetch command line for a case, restoring into
+// dir with the tablespace mapped to tsDir.
+func (r *runner) fetchArgs(rc *restoreCase, dir, tsDir string) []string {
+	args := []string{"backup-fetch", dir}
+	if rc.backup != nil {
+		args = append(args, rc.backup.Name)
+	}
+	p := rc.point
+	switch rc.kind {
+	case TargetTime:
+		args = append(args, "--target-time", p.time.UTC().Format(time.RFC3339Nano))
+	case TargetLSN:
+		args = append(args, "--target-lsn", p.lsn.String())
+	case TargetXID:
+		args = append(args, "--target-xid", strconv.FormatUint(p.xid, 10))
+	case TargetName:
+		args = append(args, "--target-name", p.name)
+	case TargetImmediate:
+		args = append(args, "--target-immediate")
+	}
+	if rc.timeline != 0 {
+		args = append(args, "--target-timeline", strconv.FormatUint(uint64(rc.timeline), 10))
+	}
+	if r.plan.Features[Tablespace] {
+		args = append(args, "--tablespace", TablespaceName+"="+tsDir)
+	}
+	return args
+}
+
+// cases lists the restores of a run (see Coverage).
+func (r *runner) cases() []*restoreCase {
+	rng := rand.New(rand.NewPCG(r.plan.Seed, 0x72657374))
+	f := r.plan.Features
+	kinds := []TargetKind{TargetTime, TargetLSN, TargetXID}
+	if f[NameTargets] {
+		kinds = append(kinds, TargetName)
+	}
+	covers := func(b *backup, p *point) bool { return r.inHistory(b.Cluster, b.Step, p.cluster, p.step) }
+	var cs []*restoreCase
+	for _, p := range r.points {
+		want := p.fp.Restored()
+		for _, k := range kinds {
+			cs = append(cs, &restoreCase{id: fmt.Sprintf("p%d-%s", p.n, k), point: p, kind: k, want: want, timeline: p.tl})
+		}
+		if f[NamedBackups] && r.cfg.Coverage == Exhaustive {
+			for _, b := range r.backups {
+				if covers(b, p) {
+					for _, k := range kinds {
+						cs = append(cs, r.namedCase(p, b, k))
+					}
+				}
+			}
+		}
+	}
+	for _, b := range r.backups {
+		if f[Immediate] {
+			cs = append(cs, &restoreCase{id: fmt.Sprintf("b%d-immediate", b.Number), backup: b, kind: TargetImmediate, want: b.fp.Restored()})
+		}
+		if f[NamedBackups] && r.cfg.Coverage == Sample {
+			var ps []*point
+			for _, p := range r.points {
+				if covers(b, p) {
+					ps = append(ps, p)
+				}
+			}
+			if len(ps) > 0 {
+				cs = append(cs, r.namedCase(ps[rng.IntN(len(ps))], b, kinds[rng.IntN(len(kinds))]))
+			}
+		}
+	}
+	// The end of each cluster's archive: its state at the end of the run,
+	// on the timeline of its last point.
+	for _, cl := range r.clusters {
+		var last *point
+		for _, p := range r.points {
+			if p.cluster == cl.idx {
+				last = p
+			}
+		}
+		if last != nil && cl.end != nil {
+			cs = append(cs, &restoreCase{id: ClusterName(cl.idx) + "-end", point: last, kind: TargetEnd, want: cl.end.Restored(), timeline: last.tl})
+		}
+	}
+	return cs
+}
+
+// namedCase restores point p from backup b. The timeline is named only
+// when the point is on another one than the backup (a fork's point from a
+// backup taken before the fork): then the backup alone cannot say which
+// history to follow.
+func (r *runner) namedCase(p *point, b *backup, k TargetKind) *restoreCase {
+	rc := &restoreCase{id: fmt.Sprintf("p%d-%s-b%d", p.n, k, b.Number), point: p, backup: b, kind: k, want: p.fp.Restored()}
+	if b.Timeline != p.tl {
+		rc.timeline = p.tl
+	}
+	return rc
+}
+
+// restoreAll runs the cases, Config.Parallel at a time, each as a
+// subtest.
+func (r *runner) restoreAll(cs []*restoreCase) {
+	ch := make(chan *restoreCase)
+	var wg sync.WaitGroup
+	for range r.cfg.Parallel {
+		wg.Go(func() {
+			for rc := range ch {
+				r.t.Run(rc.id, func(t *testing.T) { r.restore(t, rc) })
+			}
+		})
+	}
+	for _, rc := range cs {
+		ch <- rc
+	}
+	close(ch)
+	wg.Wait()
+}
+
+func (r *runner) backupByName(name string) *backup {
+	for _, b := range r.backups {
+		if b.Name == name {
+			return b
+		}
+	}
+	return nil
+}
+
+// restore runs one case: backup-fetch, the fault if any, Postgres started
+// on the result until it has reached the target and promoted, then the
+// fingerprint compared with the source's.
+func (r *runner) restore(t *testing.T, rc *restoreCase) {
+	ctx := context.Background()
+	where := rc.describe()
+	t0 := time.Now()
+	var phases []string
+	phase := func(what string) { phases = append(phases, fmt.Sprintf("%s %s", what, time.Since(t0).Round(time.Millisecond))) }
+	defer func() { phase("done"); t.Logf("%s: %s", where, strings.Join(phases, ", ")) }()
+	base := pgtest.OwnedDir(t, "torture-"+rc.id)
+	dir, ts := filepath.Join(base, "data"), filepath.Join(base, "ts")
+	args := r.fetchArgs(rc, dir, ts)
+	res, err := r.walgo(ctx, nil, args...)
+	r.mu.Lock()
+	r.rep.Restores++
+	r.rep.Targets[rc.kind]++
+	r.mu.Unlock()
+	if err != nil {
+		r.fail(where, "backup-fetch could not run", err.Error(), false)
+		return
+	}
+	if res.code != 0 {
+		r.fail(where, "backup-fetch failed", res.String(), false)
+		return
+	}
+	phase("fetched")
+	faulted := false
+	if r.cfg.Fault != nil {
+		site := &FaultSite{Case: rc.id, Dir: dir, Kind: rc.kind, Scratch: pgtest.OwnedDir(t, "torture-fault"), r: r}
+		if rc.point != nil {
+			site.LSN, site.Timeline = rc.point.lsn, rc.point.tl
+		}
+		site.Restored = restoredBackup(res.stdout)
+		if b := r.backupByName(site.Restored); b != nil {
+			site.Parent, site.Files = b.Parent, b.files
+		}
+		if faulted, err = r.cfg.Fault.Break(ctx, site); err != nil {
+			r.fail(where, "the fault could not be applied", err.Error(), true)
+			return
+		}
+		if faulted {
+			r.mu.Lock()
+			r.rep.Faulted++
+			r.mu.Unlock()
+			where += " [broken on purpose]"
+		}
+	}
+	pgtest.Chown(t, base)
+	pg := pgtest.OpenExisting(t, dir, pgtest.Options{Env: r.repoEnv, Conf: []string{"archive_mode = off"}})
+	if err := pg.TryStart(); err != nil {
+		r.fail(where, "Postgres did not start on the restore", err.Error()+"\n"+res.String(), faulted)
+		return
+	}
+	if err := waitPromoted(ctx, pg); err != nil {
+		r.fail(where, "recovery did not reach the target", err.Error()+"\n"+res.String(), faulted)
+		return
+	}
+	phase("promoted")
+	conn, err := connect(ctx, pg)
+	if err != nil {
+		r.fail(where, "cannot connect to the restore", err.Error(), faulted)
+		return
+	}
+	defer conn.Close(ctx)
+	got, err := takeFingerprint(ctx, conn, amcheck(pg))
+	if err != nil {
+		r.fail(where, "cannot read the restore", err.Error(), faulted)
+		return
+	}
+	phase("compared")
+	if d := Diff(rc.want, got); len(d) > 0 {
+		r.fail(where, "the restore differs from the source", strings.Join(d, "\n")+"\n"+res.String()+
+			"\nserver log:\n"+tailFile(pg.LogFile(), 25), faulted)
+		return
+	}
+	// A transaction restored as prepared must still commit.
+	for _, p := range got.Prepared {
+		gid, _, _ := strings.Cut(p, " ")
+		if _, err := conn.Exec(ctx, "commit prepared '"+gid+"'"); err != nil {
+			r.fail(where, "a restored prepared transaction does not commit", fmt.Sprintf("%s: %v", gid, err), faulted)
+			return
+		}
+	}
+	if r.plan.Checksums {
+		conn.Close(ctx)
+		if out, err := pg.Command(ctx, "pg_ctl", "stop", "-D", dir, "-m", "fast", "-w").CombinedOutput(); err != nil {
+			r.fail(where, "the restore did not stop", fmt.Sprintf("%v: %s", err, out), faulted)
+			return
+		}
+		if out, err := pg.Command(ctx, "pg_checksums", "--check", "-D", dir).CombinedOutput(); err != nil {
+			r.fail(where, "pg_checksums --check failed on the restore", fmt.Sprintf("%v: %s", err, out), faulted)
+		}
+	}
+}
+
+// restoredBackup reads the backup name from backup-fetch's "restored NAME
+// into DIR" line.
+func restoredBackup(stdout string) string {
+	for l := range strings.Lines(stdout) {
+		if rest, ok := strings.CutPrefix(l, "restored "); ok {
+			name, _, _ := strings.Cut(rest, " ")
+			return name
+		}
+	}
+	return ""
+}
