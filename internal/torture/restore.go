@@ -176,7 +176,9 @@ func (r *runner) restore(t *testing.T, rc *restoreCase) {
 	where := rc.describe()
 	t0 := time.Now()
 	var phases []string
-	phase := func(what string) { phases = append(phases, fmt.Sprintf("%s %s", what, time.Since(t0).Round(time.Millisecond))) }
+	phase := func(what string) {
+		phases = append(phases, fmt.Sprintf("%s %s", what, time.Since(t0).Round(time.Millisecond)))
+	}
 	defer func() { phase("done"); t.Logf("%s: %s", where, strings.Join(phases, ", ")) }()
 	base := pgtest.OwnedDir(t, "torture-"+rc.id)
 	dir, ts := filepath.Join(base, "data"), filepath.Join(base, "ts")
