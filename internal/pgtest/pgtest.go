@@ -182,7 +182,7 @@ func OpenExisting(t testing.TB, dataDir string, opt Options) *Cluster {
 // folder.
 func newCluster(t testing.TB, opt Options) *Cluster {
 	t.Helper()
-	dir, err := makeOwnedDir("walgo-pg-")
+	dir, err := makeOwnedDir("", "walgo-pg-")
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
@@ -445,7 +445,27 @@ func AsUser(ctx context.Context, env []string, name string, args ...string) *exe
 func OwnedDir(t testing.TB, name string) string {
 	t.Helper()
 	Require(t)
-	dir, err := makeOwnedDir("walgo-" + sanitize(name) + "-")
+	return ownedDir(t, "", name)
+}
+
+// OwnedMemDir is OwnedDir in memory, on a tmpfs (/dev/shm) with at least
+// 2 GiB free, when the machine has one, and OwnedDir otherwise: for the
+// short-lived restored data directories a test makes many of, where
+// fsync costs nothing in memory and durability does not matter.
+func OwnedMemDir(t testing.TB, name string) string {
+	t.Helper()
+	Require(t)
+	var st syscall.Statfs_t
+	const tmpfsMagic = 0x01021994
+	if err := syscall.Statfs("/dev/shm", &st); err != nil || st.Type != tmpfsMagic || st.Bavail*uint64(st.Bsize) < 2<<30 {
+		return ownedDir(t, "", name)
+	}
+	return ownedDir(t, "/dev/shm", name)
+}
+
+func ownedDir(t testing.TB, parent, name string) string {
+	t.Helper()
+	dir, err := makeOwnedDir(parent, "walgo-"+sanitize(name)+"-")
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
@@ -570,14 +590,15 @@ var binDir = sync.OnceValues(func() (string, error) {
 	return "", errors.New("no PostgreSQL server binaries (initdb, pg_ctl, postgres, psql) found via WALGO_PG_BINDIR, pg_config --bindir, /usr/lib/postgresql/*/bin or PATH")
 })
 
-// makeOwnedDir creates a temp folder (0755) owned by the Postgres user and
-// checks that the user can reach it.
-func makeOwnedDir(prefix string) (string, error) {
+// makeOwnedDir creates a temp folder (0755) in parent ("" for the
+// default temp folder) owned by the Postgres user and checks that the
+// user can reach it.
+func makeOwnedDir(parent, prefix string) (string, error) {
 	u, err := pgUser()
 	if err != nil {
 		return "", err
 	}
-	dir, err := os.MkdirTemp("", prefix)
+	dir, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		return "", err
 	}

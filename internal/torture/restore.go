@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -180,8 +181,11 @@ func (r *runner) restore(t *testing.T, rc *restoreCase) {
 		phases = append(phases, fmt.Sprintf("%s %s", what, time.Since(t0).Round(time.Millisecond)))
 	}
 	defer func() { phase("done"); t.Logf("%s: %s", where, strings.Join(phases, ", ")) }()
-	base := pgtest.OwnedDir(t, "torture-"+rc.id)
+	base := pgtest.OwnedMemDir(t, "torture-"+rc.id)
 	dir, ts := filepath.Join(base, "data"), filepath.Join(base, "ts")
+	// Runs once the server has stopped (cleanups run last first), before
+	// the folder itself goes.
+	t.Cleanup(func() { removeAll(t, dir) })
 	args := r.fetchArgs(rc, dir, ts)
 	res, err := r.walgo(ctx, nil, args...)
 	r.mu.Lock()
@@ -199,7 +203,7 @@ func (r *runner) restore(t *testing.T, rc *restoreCase) {
 	phase("fetched")
 	faulted := false
 	if r.cfg.Fault != nil {
-		site := &FaultSite{Case: rc.id, Dir: dir, Kind: rc.kind, Scratch: pgtest.OwnedDir(t, "torture-fault"), r: r}
+		site := &FaultSite{Case: rc.id, Dir: dir, Kind: rc.kind, Scratch: pgtest.OwnedMemDir(t, "torture-fault"), r: r}
 		if rc.point != nil {
 			site.LSN, site.Timeline = rc.point.lsn, rc.point.tl
 		}
@@ -276,4 +280,18 @@ func restoredBackup(stdout string) string {
 		}
 	}
 	return ""
+}
+
+// removeAll removes a restored data directory. wal-fetch's background
+// prefetch may still be writing into its pg_wal for a moment after the
+// server stopped, so a folder that refills is tried again.
+func removeAll(t *testing.T, dir string) {
+	var err error
+	for range 50 {
+		if err = os.RemoveAll(dir); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("torture: %v", err)
 }
