@@ -103,8 +103,12 @@ func (r *Report) Summary() string {
 			kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
 		}
 	}
-	return fmt.Sprintf("torture: seed %d: %d steps, %d points, %d backups, %d restores (%s), %d faulted, %d failures, %s",
-		r.Seed, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Faulted,
+	sums := "on"
+	if !r.Plan.Checksums {
+		sums = "off"
+	}
+	return fmt.Sprintf("torture: seed %d: checksums %s, %d steps, %d points, %d backups, %d restores (%s), %d faulted, %d failures, %s",
+		r.Seed, sums, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Faulted,
 		len(r.Failures), r.Took.Round(time.Second))
 }
 
