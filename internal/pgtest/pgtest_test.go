@@ -186,3 +186,21 @@ func TestAsUser(t *testing.T) {
 		t.Fatalf("touch in OwnedDir as the Postgres user: %v\n%s", err, out)
 	}
 }
+
+// OwnedMemDir is a folder the Postgres user can write into, in memory
+// when the machine has a big enough tmpfs, and gone when the test ends.
+func TestOwnedMemDir(t *testing.T) {
+	t.Parallel()
+	var dir string
+	t.Run("use", func(t *testing.T) {
+		dir = pgtest.OwnedMemDir(t, "mem")
+		out, err := pgtest.AsUser(context.Background(), nil, "sh", "-c", "echo hi > "+dir+"/f && cat "+dir+"/f").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "hi" {
+			t.Fatalf("the Postgres user cannot write into %s: %v %s", dir, err, out)
+		}
+		t.Logf("OwnedMemDir: %s", dir)
+	})
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("%s is still there after the test: %v", dir, err)
+	}
+}

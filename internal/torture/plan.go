@@ -211,21 +211,6 @@ func (p *Plan) String() string {
 	return b.String()
 }
 
-// Points returns the number of points and backups the plan records.
-func (p *Plan) counts() (points, backups, forks int) {
-	for _, s := range p.Steps {
-		switch s.Kind {
-		case KindPoint:
-			points++
-		case KindBackup:
-			backups++
-		case KindFork:
-			forks++
-		}
-	}
-	return
-}
-
 // TablespaceName is the tablespace outside PGDATA the workload uses.
 const TablespaceName = "torture_ts"
 
