@@ -259,6 +259,7 @@ type gen struct {
 	backups  []int          // per cluster: backups taken on it so far (its own only)
 	chainLen []int          // per cluster: deltas since the last full backup (-1: no backup yet)
 	inherit  []int          // per cluster: chain length inherited at the fork
+	todo     []string       // kinds of step not made yet
 	tableNo  int
 	gidNo    int
 	pointNo  int
@@ -286,8 +287,8 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 
 	// The first tables, loaded and frozen, before the first backup.
 	for range 2 + g.rng.IntN(2) {
-		t := g.createTable(0)
-		g.insert(0, t, g.rows())
+		t := g.createTable(0, false)
+		g.insert(0, t, g.rows(), t.toast)
 	}
 	for _, t := range g.models[0].tables {
 		if g.rng.IntN(3) > 0 {
@@ -297,7 +298,7 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 	g.sql(0, "checkpoint", "checkpoint")
 	g.backup(0)
 
-	rounds := 4 + 2*scale
+	rounds := 3 + scale
 	forkAt := -1
 	if f[Fork] {
 		forkAt = 1 + g.rng.IntN(rounds-2)
@@ -319,6 +320,13 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 		if r == forkAt {
 			g.fork()
 		}
+	}
+	// What the rounds did not get to, the primary does now.
+	for range 3 * len(g.todo) {
+		if len(g.todo) == 0 {
+			break
+		}
+		g.op(0)
 	}
 	for c := range g.models {
 		g.op(c)
@@ -391,7 +399,9 @@ func (g *gen) fork() {
 		}
 	}
 	if len(cands) == 0 {
-		return
+		g.op(0)
+		g.point(0)
+		cands = append(cands, g.pointNo)
 	}
 	origin := cands[g.rng.IntN(len(cands))]
 	kinds := []TargetKind{TargetTime, TargetLSN, TargetXID}
@@ -432,49 +442,74 @@ func (g *gen) chainAt(point int) int {
 func (g *gen) op(c int) {
 	m := g.models[c]
 	type choice struct {
-		w  int
-		do func() bool
+		name string
+		w    int
+		do   func() bool
 	}
 	choices := []choice{
-		{30, func() bool { return g.insertAny(c) }},
-		{10, func() bool { return g.change(c, "update", false) }},
-		{8, func() bool { return g.change(c, "delete", false) }},
-		{6, func() bool { return g.vacuumAny(c, false) }},
-		{6, func() bool { return g.vacuumAny(c, true) }},
-		{4, func() bool { g.sql(c, "checkpoint", "checkpoint"); return true }},
-		{3, func() bool { g.sql(c, "switch wal", "select pg_switch_wal()"); return true }},
-		{3, func() bool {
+		{"insert", 30, func() bool { return g.insertAny(c, false) }},
+		{"update hot", 10, func() bool { return g.change(c, "update", false) }},
+		{"delete hot", 8, func() bool { return g.change(c, "delete", false) }},
+		{"vacuum", 6, func() bool { return g.vacuumAny(c, false) }},
+		{"vacuum freeze", 6, func() bool { return g.vacuumAny(c, true) }},
+		{"checkpoint", 4, func() bool { g.sql(c, "checkpoint", "checkpoint"); return true }},
+		{"switch wal", 3, func() bool { g.sql(c, "switch wal", "select pg_switch_wal()"); return true }},
+		{"sequence", 3, func() bool {
 			g.sql(c, "sequence", fmt.Sprintf("select count(nextval('torture_seq')) from generate_series(1, %d)", 1+g.rng.IntN(100)))
 			return true
 		}},
 	}
+	if g.f[Toast] {
+		choices = append(choices, choice{"insert large values", 6, func() bool { return g.insertAny(c, true) }})
+	}
 	if g.f[ColdChanges] {
 		choices = append(choices,
-			choice{10, func() bool { return g.change(c, "update", true) }},
-			choice{10, func() bool { return g.change(c, "delete", true) }},
-			choice{4, func() bool { return g.deleteTail(c) }})
+			choice{"update cold", 10, func() bool { return g.change(c, "update", true) }},
+			choice{"delete cold", 10, func() bool { return g.change(c, "delete", true) }},
+			choice{"delete tail", 4, func() bool { return g.deleteTail(c) }})
 	}
 	if g.f[DDL] {
 		choices = append(choices,
-			choice{5, func() bool {
-				if len(m.tables) >= 6 {
-					return false
-				}
-				t := g.createTable(c)
-				g.insert(c, t, g.rows())
-				return true
-			}},
-			choice{2, func() bool { return g.dropTable(c) }},
-			choice{3, func() bool { return g.truncate(c) }},
-			choice{4, func() bool { return g.createIndex(c) }})
+			choice{"create table", 5, func() bool { return g.newTable(c, false) }},
+			choice{"drop table", 2, func() bool { return g.dropTable(c) }},
+			choice{"truncate", 3, func() bool { return g.truncate(c) }},
+			choice{"create index", 4, func() bool { return g.createIndex(c) }})
+		if g.f[Unlogged] {
+			choices = append(choices, choice{"create unlogged table", 2, func() bool { return g.newTable(c, true) }})
+		}
 	}
 	if g.f[Tablespace] {
-		choices = append(choices, choice{4, func() bool { return g.moveTable(c) }})
+		choices = append(choices, choice{"set tablespace", 4, func() bool { return g.moveTable(c) }})
 	}
 	if g.f[Prepared] {
 		choices = append(choices,
-			choice{4, func() bool { return g.prepare(c) }},
-			choice{5, func() bool { return g.finishPrepared(c) }})
+			choice{"prepare", 4, func() bool { return g.prepare(c) }},
+			choice{"commit prepared", 3, func() bool { return g.finishPrepared(c, true) }},
+			choice{"rollback prepared", 2, func() bool { return g.finishPrepared(c, false) }})
+	}
+	// Every kind of step comes at least once, early, in an order the seed
+	// chooses; then the mix is random.
+	if g.todo == nil {
+		for _, ch := range choices {
+			g.todo = append(g.todo, ch.name)
+		}
+		g.rng.Shuffle(len(g.todo), func(i, j int) { g.todo[i], g.todo[j] = g.todo[j], g.todo[i] })
+	}
+	// A step that cannot be made yet gets what it needs first.
+	needs := map[string]string{"update hot": "insert", "delete hot": "insert", "update cold": "vacuum freeze",
+		"delete cold": "vacuum freeze", "commit prepared": "prepare", "rollback prepared": "prepare"}
+	byName := map[string]choice{}
+	for _, ch := range choices {
+		byName[ch.name] = ch
+	}
+	for i, name := range g.todo {
+		if byName[name].do() {
+			g.todo = append(g.todo[:i:i], g.todo[i+1:]...)
+			return
+		}
+		if pre, ok := byName[needs[name]]; ok && pre.do() {
+			return
+		}
 	}
 	total := 0
 	for _, ch := range choices {
@@ -492,6 +527,7 @@ func (g *gen) op(c int) {
 			n -= ch.w
 		}
 	}
+	_ = m
 	g.sql(c, "checkpoint", "checkpoint")
 }
 
@@ -508,7 +544,17 @@ func (g *gen) pick(c int, ok func(*table) bool) *table {
 	return ts[g.rng.IntN(len(ts))]
 }
 
-func (g *gen) createTable(c int) *table {
+// newTable creates a table (at most six) and fills it.
+func (g *gen) newTable(c int, unlogged bool) bool {
+	if len(g.models[c].tables) >= 6 {
+		return false
+	}
+	t := g.createTable(c, unlogged)
+	g.insert(c, t, g.rows(), false)
+	return true
+}
+
+func (g *gen) createTable(c int, unlogged bool) *table {
 	g.tableNo++
 	t := &table{name: fmt.Sprintf("t%d", g.tableNo), nextID: 1, minLive: 1, frozen: 1,
 		fillfactr: 70 + 10*g.rng.IntN(4)}
@@ -517,9 +563,9 @@ func (g *gen) createTable(c int) *table {
 	if c > 0 {
 		t.name = fmt.Sprintf("f%d_t%d", c, g.tableNo)
 	}
-	t.unlogged = g.f[Unlogged] && g.rng.IntN(4) == 0
+	t.unlogged = unlogged
 	t.inTS = g.f[Tablespace] && g.rng.IntN(3) == 0
-	t.toast = g.f[Toast] && g.rng.IntN(2) == 0
+	t.toast = g.f[Toast] && (g.tableNo == 1 || g.rng.IntN(2) == 0)
 	kind := "table"
 	if t.unlogged {
 		kind = "unlogged table"
@@ -536,12 +582,12 @@ func (g *gen) createTable(c int) *table {
 	return t
 }
 
-func (g *gen) insertAny(c int) bool {
-	t := g.pick(c, func(*table) bool { return true })
+func (g *gen) insertAny(c int, big bool) bool {
+	t := g.pick(c, func(t *table) bool { return !big || t.toast })
 	if t == nil {
 		return false
 	}
-	g.insert(c, t, g.rows())
+	g.insert(c, t, g.rows(), big)
 	return true
 }
 
@@ -557,11 +603,10 @@ func insertSQL(t *table, from, to int64, big bool) string {
 		t.name, bigExpr, from, to-1)
 }
 
-func (g *gen) insert(c int, t *table, n int) {
+func (g *gen) insert(c int, t *table, n int, big bool) {
 	from := t.nextID
 	t.nextID += int64(n)
 	what := "insert"
-	big := t.toast && g.rng.IntN(2) == 0
 	if big {
 		what = "insert with large values"
 	}
@@ -675,7 +720,7 @@ func (g *gen) truncate(c int) bool {
 	t.minLive, t.frozen = t.nextID, t.nextID
 	g.sql(c, "truncate", "truncate "+t.name)
 	if g.rng.IntN(2) == 0 {
-		g.insert(c, t, g.rows())
+		g.insert(c, t, g.rows(), false)
 	}
 	return true
 }
@@ -735,7 +780,7 @@ func (g *gen) prepare(c int) bool {
 
 // finishPrepared commits or rolls back the oldest open prepared
 // transaction.
-func (g *gen) finishPrepared(c int) bool {
+func (g *gen) finishPrepared(c int, commit bool) bool {
 	m := g.models[c]
 	if len(m.prepared) == 0 {
 		return false
@@ -747,7 +792,7 @@ func (g *gen) finishPrepared(c int) bool {
 			t.heldBy = ""
 		}
 	}
-	if g.rng.IntN(3) == 0 {
+	if !commit {
 		g.sql(c, "rollback prepared", fmt.Sprintf("rollback prepared '%s'", gid))
 	} else {
 		g.sql(c, "commit prepared", fmt.Sprintf("commit prepared '%s'", gid))

@@ -17,9 +17,9 @@ func TestGenerateIsAFunctionOfTheSeed(t *testing.T) {
 	}
 }
 
-// TestGenerateCovers: over a few seeds, every feature shows up, deltas
-// come in chains of at least three, and a fork has load, points and
-// backups of its own.
+// TestGenerateCovers: every plan has every kind of step, deltas in a
+// chain of at least three, and a fork with load, points and backups of
+// its own.
 func TestGenerateCovers(t *testing.T) {
 	seen := map[string]bool{}
 	checksumsOff := false
@@ -65,6 +65,21 @@ func TestGenerateCovers(t *testing.T) {
 				if strings.Contains(s.What, "cold") {
 					seen["cold"] = true
 				}
+			}
+		}
+		whats := map[string]bool{}
+		for _, s := range p.Steps {
+			if s.Kind == KindSQL {
+				w, _, _ := strings.Cut(s.What, " (")
+				whats[w] = true
+			}
+		}
+		for _, w := range []string{"insert", "insert with large values", "update hot", "delete hot", "update cold", "delete cold",
+			"delete tail", "vacuum", "vacuum freeze", "checkpoint", "switch wal", "sequence", "create table", "drop table",
+			"truncate", "create index", "create unlogged table", "set tablespace", "prepare transaction", "commit prepared",
+			"rollback prepared"} {
+			if !whats[w] {
+				t.Errorf("seed %d: no %q step:\n%s", seed, w, p)
 			}
 		}
 		if longest < 3 {
