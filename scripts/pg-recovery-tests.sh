@@ -139,6 +139,17 @@ for t in "${tests[@]}"; do
   done
 done
 
+# walgo writes to stderr, i.e. into the servers' logs. A Go crash there is a
+# walgo defect even when the test passed; its error lines are listed.
+if grep -lE '^(panic: |fatal error: )' tmp_check/log/*.log 2>/dev/null; then
+  echo "walgo crashed in the servers' logs above" >&2
+  status=1
+fi
+if errs=$(grep -hE '^walgo: ' tmp_check/log/*.log 2>/dev/null | sort | uniq -c | sort -rn); [ -n "$errs" ]; then
+  echo "== walgo's error lines in the servers' logs (count, message)"
+  echo "$errs" | head -n 20
+fi
+
 if [ "$status" != 0 ]; then
   # prove's summary names each failed test: show the end of its log.
   for t in $(sed -n 's/^\(t\/[^ ]*\.pl\) .*(Wstat.*/\1/p' "$work/prove.out"); do
