@@ -18,7 +18,6 @@ var ciFeatures = torture.AllFeatures().Without(
 	torture.Tablespace,  // datadir: tablespaces are restored as plain folders; backup-fetch has no --tablespace
 	torture.Fork,        // lineage: restores follow the fork's timeline, LATEST and targets pick the fork's backups
 	torture.NameTargets, // targets: --target-name always picks the newest backup
-	torture.Immediate,   // backup-fetch has no --target-immediate
 )
 
 // ciSeeds are the seeds TestTorture runs in CI.

@@ -44,6 +44,8 @@ must come from the server's environment or the config file.
 --target-time takes RFC 3339 ("2026-11-24T10:00:00Z",
 "2026-11-24T12:00:00+02:00") or "YYYY-MM-DD HH:MM:SS[.frac][+TZ]"
 ("2026-11-24 10:00:00+00"); a time without a zone is UTC.
+--target-immediate stops recovery as soon as the backup is consistent:
+the database as of the end of the backup.
 --target-xid is compared with each backup's next transaction id: give the
 full 64-bit id (txid_current(), pg_current_xact_id()) on a cluster past
 its first xid epoch.`,
@@ -52,6 +54,7 @@ its first xid epoch.`,
 			&cli.StringFlag{Name: "target-lsn", Usage: "recover to this WAL location, e.g. 16/B374D848"},
 			&cli.StringFlag{Name: "target-xid", Usage: "recover until this transaction `ID` commits"},
 			&cli.StringFlag{Name: "target-name", Usage: "recover to this restore point (pg_create_restore_point)"},
+			&cli.BoolFlag{Name: "target-immediate", Usage: "recover only to the end of the backup (recovery_target = 'immediate'), whatever WAL the archive holds after it"},
 			&cli.StringFlag{Name: "target-action", Usage: "at the target: promote, pause or shutdown (default promote when a target is given)"},
 			&cli.StringFlag{Name: "target-timeline", Value: "latest", Usage: "recovery_target_timeline: latest, current or a timeline id"},
 			&cli.BoolFlag{Name: "standby", Usage: "make the restored cluster a standby that keeps replaying archived WAL (standby.signal)"},
@@ -147,9 +150,10 @@ func interspersedFlags(c *cli.Context) ([]string, error) {
 // targetFromFlags reads the --target-* flags.
 func targetFromFlags(c *cli.Context) (restore.Target, error) {
 	t := restore.Target{
-		Name:     c.String("target-name"),
-		Action:   c.String("target-action"),
-		Timeline: c.String("target-timeline"),
+		Immediate: c.Bool("target-immediate"),
+		Name:      c.String("target-name"),
+		Action:    c.String("target-action"),
+		Timeline:  c.String("target-timeline"),
 	}
 	if s := c.String("target-time"); s != "" {
 		tm, err := restore.ParseTargetTime(s)
