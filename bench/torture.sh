@@ -44,6 +44,7 @@ command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
 mkdir -p "$OUTDIR"
 LOGDIR=$OUTDIR/torture-$STAMP
 mkdir -p "$LOGDIR"
+T=$LOGDIR BENCH_TMP=${TMPDIR:-/tmp} # for lib.sh's conditions
 BIN=$LOGDIR/integration.test
 say "building the integration tests"
 (cd "$ROOT" && go test -c -o "$BIN" ./integration) || die "go test -c failed"
@@ -58,13 +59,14 @@ run_seed() { # SEED: runs one seed, leaves its log in $LOGDIR/seed-N.log and its
 
 start=$(us_now)
 say "torture: ${#seeds[@]} seeds (${seeds[0]}..${seeds[-1]}), scale $SCALE, features $FEATURES, coverage $COVERAGE, $JOBS at once"
-running=0
+running=0 n=0
 for seed in "${seeds[@]}"; do
+  if [[ $KEEP_GOING == 0 ]] && grep -qsv '^0$' "$LOGDIR"/seed-*.log.rc; then say "a seed failed; stopping (KEEP_GOING=0)"; break; fi
+  n=$((n + 1))
+  say "seed $seed ($n of ${#seeds[@]}); failed so far: $(grep -lsv '^0$' "$LOGDIR"/seed-*.log.rc | wc -l)"
   run_seed "$seed" &
   running=$((running + 1))
   if (( running >= JOBS )); then wait -n || true; running=$((running - 1)); fi
-  if [[ $KEEP_GOING == 0 ]] && grep -qsv '^0$' "$LOGDIR"/seed-*.log.rc; then say "a seed failed; stopping (KEEP_GOING=0)"; break; fi
-  say "seed $seed started; done so far: $(ls "$LOGDIR"/*.rc 2>/dev/null | wc -l)"
 done
 wait
 took_s=$(( ($(us_now) - start) / 1000000 ))
