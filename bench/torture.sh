@@ -72,7 +72,7 @@ wait
 took_s=$(( ($(us_now) - start) / 1000000 ))
 
 # Each seed's summary line: "torture: seed N: checksums on, S steps, P points, B backups, R restores (time a, lsn b, ...), F faulted, X failures, T"
-points=0 backups=0 restores=0 failures=0 ran=0 nochecksums=0
+points=0 backups=0 restores=0 refusals=0 failures=0 ran=0 nochecksums=0
 declare -A kinds=()
 failed_seeds=()
 for seed in "${seeds[@]}"; do
@@ -89,6 +89,7 @@ for seed in "${seeds[@]}"; do
   [[ $line =~ ([0-9]+)\ points ]] && points=$((points + BASH_REMATCH[1]))
   [[ $line =~ ([0-9]+)\ backups ]] && backups=$((backups + BASH_REMATCH[1]))
   [[ $line =~ ([0-9]+)\ restores ]] && restores=$((restores + BASH_REMATCH[1]))
+  [[ $line =~ ([0-9]+)\ beyond ]] && refusals=$((refusals + BASH_REMATCH[1]))
   [[ $line =~ ([0-9]+)\ failures ]] && f=${BASH_REMATCH[1]} || f=0
   failures=$((failures + f))
   if [[ $line =~ \(([a-z0-9 ,]*)\) ]]; then
@@ -116,6 +117,7 @@ for k in time lsn xid name immediate end; do [[ -n ${kinds[$k]:-} ]] && by_kind+
   echo "points      $points recorded"
   echo "backups     $backups taken"
   echo "restores    $restores started and compared (${by_kind%, })"
+  echo "refusals    $refusals targets beyond the archive tried (each must be refused)"
   echo "failures    $failures in ${#failed_seeds[@]} seeds"
   for s in "${failed_seeds[@]}"; do echo "  seed $s"; done
   (( ${#failed_seeds[@]} )) && echo "  reproduce one: WALGO_TORTURE_SEEDS=N WALGO_TORTURE_SCALE=$SCALE WALGO_TORTURE_FEATURES=$FEATURES WALGO_TORTURE_COVERAGE=$COVERAGE go test ./integration -run '^TestTorture\$' -count=1 -v -timeout 0"

@@ -64,6 +64,10 @@ const (
 	// NamedBackups: restores from each backup that covers a point, named
 	// on the command line, besides the one walgo chooses.
 	NamedBackups Feature = "named-backups"
+	// BeyondArchive: restores to a time, an LSN and a restore point name
+	// that the archive does not reach must be refused by backup-fetch,
+	// before anything is restored.
+	BeyondArchive Feature = "beyond-archive"
 )
 
 // Features is a set of features.
@@ -73,7 +77,7 @@ type Features map[Feature]bool
 func AllFeatures() Features {
 	f := Features{}
 	for _, x := range []Feature{Tablespace, ChecksumsOff, Deltas, ColdChanges, Unlogged, Prepared, Toast,
-		DDL, Fork, NameTargets, Immediate, NamedBackups} {
+		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive} {
 		f[x] = true
 	}
 	return f

@@ -25,11 +25,18 @@ type restoreCase struct {
 	// timeline is passed as --target-timeline when not 0: the history
 	// the point belongs to, as a user restoring it would name it.
 	timeline uint32
+	// refuse: the target is beyond the archive; backup-fetch must fail
+	// and leave nothing behind.
+	refuse bool
 }
 
 func (rc *restoreCase) describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "restore %s: ", rc.id)
+	if rc.refuse {
+		fmt.Fprintf(&b, "%s beyond the end of %s's archive (timeline %d), walgo choosing the backup: must be refused", rc.kind, ClusterName(rc.point.cluster), rc.point.tl)
+		return b.String()
+	}
 	if rc.point != nil {
 		fmt.Fprintf(&b, "point %d (%s, step %d, timeline %d) by %s", rc.point.n, ClusterName(rc.point.cluster), rc.point.step, rc.point.tl, rc.kind)
 	} else {
@@ -113,6 +120,21 @@ func (r *runner) cases() []*restoreCase {
 			}
 		}
 	}
+	// Targets the archive does not reach, walgo choosing the backup: an
+	// hour after its end, 64 MiB of WAL past it, a restore point never made.
+	if f[BeyondArchive] {
+		for _, cl := range r.clusters {
+			if cl.end == nil || cl.endLSN == 0 {
+				continue
+			}
+			tl := r.timelineOf(cl.idx)
+			beyond := &point{n: 0, cluster: cl.idx, tl: tl, time: cl.endTime.Add(time.Hour),
+				lsn: cl.endLSN + 64<<20, name: fmt.Sprintf("torture_s%d_never_made", r.plan.Seed)}
+			for _, k := range []TargetKind{TargetTime, TargetLSN, TargetName} {
+				cs = append(cs, &restoreCase{id: fmt.Sprintf("%s-beyond-%s", ClusterName(cl.idx), k), point: beyond, kind: k, timeline: tl, refuse: true})
+			}
+		}
+	}
 	// The end of each cluster's archive: its state at the end of the run,
 	// on the timeline of its last point.
 	for _, cl := range r.clusters {
@@ -189,11 +211,25 @@ func (r *runner) restore(t *testing.T, rc *restoreCase) {
 	args := r.fetchArgs(rc, dir, ts)
 	res, err := r.walgo(ctx, nil, args...)
 	r.mu.Lock()
-	r.rep.Restores++
-	r.rep.Targets[rc.kind]++
+	if rc.refuse {
+		r.rep.Refusals++
+	} else {
+		r.rep.Restores++
+		r.rep.Targets[rc.kind]++
+	}
 	r.mu.Unlock()
 	if err != nil {
 		r.fail(where, "backup-fetch could not run", err.Error(), false)
+		return
+	}
+	if rc.refuse {
+		left, _ := os.ReadDir(dir)
+		switch {
+		case res.code == 0:
+			r.fail(where, "backup-fetch restored a target the archive does not reach", res.String(), false)
+		case len(left) > 0:
+			r.fail(where, fmt.Sprintf("backup-fetch refused a target beyond the archive but left %d entries in %s", len(left), dir), res.String(), false)
+		}
 		return
 	}
 	if res.code != 0 {
@@ -294,4 +330,15 @@ func removeAll(t *testing.T, dir string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Errorf("torture: %v", err)
+}
+
+// timelineOf is the timeline a cluster's last point is on (1 without one).
+func (r *runner) timelineOf(c int) uint32 {
+	tl := uint32(1)
+	for _, p := range r.points {
+		if p.cluster == c {
+			tl = p.tl
+		}
+	}
+	return tl
 }

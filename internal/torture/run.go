@@ -74,6 +74,7 @@ type Report struct {
 	Backups  []BackupInfo
 	Restores int                // restores started and checked
 	Targets  map[TargetKind]int // restores by target kind
+	Refusals int                // targets beyond the archive tried (each must be refused)
 	Faulted  int                // restores Config.Fault changed
 	Failures []Failure
 	Repro    string
@@ -107,8 +108,8 @@ func (r *Report) Summary() string {
 	if !r.Plan.Checksums {
 		sums = "off"
 	}
-	return fmt.Sprintf("torture: seed %d: checksums %s, %d steps, %d points, %d backups, %d restores (%s), %d faulted, %d failures, %s",
-		r.Seed, sums, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Faulted,
+	return fmt.Sprintf("torture: seed %d: checksums %s, %d steps, %d points, %d backups, %d restores (%s), %d beyond the archive, %d faulted, %d failures, %s",
+		r.Seed, sums, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Refusals, r.Faulted,
 		len(r.Failures), r.Took.Round(time.Second))
 }
 
@@ -181,6 +182,9 @@ type cluster struct {
 	origin int          // the step of the point it was forked at
 	dead   bool         // it failed; its later steps are skipped
 	end    *Fingerprint // its state at the end of the run
+	// Where its archived WAL ends, once the run is over.
+	endTime time.Time
+	endLSN  wal.LSN
 }
 
 type runner struct {
@@ -256,6 +260,16 @@ func Run(t *testing.T, cfg Config) *Report {
 			cl.end = fp
 			if err := archiveAll(ctx, cl.conn); err != nil {
 				r.fail(ClusterName(cl.idx), "WAL not archived", err.Error(), false)
+				continue
+			}
+			// Where the archive ends: a target beyond must be refused.
+			var lsn string
+			if err := cl.conn.QueryRow(ctx, "select clock_timestamp(), pg_current_wal_insert_lsn()::text").Scan(&cl.endTime, &lsn); err != nil {
+				r.fail(ClusterName(cl.idx), "the end of its WAL", err.Error(), false)
+				continue
+			}
+			if cl.endLSN, err = wal.ParseLSN(lsn); err != nil {
+				r.fail(ClusterName(cl.idx), "the end of its WAL", err.Error(), false)
 			}
 		}
 	}
