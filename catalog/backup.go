@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"time"
 
@@ -194,16 +193,24 @@ func DecodeManifest(r io.Reader) (*Manifest, error) {
 }
 
 // ReadSentinel fetches one backup's sentinel; ErrNotFound if the backup
-// does not exist (or never finished).
+// does not exist (or never finished). A backup this walgo cannot restore
+// is an error naming what it is: another tool's or a newer walgo's wraps
+// ErrForeign, a damaged sentinel or one that disagrees with its key
+// (CheckSentinelKey) wraps codec.ErrCorrupt.
 func ReadSentinel(ctx context.Context, s storage.Store, name string) (*Sentinel, error) {
 	if !ValidBackupName(name) {
 		return nil, fmt.Errorf("backup %q: %w", name, storage.ErrNotFound)
 	}
-	b, err := readSmall(ctx, s, SentinelKey(name), 16<<20)
-	if err != nil {
+	sn, f, err := readSentinel(ctx, s, name)
+	switch {
+	case err != nil:
 		return nil, fmt.Errorf("backup %s: %w", name, err)
+	case f != nil && f.Kind == ForeignDamaged:
+		return nil, fmt.Errorf("backup %s: %w: sentinel %s is %s", name, codec.ErrCorrupt, f.Key, f.Problem)
+	case f != nil:
+		return nil, fmt.Errorf("backup %s: %w: %s", name, ErrForeign, f.Problem)
 	}
-	return DecodeSentinel(b)
+	return sn, nil
 }
 
 // readSmall reads a small object (a sentinel) whole, at most limit bytes.
@@ -225,28 +232,13 @@ func WriteSentinel(ctx context.Context, s storage.Store, sn *Sentinel) error {
 	return s.Put(ctx, SentinelKey(sn.Name), bytes.NewReader(b))
 }
 
-// ListBackups returns every finished backup, oldest finish time first.
-// Ages come from the sentinels' times, never from names.
+// ListBackups returns every finished backup this walgo can restore,
+// oldest finish time first (see ListAllBackups for the others). Ages come
+// from the sentinels' times, never from names.
 func ListBackups(ctx context.Context, s storage.Store) ([]*Sentinel, error) {
-	var names []string
-	err := s.List(ctx, BackupPrefix, func(oi storage.ObjectInfo) error {
-		rest := strings.TrimPrefix(oi.Key, BackupPrefix)
-		if n, ok := strings.CutSuffix(rest, sentinelSuffix); ok && !strings.Contains(n, "/") {
-			names = append(names, n)
-		}
-		return nil
-	})
+	all, err := ListAllBackups(ctx, s)
 	if err != nil {
-		return nil, fmt.Errorf("list backups: %w", err)
+		return nil, err
 	}
-	var out []*Sentinel
-	for _, n := range names {
-		sn, err := ReadSentinel(ctx, s, n)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sn)
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].FinishTime.Before(out[j].FinishTime) })
-	return out, nil
+	return all.Own, nil
 }

@@ -25,6 +25,11 @@ package catalog
 //  5. .history files are kept unless everything is deleted; when no
 //     finished backup is kept, WAL is left alone (there is nothing to
 //     measure it against), except by "everything".
+//  6. Foreign backups (another tool's, a newer walgo's, damaged
+//     sentinels: see ForeignBackup) are never deleted but by
+//     "everything", and protect the WAL from their start like kept
+//     backups do, unless IncludeForeign; one whose start is unknown keeps
+//     all WAL.
 
 import (
 	"context"
@@ -100,12 +105,17 @@ type DeleteRequest struct {
 	// SegmentSize is the wal_segment_size assumed for a backup whose
 	// sentinel does not record one (0: 16 MiB).
 	SegmentSize int64
+	// IncludeForeign: the WAL foreign backups need is not kept for them
+	// (they themselves still stay, but with everything).
+	IncludeForeign bool
 }
 
 // Inventory is what a repository holds, as PlanDelete needs it.
 type Inventory struct {
 	// Backups are the finished backups (ListBackups).
 	Backups []*Sentinel
+	// Foreign are the sentinels this walgo cannot restore (ListAllBackups).
+	Foreign []ForeignBackup
 	// BackupObjects is every object under BackupPrefix, sentinels included.
 	BackupObjects []storage.ObjectInfo
 	// WAL is every archived WAL file (ListWAL).
@@ -139,9 +149,11 @@ func ReadInventory(ctx context.Context, s storage.Store, cd *codec.Codec) (*Inve
 	if err != nil {
 		return nil, fmt.Errorf("list backups: %w", err)
 	}
-	if inv.Backups, err = ListBackups(ctx, s); err != nil {
+	all, err := ListAllBackups(ctx, s)
+	if err != nil {
 		return nil, err
 	}
+	inv.Backups, inv.Foreign = all.Own, all.Foreign
 	err = s.List(ctx, WALPrefix, func(oi storage.ObjectInfo) error {
 		if o, ok := ParseWALKey(oi.Key); ok {
 			o.Size = oi.Size
@@ -200,6 +212,16 @@ type Unfinished struct {
 	Bytes  int64     `json:"bytes"`
 }
 
+// ForeignVerdict is what a plan does with a backup walgo cannot restore.
+type ForeignVerdict struct {
+	ForeignBackup
+	Delete bool   `json:"delete"`
+	Reason string `json:"reason"`
+	// Keys are its objects, its sentinel first.
+	Keys  []string `json:"keys"`
+	Bytes int64    `json:"bytes"`
+}
+
 // LeftoverVerdict is what a plan does with one storage.Leftover: the temp
 // file or unfinished multipart upload of an interrupted write.
 type LeftoverVerdict struct {
@@ -241,6 +263,8 @@ type Plan struct {
 	Backups []BackupVerdict `json:"backups"`
 	// Unfinished lists backup folders without a sentinel.
 	Unfinished []Unfinished `json:"unfinished"`
+	// Foreign lists the backups this walgo cannot restore.
+	Foreign []ForeignVerdict `json:"foreign"`
 	// WAL lists the archived WAL in runs, by timeline then name.
 	WAL []WALRange `json:"wal"`
 	// Leftovers lists what interrupted writes left behind.
@@ -255,6 +279,9 @@ type Plan struct {
 	force bool
 	// deleteOrder lists deleted backups, deltas before their parents.
 	deleteOrder []string
+	// foreignKeys lists the objects of deleted foreign backups, each
+	// sentinel before its folder's objects.
+	foreignKeys []string
 	walDelete   []WALObject
 	sizes       map[string]int64 // of every key the plan deletes
 }
@@ -332,7 +359,7 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 	for _, b := range backups {
 		byName[b.Name] = b
 	}
-	p := &Plan{Mode: req.Mode.String(), force: req.Force, Backups: []BackupVerdict{}, Unfinished: []Unfinished{},
+	p := &Plan{Mode: req.Mode.String(), force: req.Force, Backups: []BackupVerdict{}, Unfinished: []Unfinished{}, Foreign: []ForeignVerdict{},
 		WAL: []WALRange{}, Unrecognized: []string{}, Notes: []string{}, sizes: map[string]int64{}}
 
 	keep, err := selectKept(backups, byName, req)
@@ -388,8 +415,24 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 	objsOf := map[string][]storage.ObjectInfo{}
 	sentinelSeen := map[string]bool{}
 	var unfinishedNames []string
+	foreignObjs := map[string][]storage.ObjectInfo{}
+	for _, f := range inv.Foreign {
+		foreignObjs[f.Name] = nil
+	}
 	for _, oi := range inv.BackupObjects {
 		rest := strings.TrimPrefix(oi.Key, BackupPrefix)
+		if n, ok := strings.CutSuffix(rest, sentinelSuffix); ok && !strings.Contains(n, "/") {
+			if _, foreign := foreignObjs[n]; foreign {
+				foreignObjs[n] = append([]storage.ObjectInfo{oi}, foreignObjs[n]...)
+				continue
+			}
+		}
+		if n, _, ok := strings.Cut(rest, "/"); ok {
+			if _, foreign := foreignObjs[n]; foreign {
+				foreignObjs[n] = append(foreignObjs[n], oi)
+				continue
+			}
+		}
 		if n, ok := strings.CutSuffix(rest, sentinelSuffix); ok && !strings.Contains(n, "/") && ValidBackupName(n) {
 			sentinelSeen[n] = true
 			objsOf[n] = append(objsOf[n], oi)
@@ -438,6 +481,8 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 	}
 	p.deleteOrder = deletionOrder(backups, byName, keep)
 	keptFinished := len(protectors)
+	foreignProtect, unknownStart := p.planForeign(inv.Foreign, foreignObjs, req, segSize)
+	protectors = append(protectors, foreignProtect...)
 
 	for _, n := range unfinishedNames {
 		u := Unfinished{Name: n}
@@ -478,7 +523,7 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 		p.Unfinished = append(p.Unfinished, u)
 	}
 
-	p.planWAL(inv, req, protectors, keptFinished)
+	p.planWAL(inv, req, protectors, keptFinished, unknownStart)
 	p.planLeftovers(inv.Leftovers, req)
 	if inv.LeftoversError != "" {
 		p.Notes = append(p.Notes, "what interrupted writes left could not be listed, so it stays: "+inv.LeftoversError)
@@ -491,6 +536,45 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 		p.Notes = append(p.Notes, fmt.Sprintf("%d object(s) that are neither backups nor WAL files are left alone", len(p.Unrecognized)))
 	}
 	return p, nil
+}
+
+// planForeign: a foreign backup is deleted only by everything; otherwise
+// it protects the WAL from its start (unless IncludeForeign), and one
+// whose start is unknown names itself in unknownStart, which keeps all WAL.
+func (p *Plan) planForeign(fs []ForeignBackup, objs map[string][]storage.ObjectInfo, req DeleteRequest, segSize int64) (prot []protector, unknownStart string) {
+	for _, f := range fs {
+		v := ForeignVerdict{ForeignBackup: f, Keys: []string{}}
+		for _, oi := range objs[f.Name] {
+			v.Keys = append(v.Keys, oi.Key)
+			v.Bytes += oi.Size
+		}
+		switch {
+		case req.Mode == DeleteEverything:
+			v.Delete, v.Reason = true, "foreign backup (delete everything)"
+			for _, oi := range objs[f.Name] {
+				p.sizes[oi.Key] = oi.Size
+			}
+			p.foreignKeys = append(p.foreignKeys, v.Keys...)
+			p.Totals.DeleteObjects += len(v.Keys)
+			p.Totals.DeleteBytes += v.Bytes
+		case req.IncludeForeign:
+			v.Reason = "foreign backup: never deleted but by delete everything (--include-foreign: its WAL is not kept for it)"
+		case f.StartKnown:
+			v.Reason = "foreign backup: never deleted but by delete everything; the WAL from its start is kept for it (--include-foreign lets it go)"
+			start := wal.SegmentAt(f.Timeline, f.StartLSN, segSize)
+			prot = append(prot, protector{name: "foreign backup " + f.Name, timeline: f.Timeline, start: f.StartLSN, startPos: start.Name()[8:]})
+		default:
+			v.Reason = "foreign backup whose start is unknown: never deleted but by delete everything, and all WAL is kept (--include-foreign lets it go)"
+			if unknownStart == "" {
+				unknownStart = f.Name
+			}
+		}
+		p.Foreign = append(p.Foreign, v)
+	}
+	if n := len(fs); n > 0 && req.Mode != DeleteEverything {
+		p.Notes = append(p.Notes, fmt.Sprintf("%d backup(s) walgo cannot restore (another tool's, a newer walgo's, or damaged) are left alone; see backup-list", n))
+	}
+	return prot, unknownStart
 }
 
 // planLeftovers: garbage removes what interrupted writes left once it is
@@ -673,12 +757,16 @@ type walVerdict struct {
 }
 
 // planWAL applies rules 4 and 5 to every archived WAL file.
-func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector, keptFinished int) {
+func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector, keptFinished int, unknownStart string) {
 	hist := inv.Histories
 	everything := req.Mode == DeleteEverything && keptFinished == 0
 	leaveAll := keptFinished == 0 && !everything
 	if leaveAll && len(inv.WAL) > 0 {
 		p.Notes = append(p.Notes, "no finished backup is kept: WAL is left alone")
+	}
+	if unknownStart != "" && !everything && !leaveAll {
+		leaveAll = true
+		p.Notes = append(p.Notes, fmt.Sprintf("foreign backup %s does not say where its WAL starts: all WAL is left alone (--include-foreign deletes it for walgo's backups only)", unknownStart))
 	}
 	// Per timeline: the first position a kept backup surely needs, and
 	// the first one it may need when a history file is missing.
@@ -718,6 +806,8 @@ func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector
 			return walVerdict{delete: true, reason: "delete everything"}
 		case o.Kind == wal.KindHistory:
 			return walVerdict{reason: "timeline history: always kept"}
+		case leaveAll && unknownStart != "" && keptFinished > 0:
+			return walVerdict{reason: "a foreign backup may need it"}
 		case leaveAll:
 			return walVerdict{reason: "no finished backup is kept"}
 		}
@@ -868,6 +958,12 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 		return done(err)
 	}
 	res.Backups = len(p.deleteOrder)
+	// 2b. Foreign backups (delete everything only), each sentinel first.
+	for _, k := range p.foreignKeys {
+		if err := d.del(ctx, k); err != nil {
+			return done(err)
+		}
+	}
 	// 3. Unfinished leftovers, unless they finished meanwhile.
 	res.Unfinished, res.Skipped, err = d.unfinished(ctx, p.Unfinished, SentinelKey)
 	if err != nil {

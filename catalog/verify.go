@@ -188,16 +188,20 @@ type WALReport struct {
 	SegmentSize int64            `json:"wal_segment_size"`
 	Timelines   []TimelineReport `json:"timelines"`
 	Backups     []BackupWAL      `json:"backups"`
-	// Problems are the findings that fail the check: broken backups and
-	// missing or unreadable history files.
+	// Headers is what reading every segment's header found (VerifyWAL).
+	Headers *HeaderCheck `json:"headers,omitempty"`
+	// Problems are the findings that fail the check: broken backups,
+	// missing or unreadable history files, segments whose header does not
+	// match their name or cluster.
 	Problems []string `json:"problems"`
 	OK       bool     `json:"ok"`
 }
 
-// VerifyWAL lists the archive, reads every history file with cd and checks
-// the continuity of the WAL each backup needs (see CheckContinuity). Only
-// failures to list or read the store are errors; what the archive lacks is
-// in the report.
+// VerifyWAL lists the archive, reads every history file with cd, reads
+// every segment's page header (CheckWALHeaders: a segment whose header is
+// wrong counts as missing) and checks the continuity of the WAL each
+// backup needs (see CheckContinuity). Only failures to list or read the
+// store are errors; what the archive lacks is in the report.
 func VerifyWAL(ctx context.Context, s storage.Store, cd *codec.Codec, backups []*Sentinel, segSize int64) (*WALReport, error) {
 	if !wal.ValidSegmentSize(segSize) {
 		return nil, fmt.Errorf("invalid wal segment size %d", segSize)
@@ -217,8 +221,34 @@ func VerifyWAL(ctx context.Context, s storage.Store, cd *codec.Codec, backups []
 		}
 		bad[tli] = err.Error()
 	}
-	hist := h.Parents
-	return CheckContinuity(objs, hist, bad, backups, segSize), nil
+	// Every segment's header, not only its name: one holding another
+	// segment's content or another cluster's WAL breaks recovery as a
+	// missing one does, so it counts as missing below.
+	var ids []string
+	for _, b := range backups {
+		ids = append(ids, b.SystemID)
+	}
+	hc, err := CheckWALHeaders(ctx, s, cd, objs, segSize, ids)
+	if err != nil {
+		return nil, err
+	}
+	badKeys := map[string]bool{}
+	for _, b := range hc.Bad {
+		badKeys[b.Key] = true
+	}
+	good := objs[:0:0]
+	for _, o := range objs {
+		if !badKeys[o.Key] {
+			good = append(good, o)
+		}
+	}
+	rep := CheckContinuity(good, h.Parents, bad, backups, segSize)
+	rep.Headers = hc
+	for _, b := range hc.Bad {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %s", b.Key, b.Problem))
+	}
+	rep.OK = len(rep.Problems) == 0
+	return rep, nil
 }
 
 // historyTLI is the timeline of a history file name.

@@ -3,12 +3,14 @@ package catalog
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/internal/waltest"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
 	"github.com/walgo/walgo/wal"
@@ -308,10 +310,12 @@ func TestVerifyWAL(t *testing.T) {
 		}
 	}
 	for n := uint64(1); n <= 4; n++ {
-		put(wal.SegmentFromNo(1, n, seg16).Name(), []byte("segment"))
+		name := wal.SegmentFromNo(1, n, seg16).Name()
+		put(name, waltest.Segment(t, name, seg16, 1)[:8192])
 	}
 	for n := uint64(4); n <= 6; n++ {
-		put(wal.SegmentFromNo(2, n, seg16).Name(), []byte("segment"))
+		name := wal.SegmentFromNo(2, n, seg16).Name()
+		put(name, waltest.Segment(t, name, seg16, 1)[:8192])
 	}
 	put("00000002.history", []byte("1\t0/4000100\tno recovery target specified\n"))
 	// An unreadable history of timeline 3, stored raw under a zstd name.
@@ -343,5 +347,73 @@ func TestVerifyWAL(t *testing.T) {
 	}
 	if _, err := VerifyWAL(ctx, st, cd, nil, 1000); err == nil {
 		t.Error("an invalid segment size was accepted")
+	}
+}
+
+// wal-verify reads headers, not only names (issue 10 item 10): a segment
+// holding the next segment's content, another cluster's segment, one
+// whose header names a newer timeline, and one that does not decode are
+// each reported, and count as missing for the backups that need them.
+func TestVerifyWALHeaders(t *testing.T) {
+	ctx := context.Background()
+	st, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd := codec.New(codec.Zstd{}, nil, nil)
+	put := func(name string, data []byte) {
+		t.Helper()
+		var buf bytes.Buffer
+		w, _ := cd.NewWriter(&buf)
+		w.Write(data)
+		w.Close()
+		if err := st.Put(ctx, WALKey(name, cd), &buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg := func(no uint64) string { return wal.SegmentFromNo(1, no, seg16).Name() }
+	for n := uint64(2); n <= 9; n++ {
+		put(seg(n), waltest.Segment(t, seg(n), seg16, 1)[:8192])
+	}
+	put(seg(4), waltest.Segment(t, seg(5), seg16, 1)[:8192]) // the next segment's content
+	other := waltest.Segment(t, seg(6), seg16, 1)[:8192]
+	binary.LittleEndian.PutUint64(other[24:], 42) // another cluster's
+	put(seg(6), other)
+	newer := waltest.Segment(t, seg(7), seg16, 1)[:8192]
+	binary.LittleEndian.PutUint32(newer[4:], 2) // says timeline 2
+	put(seg(7), newer)
+	if err := st.Put(ctx, WALKey(seg(8), cd), strings.NewReader("not zstd")); err != nil {
+		t.Fatal(err)
+	}
+	b := backupAt(1, 0x2000028, 0x2000100)
+	b.SystemID = "7300000000000000001" // waltest's
+	rep, err := VerifyWAL(ctx, st, cd, []*Sentinel{b}, seg16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{}
+	for _, s := range rep.Headers.Bad {
+		bad[s.Name] = s.Problem
+	}
+	for name, want := range map[string]string{
+		seg(4): "holds segment " + seg(5),
+		seg(6): "database system 42",
+		seg(7): "timeline 2",
+		seg(8): "corrupt",
+	} {
+		if !strings.Contains(bad[name], want) {
+			t.Errorf("%s: problem %q, want it to say %q", name, bad[name], want)
+		}
+	}
+	if len(bad) != 4 || rep.Headers.Checked != 8 || rep.OK {
+		t.Errorf("bad %v, checked %d, ok %v", bad, rep.Headers.Checked, rep.OK)
+	}
+	if g := rep.Backups[0].FirstGap; g == nil || g.First != seg(4) || rep.Backups[0].PITRUpToSegment != seg(3) {
+		t.Errorf("the wrong segment must break point-in-time recovery there: %+v", rep.Backups[0])
+	}
+	// Without backups, the system id most segments carry is the cluster's.
+	rep, err = VerifyWAL(ctx, st, cd, nil, seg16)
+	if err != nil || rep.Headers.SystemID != "7300000000000000001" || !strings.Contains(bad[seg(6)], "42") {
+		t.Errorf("no backups: %+v, %v", rep.Headers, err)
 	}
 }

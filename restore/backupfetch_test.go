@@ -1175,3 +1175,36 @@ func TestCleanEntryName(t *testing.T) {
 		}
 	}
 }
+
+// A sentinel whose system identifier is not the one of the pg_control in
+// its backup (a sentinel put over another cluster's backup) is never
+// restored (issue 8 item 8).
+func TestBackupFetchSystemIDMismatch(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		sentinel string
+		ok       bool
+	}{
+		{"7441234567890123456", true},
+		{"7441234567890123457", false},
+	} {
+		s := newStore(t)
+		putBackup(t, s, spec{no: 2, parts: 1, systemID: tc.sentinel, ents: []ent{
+			{path: "global/", typ: tar.TypeDir},
+			{path: "global/pg_control", body: controlWithID(t, 7441234567890123456)},
+			{path: "PG_VERSION", body: []byte("16\n")},
+		}})
+		dir := filepath.Join(t.TempDir(), "data")
+		_, err := BackupFetch(ctx, s, opts(dir))
+		switch {
+		case tc.ok && err != nil:
+			t.Fatalf("matching system id: %v", err)
+		case !tc.ok && (!errors.Is(err, codec.ErrCorrupt) || !strings.Contains(err.Error(), "database system 7441234567890123456")):
+			t.Fatalf("sentinel of another system: err = %v, want ErrCorrupt naming both", err)
+		case !tc.ok:
+			if _, serr := os.Stat(filepath.Join(dir, "global", "pg_control")); serr == nil {
+				t.Fatal("a refused restore left a pg_control Postgres could start on")
+			}
+		}
+	}
+}

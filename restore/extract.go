@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -866,6 +867,17 @@ func (r *restorer) placeControlFile(l *layer) error {
 	if _, err := r.root.Lstat(controlTmp); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	// The cluster restored must be the one the sentinel names: a sentinel
+	// put over another backup's key must never be restored as that backup.
+	if want := l.sn.SystemID; want != "" {
+		b, err := readRootHead(r.root, controlTmp, pgdata.PageSize)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", controlFile, err)
+		}
+		if id, err := pgdata.ControlSystemID(b); err == nil && strconv.FormatUint(id, 10) != want {
+			return fmt.Errorf("%w: backup %s: its pg_control is of database system %d, its sentinel says %s", codec.ErrCorrupt, l.sn.Name, id, want)
+		}
+	}
 	if err := r.root.Rename(controlTmp, controlFile); err != nil {
 		return fmt.Errorf("restore %s: %w", controlFile, err)
 	}
@@ -923,4 +935,14 @@ func (r *restorer) logProgress(layers []*layer, every time.Duration) (stop func(
 		}
 	})
 	return func() { close(done); wg.Wait() }
+}
+
+// readRootHead reads at most n bytes from the start of a file below root.
+func readRootHead(root *os.Root, name string, n int64) ([]byte, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n))
 }

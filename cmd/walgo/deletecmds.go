@@ -47,7 +47,11 @@ Rules that no command breaks:
     its chain; only "delete everything --force" deletes it;
   - an unfinished backup (no sentinel) whose newest object is younger than
     --min-age may still be running: it is left alone and its WAL is kept;
-  - fewer backups than asked for is not an error.
+  - fewer backups than asked for is not an error;
+  - a backup walgo cannot restore (WAL-G's or WAL-E's, a newer walgo's, a
+    damaged sentinel: backup-list shows them) is deleted only by
+    "delete everything", and the WAL from its start is kept for it unless
+    --include-foreign is given (with an unknown start, all WAL is kept).
 
 A confirmed delete removes, in this order: the sentinels of the deleted
 backups (deltas before their parents, so an interrupted delete never leaves
@@ -63,6 +67,11 @@ func deleteFlags(extra ...cli.Flag) []cli.Flag {
 		&cli.BoolFlag{Name: "confirm", Usage: "delete; without it, only print what would be deleted"},
 		&cli.BoolFlag{Name: "json", Usage: "print the plan (and what was deleted) as JSON"},
 	}, extra...)
+}
+
+// includeForeignFlag is for the backup delete commands only.
+func includeForeignFlag() cli.Flag {
+	return &cli.BoolFlag{Name: "include-foreign", Usage: "do not keep WAL for the backups walgo cannot restore (WAL-G's, WAL-E's, damaged sentinels); they stay themselves"}
 }
 
 func minAgeFlag() cli.Flag {
@@ -86,7 +95,7 @@ and every delta built on them. Permanent backups are kept as well. Older
 backups, and the WAL no kept backup needs, are deleted.
 
 ` + deleteHelp,
-				Flags: deleteFlags(minAgeFlag()),
+				Flags: deleteFlags(minAgeFlag(), includeForeignFlag()),
 				Action: func(c *cli.Context) error {
 					req, err := retainArgs(c, "delete", true)
 					if err != nil {
@@ -107,7 +116,7 @@ refuses to delete every backup: use delete everything for that. After it,
 no point in time before the oldest kept backup's finish can be restored.
 
 ` + deleteHelp,
-				Flags: deleteFlags(minAgeFlag()),
+				Flags: deleteFlags(minAgeFlag(), includeForeignFlag()),
 				Action: func(c *cli.Context) error {
 					req, err := beforeArgs(c, "delete", "backup", catalog.ValidBackupName)
 					if err != nil {
@@ -125,7 +134,7 @@ WAL and .history files they need, unless --force is given. Stop
 backup-push first: an unfinished backup is deleted however young it is.
 
 ` + deleteHelp,
-				Flags: deleteFlags(&cli.BoolFlag{Name: "force", Usage: "delete permanent backups too"}),
+				Flags: deleteFlags(&cli.BoolFlag{Name: "force", Usage: "delete permanent backups too"}, includeForeignFlag()),
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c, "delete everything"); err != nil {
 						return err
@@ -145,7 +154,7 @@ do not show it, once older than --min-age: the file backend's
 are stored, and billed, until aborted).
 
 ` + deleteHelp,
-				Flags: deleteFlags(minAgeFlag()),
+				Flags: deleteFlags(minAgeFlag(), includeForeignFlag()),
 				Action: func(c *cli.Context) error {
 					if err := noArgs(c, "delete garbage"); err != nil {
 						return err
@@ -219,6 +228,7 @@ func runDelete(c *cli.Context, req catalog.DeleteRequest) error {
 	if c.IsSet("min-age") {
 		req.MinAge = c.Duration("min-age")
 	}
+	req.IncludeForeign = c.Bool("include-foreign")
 	return applyDelete(c.Context, e, req, c.Bool("confirm"), c.Bool("json"), c.App.Writer)
 }
 
@@ -318,6 +328,15 @@ func printPlan(w io.Writer, p *catalog.Plan, confirm bool, store storage.Store) 
 		}
 	} else {
 		fmt.Fprintln(w, "no finished backups")
+	}
+	for _, f := range p.Foreign {
+		fmt.Fprintf(w, "%s backup %s (walgo cannot restore it): %s, %d objects, %s\n", f.Kind, f.Name, action(f.Delete), len(f.Keys), humanBytes(f.Bytes))
+		fmt.Fprintf(w, "  %s\n", f.Reason)
+		if f.Delete {
+			for _, k := range f.Keys {
+				fmt.Fprintf(w, "  %s\n", k)
+			}
+		}
 	}
 	for _, u := range p.Unfinished {
 		fmt.Fprintf(w, "unfinished backup %s (newest object %s UTC): %s, %d objects, %s\n", u.Name,

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -224,21 +225,40 @@ func backupListCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "backup-list",
 		Usage: "list finished base backups, oldest first",
+		Description: `Lists the finished backups this walgo can restore, oldest finish first,
+then the ones it cannot ("foreign"): WAL-G's and WAL-E's backups sharing
+the folder (with their start LSN and times when their sentinel has them),
+sentinels of a newer walgo, and damaged sentinels, each with its key and
+what to do. Foreign backups are never restored, never chosen as LATEST or
+as a delta parent, and never deleted but by delete everything.
+--json prints walgo's own backups; --json --foreign the foreign ones.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			&cli.BoolFlag{Name: "detail", Usage: "add delta parent, Postgres version, system id, host, file count and walgo version"},
+			&cli.BoolFlag{Name: "foreign", Usage: "with --json: print the backups walgo cannot restore instead"},
 		},
 		Action: func(c *cli.Context) error {
 			e, err := setup(c, true)
 			if err != nil {
 				return err
 			}
-			list, err := catalog.ListBackups(c.Context, e.store)
+			all, err := catalog.ListAllBackups(c.Context, e.store)
 			if err != nil {
 				return err
 			}
+			list := all.Own
 			detail := c.Bool("detail")
+			if c.Bool("json") && c.Bool("foreign") {
+				out := all.Foreign
+				if out == nil {
+					out = []catalog.ForeignBackup{}
+				}
+				return writeJSON(c.App.Writer, out)
+			}
 			if c.Bool("json") {
+				for _, f := range all.Foreign {
+					e.log.Warn("backup walgo cannot restore (backup-list --json --foreign lists them)", zap.String("backup", f.Name), zap.String("kind", f.Kind), zap.String("problem", f.Problem))
+				}
 				out := make([]any, 0, len(list))
 				for _, sn := range list {
 					if detail {
@@ -253,7 +273,7 @@ func backupListCommand() *cli.Command {
 			}
 			if len(list) == 0 {
 				fmt.Fprintf(c.App.Writer, "no backups in %s\n", e.store)
-				return nil
+				return printForeign(c.App.Writer, all.Foreign)
 			}
 			const timeFmt = "2006-01-02 15:04:05"
 			w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
@@ -277,9 +297,47 @@ func backupListCommand() *cli.Command {
 				}
 				fmt.Fprintln(w)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			return printForeign(c.App.Writer, all.Foreign)
 		},
 	}
+}
+
+// printForeign lists the backups walgo cannot restore after backup-list's
+// table.
+func printForeign(out io.Writer, fs []catalog.ForeignBackup) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	const timeFmt = "2006-01-02 15:04:05"
+	fmt.Fprintf(out, "\n%d backup(s) walgo cannot restore (never chosen, never deleted but by delete everything):\n", len(fs))
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tKIND\tSTARTED (UTC)\tFINISHED (UTC)\tSTART LSN\tFINISH LSN\tTIMELINE")
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format(timeFmt)
+	}
+	for _, f := range fs {
+		start, finish, tli := "-", "-", "-"
+		if f.StartKnown {
+			start, tli = f.StartLSN.String(), strconv.FormatUint(uint64(f.Timeline), 10)
+		}
+		if f.FinishLSN != 0 {
+			finish = f.FinishLSN.String()
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Name, f.Kind, when(f.StartTime), when(f.FinishTime), start, finish, tli)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, f := range fs {
+		fmt.Fprintf(out, "%s (%s): %s\n", f.Name, f.Key, f.Problem)
+	}
+	return nil
 }
 
 // backupRow is one backup in backup-list --json.

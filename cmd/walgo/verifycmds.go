@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
@@ -38,10 +39,17 @@ history file) and each backup: whether it is restorable (every segment to
 its finish LSN archived) and up to which LSN point-in-time recovery can go
 without a gap.
 
-Exits 5 when a gap breaks recovery from any backup, or when a timeline
+It also reads the page header at the start of every archived segment: a
+segment whose header says another address, a newer timeline, another
+segment size or another cluster's system identifier (the backups', or the
+one most segments carry) is reported and counts as missing.
+
+Exits 5 when a gap or a wrong segment breaks recovery from any backup,
+when a segment's header does not match its name, or when a timeline
 above 1 (with segments or .partial files, or named in another history) has
 no readable .history file: Postgres finds the newest timeline by probing
-them. Gaps no backup needs are shown but do not fail the check.`,
+them. Gaps no backup needs are shown but do not fail the check. Backups
+walgo cannot restore (backup-list shows them) are listed, not checked.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
@@ -53,10 +61,11 @@ them. Gaps no backup needs are shown but do not fail the check.`,
 			if err != nil {
 				return err
 			}
-			backups, err := catalog.ListBackups(c.Context, e.store)
+			all, err := catalog.ListAllBackups(c.Context, e.store)
 			if err != nil {
 				return err
 			}
+			backups := all.Own
 			segSize := e.set.segSize
 			if !c.IsSet("wal-segment-size") {
 				// The backups know the cluster's segment size.
@@ -79,6 +88,9 @@ them. Gaps no backup needs are shown but do not fail the check.`,
 				}
 			} else if err := printWALReport(c.App.Writer, rep, e.store); err != nil {
 				return err
+			}
+			for _, f := range all.Foreign {
+				e.log.Warn("not checked: a backup walgo cannot restore", zap.String("backup", f.Name), zap.String("kind", f.Kind), zap.String("problem", f.Problem))
 			}
 			if !rep.OK {
 				return verifyFailed{fmt.Sprintf("wal-verify: %s in %s", countOf(len(rep.Problems), "problem"), e.store)}
@@ -166,6 +178,16 @@ func printWALReport(out io.Writer, rep *catalog.WALReport, store storage.Store) 
 			}
 		}
 	}
+	if h := rep.Headers; h != nil {
+		fmt.Fprintf(out, "\nsegment headers: %d read, %d wrong", h.Checked, len(h.Bad))
+		if h.SystemID != "" {
+			fmt.Fprintf(out, " (held to system identifier %s)", h.SystemID)
+		}
+		fmt.Fprintln(out)
+		for _, sk := range h.Skipped {
+			fmt.Fprintf(out, "note: %s\n", sk)
+		}
+	}
 	if len(rep.Problems) > 0 {
 		fmt.Fprintln(out, "\nproblems:")
 		for _, p := range rep.Problems {
@@ -220,10 +242,20 @@ key and the file it concerns.`,
 				return err
 			}
 			var backups []*catalog.Sentinel
+			var damaged []catalog.ForeignBackup
 			switch {
 			case all || strings.EqualFold(args[0], restore.Latest):
-				if backups, err = catalog.ListBackups(c.Context, e.store); err != nil {
+				list, err := catalog.ListAllBackups(c.Context, e.store)
+				if err != nil {
 					return err
+				}
+				backups = list.Own
+				for _, f := range list.Foreign {
+					if f.Kind == catalog.ForeignDamaged && all {
+						damaged = append(damaged, f)
+					} else {
+						e.log.Warn("not verified: a backup walgo cannot restore", zap.String("backup", f.Name), zap.String("kind", f.Kind), zap.String("problem", f.Problem))
+					}
 				}
 				if len(backups) == 0 && !all {
 					return fmt.Errorf("no backups: %w in %s", storage.ErrNotFound, e.store)
@@ -241,8 +273,15 @@ key and the file it concerns.`,
 				}
 				backups = []*catalog.Sentinel{sn}
 			}
-			reports := make([]*restore.VerifyReport, 0, len(backups))
-			failed := 0
+			reports := make([]*restore.VerifyReport, 0, len(backups)+len(damaged))
+			failed := len(damaged)
+			for _, f := range damaged {
+				rep := &restore.VerifyReport{Backup: f.Name, Problems: []restore.Problem{{Key: f.Key, Msg: f.Problem}}}
+				reports = append(reports, rep)
+				if !c.Bool("json") {
+					printBackupReport(c.App.Writer, rep)
+				}
+			}
 			for _, sn := range backups {
 				rep, err := restore.VerifyBackup(c.Context, e.store, sn, restore.VerifyOptions{
 					Codec:       e.set.codec,
@@ -275,10 +314,10 @@ key and the file it concerns.`,
 				if failed > 0 {
 					verdict = "FAILED"
 				}
-				fmt.Fprintf(c.App.Writer, "backup-verify: %s: %d OK, %d with problems: %s\n", countOf(len(backups), "backup"), len(backups)-failed, failed, verdict)
+				fmt.Fprintf(c.App.Writer, "backup-verify: %s: %d OK, %d with problems: %s\n", countOf(len(reports), "backup"), len(reports)-failed, failed, verdict)
 			}
 			if failed > 0 {
-				return verifyFailed{fmt.Sprintf("backup-verify: %d of %d backups have problems", failed, len(backups))}
+				return verifyFailed{fmt.Sprintf("backup-verify: %d of %d backups have problems", failed, len(reports))}
 			}
 			return nil
 		},
