@@ -163,7 +163,7 @@ func readSentinel(ctx context.Context, s storage.Store, name string) (*Sentinel,
 		if errors.As(err, &se) {
 			return nil, nil, se.err
 		}
-		return nil, damaged(name, key, "its content is not a JSON object ("+err.Error()+")"), nil
+		return nil, damaged(name, key, "it is not a valid JSON object ("+err.Error()+")"), nil
 	}
 	if raw, ok := fields["format"]; ok {
 		return ownSentinel(name, key, raw, fields, whole)
