@@ -64,6 +64,12 @@ const (
 	// NamedBackups: restores from each backup that covers a point, named
 	// on the command line, besides the one walgo chooses.
 	NamedBackups Feature = "named-backups"
+	// LoadDuringBackup: some backups run while another session keeps
+	// updating rows of a table (torture_load) on many pages, so pages
+	// change while backup-push reads them. Such a backup has no
+	// end-of-backup restore: what it holds at its end is whatever the load
+	// had committed then; the points after it are restored through it.
+	LoadDuringBackup Feature = "load-during-backup"
 	// BeyondArchive: restores to a time, an LSN and a restore point name
 	// that the archive does not reach must be refused by backup-fetch,
 	// before anything is restored.
@@ -77,7 +83,7 @@ type Features map[Feature]bool
 func AllFeatures() Features {
 	f := Features{}
 	for _, x := range []Feature{Tablespace, ChecksumsOff, Deltas, ColdChanges, Unlogged, Prepared, Toast,
-		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive} {
+		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive, LoadDuringBackup} {
 		f[x] = true
 	}
 	return f
@@ -158,6 +164,7 @@ type Step struct {
 	SQL     string // KindSQL
 	What    string // KindSQL: a short description
 	Delta   bool   // KindBackup: --delta
+	Load    bool   // KindBackup: torture_load is updated while it runs
 	Backup  int    // KindBackup: the backup's number, from 1
 	Point   int    // KindPoint: the point's number, from 1
 	Name    string // KindPoint: the restore point's name
@@ -171,10 +178,14 @@ func (s Step) String() string {
 	on := ClusterName(s.Cluster)
 	switch s.Kind {
 	case KindBackup:
+		cmd := "walgo backup-push"
 		if s.Delta {
-			return fmt.Sprintf("%3d %s: backup %d: walgo backup-push --delta", s.N, on, s.Backup)
+			cmd += " --delta"
 		}
-		return fmt.Sprintf("%3d %s: backup %d: walgo backup-push", s.N, on, s.Backup)
+		if s.Load {
+			cmd += ", while another session updates torture_load"
+		}
+		return fmt.Sprintf("%3d %s: backup %d: %s", s.N, on, s.Backup, cmd)
 	case KindPoint:
 		return fmt.Sprintf("%3d %s: point %d (marker commit, restore point %q, fingerprint)", s.N, on, s.Point, s.Name)
 	case KindFork:
@@ -376,7 +387,8 @@ func (g *gen) backup(c int) {
 		g.chainLen[c] = 0
 	}
 	g.backups[c]++
-	g.add(Step{Cluster: c, Kind: KindBackup, Delta: delta, Backup: g.backupNo})
+	load := g.f[LoadDuringBackup] && g.backupNo > 1 && g.rng.IntN(3) == 0
+	g.add(Step{Cluster: c, Kind: KindBackup, Delta: delta, Backup: g.backupNo, Load: load})
 }
 
 // point adds a recorded point on cluster c.

@@ -105,7 +105,7 @@ func (r *runner) cases() []*restoreCase {
 		}
 	}
 	for _, b := range r.backups {
-		if f[Immediate] {
+		if f[Immediate] && b.fp != nil {
 			cs = append(cs, &restoreCase{id: fmt.Sprintf("b%d-immediate", b.Number), backup: b, kind: TargetImmediate, want: b.fp.Restored()})
 		}
 		if f[NamedBackups] && r.cfg.Coverage == Sample {

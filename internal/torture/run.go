@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -326,6 +328,10 @@ func (r *runner) setup(ctx context.Context) error {
 	if r.plan.Features[Tablespace] {
 		stmts = append(stmts, fmt.Sprintf("create tablespace %s location '%s'", TablespaceName, ts))
 	}
+	if r.plan.Features[LoadDuringBackup] {
+		stmts = append(stmts, "create table torture_load (id int primary key, n bigint not null, pad text not null) with (autovacuum_enabled = off, fillfactor = 50)",
+			fmt.Sprintf("insert into torture_load select g, 0, md5(g::text) from generate_series(1, %d) g", loadRows))
+	}
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {
 			return fmt.Errorf("%s: %w", s, err)
@@ -522,12 +528,20 @@ func (r *runner) listBackups(ctx context.Context) ([]backupRow, error) {
 	return rows, nil
 }
 
-// backup runs backup-push on a quiet cluster: its fingerprint before the
-// push is the state a restore to the end of the backup must show.
+// loadRows is the size of torture_load: a few dozen pages.
+const loadRows = 4000
+
+// backup runs backup-push. On a quiet cluster its fingerprint before the
+// push is the state a restore to the end of the backup must show; with
+// Step.Load another session updates torture_load until the push is done,
+// and there is no such state to compare with.
 func (r *runner) backup(ctx context.Context, cl *cluster, st Step) error {
-	fp, err := r.fingerprint(ctx, cl)
-	if err != nil {
-		return err
+	var fp *Fingerprint
+	var err error
+	if !st.Load {
+		if fp, err = r.fingerprint(ctx, cl); err != nil {
+			return err
+		}
 	}
 	files, err := relationFiles(ctx, cl.conn)
 	if err != nil {
@@ -541,7 +555,22 @@ func (r *runner) backup(ctx context.Context, cl *cluster, st Step) error {
 	if st.Delta {
 		args = append(args, "--delta")
 	}
+	var stopLoad func() (int, error)
+	if st.Load {
+		if stopLoad, err = startLoad(ctx, cl.pg, r.plan.Seed+uint64(st.N)); err != nil {
+			return err
+		}
+	}
 	res, err := r.walgo(ctx, append(cl.pg.ConnEnv(), "WALGO_DISK_RATE_LIMIT=0"), args...)
+	if stopLoad != nil {
+		n, lerr := stopLoad()
+		if lerr != nil {
+			return fmt.Errorf("load during the backup: %w", lerr)
+		}
+		if n == 0 {
+			return errors.New("load during the backup: not one update committed")
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -593,6 +622,38 @@ func (r *runner) backup(ctx context.Context, cl *cluster, st Step) error {
 		}
 	}
 	return nil
+}
+
+// startLoad updates random rows of torture_load, one transaction each,
+// in its own session, until the returned stop is called; stop says how
+// many it committed.
+func startLoad(ctx context.Context, pg *pgtest.Cluster, seed uint64) (stop func() (int, error), err error) {
+	conn, err := connect(ctx, pg)
+	if err != nil {
+		return nil, err
+	}
+	var quit atomic.Bool
+	done := make(chan struct{})
+	var n int
+	var lerr error
+	go func() {
+		defer close(done)
+		rng := rand.New(rand.NewPCG(seed, 0x6c6f6164))
+		for !quit.Load() {
+			id := 1 + rng.IntN(loadRows)
+			if _, err := conn.Exec(ctx, "update torture_load set n = n + 1, pad = md5(pad) where id = $1", id); err != nil {
+				lerr = err
+				return
+			}
+			n++
+		}
+	}()
+	return func() (int, error) {
+		quit.Store(true)
+		<-done
+		conn.Close(ctx)
+		return n, lerr
+	}, nil
 }
 
 // relationFiles maps each table to its main fork's path in the data
