@@ -70,6 +70,9 @@ const (
 	// end-of-backup restore: what it holds at its end is whatever the load
 	// had committed then; the points after it are restored through it.
 	LoadDuringBackup Feature = "load-during-backup"
+	// S3: some seeds keep the repository on a real S3 server
+	// (versitygw) instead of in a folder.
+	S3 Feature = "s3"
 	// BeyondArchive: restores to a time, an LSN and a restore point name
 	// that the archive does not reach must be refused by backup-fetch,
 	// before anything is restored.
@@ -83,7 +86,7 @@ type Features map[Feature]bool
 func AllFeatures() Features {
 	f := Features{}
 	for _, x := range []Feature{Tablespace, ChecksumsOff, Deltas, ColdChanges, Unlogged, Prepared, Toast,
-		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive, LoadDuringBackup} {
+		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive, LoadDuringBackup, S3} {
 		f[x] = true
 	}
 	return f
@@ -212,13 +215,18 @@ type Plan struct {
 	Scale     int
 	Features  Features
 	Checksums bool // initdb -k; false also sets wal_log_hints = off
+	S3        bool // the repository is on an S3 server, not in a folder
 	Steps     []Step
 }
 
 // String lists the plan, one step a line.
 func (p *Plan) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "seed %d, scale %d, data checksums %v, features %s\n", p.Seed, p.Scale, p.Checksums, p.Features)
+	repo := "file"
+	if p.S3 {
+		repo = "s3"
+	}
+	fmt.Fprintf(&b, "seed %d, scale %d, data checksums %v, %s repository, features %s\n", p.Seed, p.Scale, p.Checksums, repo, p.Features)
 	for _, s := range p.Steps {
 		b.WriteString(s.String())
 		b.WriteByte('\n')
@@ -297,6 +305,9 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 	}
 	if f[ChecksumsOff] && g.rng.IntN(3) == 0 {
 		g.p.Checksums = false
+	}
+	if f[S3] && g.rng.IntN(3) == 0 {
+		g.p.S3 = true
 	}
 	g.addCluster(&model{}, -1)
 

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/walgo/walgo/internal/pgtest"
+	"github.com/walgo/walgo/internal/s3test"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -106,12 +107,15 @@ func (r *Report) Summary() string {
 			kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
 		}
 	}
-	sums := "on"
+	sums, repo := "on", "file"
 	if !r.Plan.Checksums {
 		sums = "off"
 	}
-	return fmt.Sprintf("torture: seed %d: checksums %s, %d steps, %d points, %d backups, %d restores (%s), %d beyond the archive, %d faulted, %d failures, %s",
-		r.Seed, sums, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Refusals, r.Faulted,
+	if r.Plan.S3 {
+		repo = "s3"
+	}
+	return fmt.Sprintf("torture: seed %d: checksums %s, %s repository, %d steps, %d points, %d backups, %d restores (%s), %d beyond the archive, %d faulted, %d failures, %s",
+		r.Seed, sums, repo, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Refusals, r.Faulted,
 		len(r.Failures), r.Took.Round(time.Second))
 }
 
@@ -289,8 +293,12 @@ func (r *runner) fail(where, what, detail string, faulted bool) {
 // setup starts the primary: an archiving cluster, the workload database,
 // its extensions, sequence, marker table and tablespace.
 func (r *runner) setup(ctx context.Context) error {
-	repo := pgtest.OwnedDir(r.t, "torture-repo")
-	r.repoEnv = []string{"WALGO_STORAGE=file://" + repo}
+	if r.plan.S3 {
+		srv := s3test.Start(r.t)
+		r.repoEnv = append(srv.Env(), "WALGO_STORAGE=s3://"+srv.Bucket(r.t)+"/torture")
+	} else {
+		r.repoEnv = []string{"WALGO_STORAGE=file://" + pgtest.OwnedDir(r.t, "torture-repo")}
+	}
 	ts := pgtest.OwnedDir(r.t, "torture-ts")
 	var initdb []string
 	conf := []string{
