@@ -81,6 +81,8 @@ type Report struct {
 	Faulted  int                // restores Config.Fault changed
 	Failures []Failure
 	Repro    string
+	Workload time.Duration // the source's steps, up to the first restore
+	StepTime map[Kind]time.Duration
 	Took     time.Duration
 }
 
@@ -107,6 +109,12 @@ func (r *Report) Summary() string {
 			kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
 		}
 	}
+	var steps []string
+	for _, k := range []Kind{KindSQL, KindPoint, KindBackup, KindFork} {
+		if d := r.StepTime[k]; d > 0 {
+			steps = append(steps, fmt.Sprintf("%s %s", k, d.Round(100*time.Millisecond)))
+		}
+	}
 	sums, repo := "on", "file"
 	if !r.Plan.Checksums {
 		sums = "off"
@@ -114,9 +122,9 @@ func (r *Report) Summary() string {
 	if r.Plan.S3 {
 		repo = "s3"
 	}
-	return fmt.Sprintf("torture: seed %d: checksums %s, %s repository, %d steps, %d points, %d backups, %d restores (%s), %d beyond the archive, %d faulted, %d failures, %s",
+	return fmt.Sprintf("torture: seed %d: checksums %s, %s repository, %d steps, %d points, %d backups, %d restores (%s), %d beyond the archive, %d faulted, %d failures, %s (workload %s: %s)",
 		r.Seed, sums, repo, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Refusals, r.Faulted,
-		len(r.Failures), r.Took.Round(time.Second))
+		len(r.Failures), r.Took.Round(time.Second), r.Workload.Round(time.Second), strings.Join(steps, ", "))
 }
 
 // String is the whole report: the summary, and for a failed run every
@@ -229,7 +237,7 @@ func Run(t *testing.T, cfg Config) *Report {
 		plan.Steps[i].N = i + 1
 	}
 	r := &runner{t: t, cfg: cfg, plan: plan,
-		rep: &Report{Seed: plan.Seed, Plan: plan, Targets: map[TargetKind]int{}, Repro: cfg.Repro}}
+		rep: &Report{Seed: plan.Seed, Plan: plan, Targets: map[TargetKind]int{}, StepTime: map[Kind]time.Duration{}, Repro: cfg.Repro}}
 	defer func() { r.rep.Took = time.Since(start) }()
 	ctx := context.Background()
 
@@ -245,7 +253,10 @@ func Run(t *testing.T, cfg Config) *Report {
 		if cl.dead && st.Kind != KindFork {
 			continue
 		}
-		if err := r.step(ctx, st); err != nil {
+		t0 := time.Now()
+		err := r.step(ctx, st)
+		r.rep.StepTime[st.Kind] += time.Since(t0)
+		if err != nil {
 			r.fail(st.String(), "step failed", err.Error(), false)
 			cl.dead = true
 		}
@@ -279,6 +290,7 @@ func Run(t *testing.T, cfg Config) *Report {
 			}
 		}
 	}
+	r.rep.Workload = time.Since(start)
 	r.restoreAll(r.cases())
 	r.rep.Points = len(r.points)
 	return r.rep
