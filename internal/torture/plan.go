@@ -70,6 +70,10 @@ const (
 	// end-of-backup restore: what it holds at its end is whatever the load
 	// had committed then; the points after it are restored through it.
 	LoadDuringBackup Feature = "load-during-backup"
+	// Follower: a standby restored with backup-fetch --standby replays
+	// the primary's archive (forks archiving into the same repository)
+	// while the run goes on; at the end it must have the primary's state.
+	Follower Feature = "follower"
 	// S3: some seeds keep the repository on a real S3 server
 	// (versitygw) instead of in a folder.
 	S3 Feature = "s3"
@@ -86,7 +90,7 @@ type Features map[Feature]bool
 func AllFeatures() Features {
 	f := Features{}
 	for _, x := range []Feature{Tablespace, ChecksumsOff, Deltas, ColdChanges, Unlogged, Prepared, Toast,
-		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive, LoadDuringBackup, S3} {
+		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive, LoadDuringBackup, S3, Follower} {
 		f[x] = true
 	}
 	return f
@@ -144,6 +148,10 @@ const (
 	KindBackup Kind = "backup" // walgo backup-push, with --delta if Step.Delta
 	KindPoint  Kind = "point"  // commit a marker, make restore point Step.Name, record the point and its fingerprint
 	KindFork   Kind = "fork"   // restore point Step.Origin with walgo (target Step.Target), promote, archive into the repository
+	// KindFollower starts a standby of Step.Cluster restored with walgo
+	// (backup-fetch --standby) that replays the archive until the run
+	// ends, when it must hold the cluster's last state.
+	KindFollower Kind = "follower"
 )
 
 // TargetKind is a kind of recovery target.
@@ -193,6 +201,8 @@ func (s Step) String() string {
 		return fmt.Sprintf("%3d %s: point %d (marker commit, restore point %q, fingerprint)", s.N, on, s.Point, s.Name)
 	case KindFork:
 		return fmt.Sprintf("%3d %s: fork: walgo backup-fetch to point %d by %s, promote, archive into the same repository", s.N, on, s.Origin, s.Target)
+	case KindFollower:
+		return fmt.Sprintf("%3d %s: follower: walgo backup-fetch --standby, replaying the archive until the end", s.N, on)
 	}
 	return fmt.Sprintf("%3d %s: %s: %s", s.N, on, s.What, oneLine(s.SQL))
 }
@@ -325,9 +335,12 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 	g.backup(0)
 
 	rounds := 3 + scale
-	forkAt := -1
+	forkAt, followAt := -1, -1
 	if f[Fork] {
 		forkAt = 1 + g.rng.IntN(rounds-2)
+	}
+	if f[Follower] {
+		followAt = g.rng.IntN(rounds - 1)
 	}
 	for r := range rounds {
 		for c := range g.models {
@@ -342,6 +355,9 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 				g.op(c)
 				g.point(c)
 			}
+		}
+		if r == followAt {
+			g.add(Step{Cluster: 0, Kind: KindFollower})
 		}
 		if r == forkAt {
 			g.fork()

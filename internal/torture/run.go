@@ -71,19 +71,20 @@ type Failure struct {
 
 // Report is the outcome of one run.
 type Report struct {
-	Seed     uint64
-	Plan     *Plan
-	Points   int
-	Backups  []BackupInfo
-	Restores int                // restores started and checked
-	Targets  map[TargetKind]int // restores by target kind
-	Refusals int                // targets beyond the archive tried (each must be refused)
-	Faulted  int                // restores Config.Fault changed
-	Failures []Failure
-	Repro    string
-	Workload time.Duration // the source's steps, up to the first restore
-	StepTime map[Kind]time.Duration
-	Took     time.Duration
+	Seed      uint64
+	Plan      *Plan
+	Points    int
+	Backups   []BackupInfo
+	Restores  int                // restores started and checked
+	Targets   map[TargetKind]int // restores by target kind
+	Refusals  int                // targets beyond the archive tried (each must be refused)
+	Followers int                // standbys checked at the end
+	Faulted   int                // restores Config.Fault changed
+	Failures  []Failure
+	Repro     string
+	Workload  time.Duration // the source's steps, up to the first restore
+	StepTime  map[Kind]time.Duration
+	Took      time.Duration
 }
 
 // BackupInfo is one backup the run took, as walgo lists it.
@@ -122,8 +123,8 @@ func (r *Report) Summary() string {
 	if r.Plan.S3 {
 		repo = "s3"
 	}
-	return fmt.Sprintf("torture: seed %d: checksums %s, %s repository, %d steps, %d points, %d backups, %d restores (%s), %d beyond the archive, %d faulted, %d failures, %s (workload %s: %s)",
-		r.Seed, sums, repo, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Refusals, r.Faulted,
+	return fmt.Sprintf("torture: seed %d: checksums %s, %s repository, %d steps, %d points, %d backups, %d restores (%s), %d beyond the archive, %d followers, %d faulted, %d failures, %s (workload %s: %s)",
+		r.Seed, sums, repo, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Refusals, r.Followers, r.Faulted,
 		len(r.Failures), r.Took.Round(time.Second), r.Workload.Round(time.Second), strings.Join(steps, ", "))
 }
 
@@ -197,20 +198,29 @@ type cluster struct {
 	dead   bool         // it failed; its later steps are skipped
 	end    *Fingerprint // its state at the end of the run
 	// Where its archived WAL ends, once the run is over.
-	endTime time.Time
-	endLSN  wal.LSN
+	endTime    time.Time
+	endLSN     wal.LSN
+	lastCommit wal.LSN // right after its last commit
+}
+
+// follower is a standby restored from the repository during the run.
+type follower struct {
+	step    Step
+	pg      *pgtest.Cluster
+	fetched cmdResult
 }
 
 type runner struct {
-	t        *testing.T
-	cfg      Config
-	plan     *Plan
-	repoEnv  []string
-	clusters []*cluster
-	points   []*point
-	backups  []*backup
-	rep      *Report
-	mu       sync.Mutex
+	t         *testing.T
+	cfg       Config
+	plan      *Plan
+	repoEnv   []string
+	clusters  []*cluster
+	points    []*point
+	backups   []*backup
+	followers []*follower
+	rep       *Report
+	mu        sync.Mutex
 }
 
 // Run executes a plan (Config.Plan, or the seed's), restores every
@@ -265,7 +275,15 @@ func Run(t *testing.T, cfg Config) *Report {
 		if !cl.dead {
 			// A recovery to a time stops at the first commit after it, and
 			// fails at the end of the WAL: every point needs a commit after it.
-			if _, err := cl.conn.Exec(ctx, "insert into torture_marker values (0, 'the end', clock_timestamp())"); err != nil {
+			var lsn string
+			_, err := cl.conn.Exec(ctx, "insert into torture_marker values (0, 'the end', clock_timestamp())")
+			if err == nil {
+				err = cl.conn.QueryRow(ctx, "select pg_current_wal_insert_lsn()::text").Scan(&lsn)
+			}
+			if err == nil {
+				cl.lastCommit, err = wal.ParseLSN(lsn)
+			}
+			if err != nil {
 				r.fail(ClusterName(cl.idx), "the last commit failed", err.Error(), false)
 				continue
 			}
@@ -280,7 +298,6 @@ func Run(t *testing.T, cfg Config) *Report {
 				continue
 			}
 			// Where the archive ends: a target beyond must be refused.
-			var lsn string
 			if err := cl.conn.QueryRow(ctx, "select clock_timestamp(), pg_current_wal_insert_lsn()::text").Scan(&cl.endTime, &lsn); err != nil {
 				r.fail(ClusterName(cl.idx), "the end of its WAL", err.Error(), false)
 				continue
@@ -289,6 +306,9 @@ func Run(t *testing.T, cfg Config) *Report {
 				r.fail(ClusterName(cl.idx), "the end of its WAL", err.Error(), false)
 			}
 		}
+	}
+	for _, fo := range r.followers {
+		r.checkFollower(ctx, fo)
 	}
 	r.rep.Workload = time.Since(start)
 	r.restoreAll(r.cases())
@@ -454,6 +474,8 @@ func (r *runner) step(ctx context.Context, st Step) error {
 		return r.backup(ctx, cl, st)
 	case KindFork:
 		return r.fork(ctx, st)
+	case KindFollower:
+		return r.startFollower(ctx, cl, st)
 	}
 	return fmt.Errorf("unknown step kind %q", st.Kind)
 }
@@ -829,4 +851,95 @@ func tailLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// startFollower restores the newest backup of a cluster's history as a
+// standby (backup-fetch --standby) and starts it: it replays the
+// archive as the run goes on.
+func (r *runner) startFollower(ctx context.Context, cl *cluster, st Step) error {
+	tl, err := currentTimeline(ctx, cl.conn)
+	if err != nil {
+		return err
+	}
+	ts := pgtest.OwnedDir(r.t, fmt.Sprintf("torture-follower%d-ts", st.N))
+	dir := filepath.Join(pgtest.OwnedDir(r.t, fmt.Sprintf("torture-follower%d", st.N)), "data")
+	rc := &restoreCase{id: "follower", kind: TargetEnd, timeline: tl}
+	res, err := r.walgo(ctx, nil, append(r.fetchArgs(rc, dir, ts), "--standby")...)
+	if err != nil {
+		return err
+	}
+	if res.code != 0 {
+		return fmt.Errorf("follower: %s", res)
+	}
+	pgtest.Chown(r.t, dir)
+	pg := pgtest.OpenExisting(r.t, dir, pgtest.Options{Env: r.repoEnv, Conf: []string{"archive_mode = off", "hot_standby = on"}})
+	if err := pg.TryStart(); err != nil {
+		return fmt.Errorf("follower: %w\n%s", err, res)
+	}
+	r.followers = append(r.followers, &follower{step: st, pg: pg, fetched: res})
+	return nil
+}
+
+// checkFollower waits until a follower has replayed past its cluster's
+// last commit, promotes it and compares it with the cluster's last state.
+func (r *runner) checkFollower(ctx context.Context, fo *follower) {
+	cl := r.clusters[fo.step.Cluster]
+	where := fo.step.String()
+	if cl.end == nil || cl.lastCommit == 0 {
+		return
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		var replayed string
+		out, err := fo.pg.Exec(ctx, "select coalesce(pg_last_wal_replay_lsn()::text, '0/0')")
+		if err == nil {
+			replayed = out
+		}
+		if l, err := wal.ParseLSN(replayed); err == nil && l >= cl.lastCommit {
+			break
+		}
+		if !fo.pg.Running() || time.Now().After(deadline) {
+			r.fail(where, fmt.Sprintf("the follower did not replay up to %s's last commit at %s (replayed: %q)", ClusterName(cl.idx), cl.lastCommit, replayed),
+				fo.fetched.String()+"\nserver log:\n"+tailFile(fo.pg.LogFile(), 40), false)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := fo.pg.Exec(ctx, "select pg_promote()"); err != nil {
+		r.fail(where, "the follower did not promote", err.Error(), false)
+		return
+	}
+	if err := waitPromoted(ctx, fo.pg); err != nil {
+		r.fail(where, "the follower did not promote", err.Error(), false)
+		return
+	}
+	conn, err := connect(ctx, fo.pg)
+	if err != nil {
+		r.fail(where, "cannot connect to the follower", err.Error(), false)
+		return
+	}
+	defer conn.Close(ctx)
+	got, err := takeFingerprint(ctx, conn, amcheck(fo.pg))
+	if err != nil {
+		r.fail(where, "cannot read the follower", err.Error(), false)
+		return
+	}
+	r.rep.Followers++
+	if d := Diff(cl.end.Restored(), got); len(d) > 0 {
+		r.fail(where, fmt.Sprintf("the follower differs from %s's last state", ClusterName(cl.idx)),
+			strings.Join(d, "\n")+"\n"+fo.fetched.String()+"\nserver log:\n"+tailFile(fo.pg.LogFile(), 25), false)
+	}
+}
+
+// currentTimeline is the timeline a cluster writes WAL on.
+func currentTimeline(ctx context.Context, conn *pgx.Conn) (uint32, error) {
+	var seg string
+	if err := conn.QueryRow(ctx, "select pg_walfile_name(pg_current_wal_insert_lsn())").Scan(&seg); err != nil {
+		return 0, err
+	}
+	tl, err := strconv.ParseUint(seg[:8], 16, 32)
+	if err != nil {
+		return 0, fmt.Errorf("timeline of %s: %w", seg, err)
+	}
+	return uint32(tl), nil
 }
