@@ -22,12 +22,6 @@ import (
 	"github.com/walgo/walgo/wal"
 )
 
-// deltaPlan says what a delta backup compares against.
-type deltaPlan struct {
-	from   wal.LSN // the parent's start LSN: pages at or after it changed
-	parent map[string]catalog.ManifestFile
-}
-
 // partWriter streams entries into tar partitions, each compressed and
 // uploaded while the next is written, with at most Concurrency in flight.
 type partWriter struct {
@@ -214,8 +208,8 @@ func (w *partWriter) writeEntry(e entry, delta *deltaPlan) (mf catalog.ManifestF
 	}
 	size := fi.Size()
 	mf.Size, mf.Mode, mf.ModTime = size, uint32(fi.Mode().Perm()), fi.ModTime().UTC()
-	if delta != nil && pgdata.IsRelation(e.name) && size%pgdata.PageSize == 0 {
-		if parent, found := delta.parent[e.name]; found {
+	if size%pgdata.PageSize == 0 {
+		if parent, found := delta.base(e.name); found {
 			pages, err := w.changedPages(f, size, parent.Size, delta.from)
 			if err != nil {
 				return mf, false, fmt.Errorf("read %s: %w", e.path, err)
@@ -259,22 +253,21 @@ func (w *partWriter) writeWhole(f *os.File, e entry, size int64) (string, error)
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// changedPages reads every page's LSN and lists the pages a delta must
-// store: changed at or after from, past the parent's end, or unstamped but
-// not empty.
+// changedPages reads every page and lists the pages a delta must store:
+// those past the parent's end, those cut short while read, and those
+// pgdata.Unchanged does not vouch for (changed at or after from, all-zero,
+// unstamped, not sane).
 func (w *partWriter) changedPages(f *os.File, size, parentSize int64, from wal.LSN) ([]uint32, error) {
 	var pages []uint32
 	buf := make([]byte, pgdata.PageSize)
 	src := w.cfg.DiskLimiter.Reader(w.ctx, &progressReader{r: io.NewSectionReader(f, 0, size), w: w})
 	for i := int64(0); i*pgdata.PageSize < size; i++ {
-		n, err := io.ReadFull(src, buf)
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			clear(buf[n:]) // shrank while read
-		} else if err != nil {
+		_, err := io.ReadFull(src, buf)
+		short := err == io.EOF || err == io.ErrUnexpectedEOF // shrank while read: stored (as zeros)
+		if err != nil && !short {
 			return nil, err
 		}
-		lsn := pgdata.PageLSN(buf)
-		if lsn >= from || (i+1)*pgdata.PageSize > parentSize || lsn == 0 && !pgdata.AllZero(buf) {
+		if short || (i+1)*pgdata.PageSize > parentSize || !pgdata.Unchanged(buf, from) {
 			pages = append(pages, uint32(i))
 		}
 	}

@@ -30,6 +30,7 @@ type server struct {
 	dataDir     string
 	segSize     int64
 	archiveMode string
+	lsns        lsnSettings
 }
 
 func connect(ctx context.Context, dsn string) (*server, error) {
@@ -42,7 +43,10 @@ func connect(ctx context.Context, dsn string) (*server, error) {
 		(select system_identifier::text from pg_control_system()),
 		current_setting('data_directory'),
 		(select setting::bigint from pg_settings where name = 'wal_segment_size'),
-		current_setting('archive_mode')`).Scan(&s.version, &s.systemID, &s.dataDir, &s.segSize, &s.archiveMode)
+		current_setting('archive_mode'),
+		current_setting('data_checksums') = 'on', current_setting('wal_log_hints') = 'on',
+		pg_postmaster_start_time()`).Scan(&s.version, &s.systemID, &s.dataDir, &s.segSize, &s.archiveMode,
+		&s.lsns.checksums, &s.lsns.walLogHints, &s.lsns.started)
 	if err != nil {
 		conn.Close(ctx)
 		return nil, fmt.Errorf("read server settings: %w", err)

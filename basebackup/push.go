@@ -88,15 +88,17 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	if err != nil {
 		return nil, err
 	}
-	var parentFiles map[string]catalog.ManifestFile
+	refused := ""
 	if parent != nil {
-		m, err := readManifest(ctx, store, cfg.Codec, parent)
-		if err != nil {
-			return nil, fmt.Errorf("delta parent %s: %w", parent.Name, err)
+		if refused = deltaRefusal(srv.lsns, parent); refused != "" {
+			log.Warn("delta refused: taking a full backup", zap.String("parent", parent.Name), zap.String("reason", refused))
+			parent = nil
 		}
-		parentFiles = map[string]catalog.ManifestFile{}
-		for _, f := range m.Files {
-			parentFiles[f.Path] = f
+	}
+	var parentManifest *catalog.Manifest
+	if parent != nil {
+		if parentManifest, err = readManifest(ctx, store, cfg.Codec, parent); err != nil {
+			return nil, fmt.Errorf("delta parent %s: %w", parent.Name, err)
 		}
 	}
 
@@ -122,22 +124,26 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		return nil, fmt.Errorf("walk %s: %w", dataDir, err)
 	}
 	sn := &catalog.Sentinel{
-		Format:       catalog.SentinelFormat,
-		Name:         name,
-		StartLSN:     start.lsn,
-		Timeline:     start.timeline,
-		StartTime:    start.time,
-		PGVersion:    srv.version,
-		SystemID:     srv.systemID,
-		SegmentSize:  srv.segSize,
-		Hostname:     host,
-		DataDir:      dataDir,
-		Compression:  cfg.Codec.Ext(),
-		DeltaParent:  parentName,
-		Permanent:    cfg.Permanent,
-		UserData:     cfg.UserData,
-		WalgoVersion: cfg.WalgoVersion,
-		Tablespaces:  []catalog.Tablespace{},
+		Format:        catalog.SentinelFormat,
+		Name:          name,
+		StartLSN:      start.lsn,
+		Timeline:      start.timeline,
+		StartTime:     start.time,
+		PGVersion:     srv.version,
+		SystemID:      srv.systemID,
+		SegmentSize:   srv.segSize,
+		Hostname:      host,
+		DataDir:       dataDir,
+		Compression:   cfg.Codec.Ext(),
+		DeltaParent:   parentName,
+		DeltaRefused:  refused,
+		Permanent:     cfg.Permanent,
+		UserData:      cfg.UserData,
+		WalgoVersion:  cfg.WalgoVersion,
+		Tablespaces:   []catalog.Tablespace{},
+		DataChecksums: srv.lsns.checksums,
+		WALLogHints:   srv.lsns.walLogHints,
+		ServerStarted: srv.lsns.started.UTC(),
 	}
 	for _, t := range tbs {
 		sn.Tablespaces = append(sn.Tablespaces, catalog.Tablespace{OID: t.oid, Name: t.name, Location: t.location})
@@ -145,7 +151,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	var delta *deltaPlan
 	if parent != nil {
 		sn.DeltaFrom = parent.StartLSN
-		delta = &deltaPlan{from: parent.StartLSN, parent: parentFiles}
+		delta = newDeltaPlan(parent.StartLSN, parentManifest.Files, entries)
 	}
 
 	w := newPartWriter(ctx, store, name, cfg, log)

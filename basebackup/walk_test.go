@@ -2,7 +2,6 @@ package basebackup
 
 import (
 	"context"
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"slices"
@@ -80,37 +79,26 @@ func TestWalkSkipsWhatPgBasebackupSkips(t *testing.T) {
 	}
 }
 
-func page(lsn wal.LSN, fill byte) []byte {
-	p := make([]byte, pgdata.PageSize)
-	if fill != 0 {
-		for i := 24; i < len(p); i++ {
-			p[i] = fill
-		}
-	}
-	binary.LittleEndian.PutUint32(p[0:], uint32(lsn>>32))
-	binary.LittleEndian.PutUint32(p[4:], uint32(lsn))
-	return p
-}
-
 func TestChangedPages(t *testing.T) {
 	const from = wal.LSN(0x5000000)
 	var file []byte
-	file = append(file, page(0x4000000, 1)...) // 0: older: unchanged
-	file = append(file, page(0x5000000, 1)...) // 1: at from: changed
-	file = append(file, page(0x6000000, 1)...) // 2: newer: changed
-	file = append(file, page(0, 0)...)         // 3: empty page: unchanged
-	file = append(file, page(0, 7)...)         // 4: unstamped but not empty: changed
-	file = append(file, page(0x1000000, 1)...) // 5: old, but past the parent's end: changed
+	file = append(file, relPage(0x4000000, 1)...)         // 0: older: unchanged
+	file = append(file, relPage(0x5000000, 1)...)         // 1: at from: changed
+	file = append(file, relPage(0x6000000, 1)...)         // 2: newer: changed
+	file = append(file, make([]byte, pgdata.PageSize)...) // 3: all-zero: changed (the parent may hold an old page here)
+	file = append(file, relPage(0, 7)...)                 // 4: unstamped: changed
+	file = append(file, relPage(0x1000000, 1)...)         // 5: old: unchanged
+	file = append(file, relPage(0x4000000, 1)[:100]...)   // 6: cut short while read: changed
 	p := filepath.Join(t.TempDir(), "16384")
 	os.WriteFile(p, file, 0o600)
 	f, _ := os.Open(p)
 	defer f.Close()
 	w := newPartWriter(context.Background(), nil, "x", Config{Concurrency: 1}, zap.NewNop())
-	got, err := w.changedPages(f, int64(len(file)), 5*pgdata.PageSize, from)
+	got, err := w.changedPages(f, 7*pgdata.PageSize, 7*pgdata.PageSize, from) // the parent had 7 pages; the file shrank while read
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []uint32{1, 2, 4, 5}; !slices.Equal(got, want) {
+	if want := []uint32{1, 2, 3, 4, 6}; !slices.Equal(got, want) {
 		t.Errorf("changed pages %v, want %v", got, want)
 	}
 }

@@ -108,34 +108,43 @@ type Tablespace struct {
 
 // Sentinel describes one finished backup. It is written last.
 type Sentinel struct {
-	Format           int             `json:"format"`
-	Name             string          `json:"name"`
-	StartLSN         wal.LSN         `json:"start_lsn"`
-	FinishLSN        wal.LSN         `json:"finish_lsn"`
-	Timeline         uint32          `json:"timeline"`
-	StartTime        time.Time       `json:"start_time"`
-	FinishTime       time.Time       `json:"finish_time"`
-	PGVersion        int             `json:"pg_version"`
-	SystemID         string          `json:"system_identifier"`
-	SegmentSize      int64           `json:"wal_segment_size"`
-	NextXID          uint64          `json:"next_xid"`
-	Hostname         string          `json:"hostname"`
-	DataDir          string          `json:"data_directory"`
-	CompressedSize   int64           `json:"compressed_size"`
-	UncompressedSize int64           `json:"uncompressed_size"`
-	FileCount        int             `json:"file_count"`
-	Compression      string          `json:"compression"`
-	Parts            []Part          `json:"parts"`
-	ManifestKey      string          `json:"manifest_key"`
-	ManifestSHA256   string          `json:"manifest_sha256"`
-	BackupLabel      string          `json:"backup_label"`
-	TablespaceMap    string          `json:"tablespace_map,omitempty"`
-	Tablespaces      []Tablespace    `json:"tablespaces"`
-	DeltaParent      string          `json:"delta_parent,omitempty"`
-	DeltaFrom        wal.LSN         `json:"delta_from_lsn,omitempty"`
-	Permanent        bool            `json:"permanent"`
-	UserData         json.RawMessage `json:"user_data,omitempty"`
-	WalgoVersion     string          `json:"walgo_version"`
+	Format           int          `json:"format"`
+	Name             string       `json:"name"`
+	StartLSN         wal.LSN      `json:"start_lsn"`
+	FinishLSN        wal.LSN      `json:"finish_lsn"`
+	Timeline         uint32       `json:"timeline"`
+	StartTime        time.Time    `json:"start_time"`
+	FinishTime       time.Time    `json:"finish_time"`
+	PGVersion        int          `json:"pg_version"`
+	SystemID         string       `json:"system_identifier"`
+	SegmentSize      int64        `json:"wal_segment_size"`
+	NextXID          uint64       `json:"next_xid"`
+	Hostname         string       `json:"hostname"`
+	DataDir          string       `json:"data_directory"`
+	CompressedSize   int64        `json:"compressed_size"`
+	UncompressedSize int64        `json:"uncompressed_size"`
+	FileCount        int          `json:"file_count"`
+	Compression      string       `json:"compression"`
+	Parts            []Part       `json:"parts"`
+	ManifestKey      string       `json:"manifest_key"`
+	ManifestSHA256   string       `json:"manifest_sha256"`
+	BackupLabel      string       `json:"backup_label"`
+	TablespaceMap    string       `json:"tablespace_map,omitempty"`
+	Tablespaces      []Tablespace `json:"tablespaces"`
+	DeltaParent      string       `json:"delta_parent,omitempty"`
+	DeltaFrom        wal.LSN      `json:"delta_from_lsn,omitempty"`
+	// DeltaRefused says why a delta was asked for and a full backup taken
+	// instead (page LSNs that cannot be trusted).
+	DeltaRefused string `json:"delta_refused,omitempty"`
+	// DataChecksums and WALLogHints are the cluster's settings while the
+	// backup ran, ServerStarted when its server had started: whether a
+	// delta may trust page LSNs since this backup.
+	DataChecksums bool            `json:"data_checksums"`
+	WALLogHints   bool            `json:"wal_log_hints"`
+	ServerStarted time.Time       `json:"server_started,omitzero"`
+	Permanent     bool            `json:"permanent"`
+	UserData      json.RawMessage `json:"user_data,omitempty"`
+	WalgoVersion  string          `json:"walgo_version"`
 }
 
 // ManifestFile is one file of a backup.

@@ -234,7 +234,7 @@ as a delta parent, and never deleted but by delete everything.
 --json prints walgo's own backups; --json --foreign the foreign ones.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-			&cli.BoolFlag{Name: "detail", Usage: "add delta parent, Postgres version, system id, host, file count and walgo version"},
+			&cli.BoolFlag{Name: "detail", Usage: "add delta parent (or why a delta was refused), Postgres version, system id, host, file count and walgo version"},
 			&cli.BoolFlag{Name: "foreign", Usage: "with --json: print the backups walgo cannot restore instead"},
 		},
 		Action: func(c *cli.Context) error {
@@ -292,7 +292,11 @@ as a delta parent, and never deleted but by delete everything.
 					sn.StartLSN, sn.FinishLSN, sn.Timeline,
 					humanBytes(sn.CompressedSize), humanBytes(sn.UncompressedSize), perm)
 				if detail {
-					fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%d\t%s", orDash(sn.DeltaParent), pgVersionString(sn.PGVersion),
+					parent := orDash(sn.DeltaParent)
+					if sn.DeltaRefused != "" {
+						parent = "- (delta refused)"
+					}
+					fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%d\t%s", parent, pgVersionString(sn.PGVersion),
 						orDash(sn.SystemID), orDash(sn.Hostname), sn.FileCount, orDash(sn.WalgoVersion))
 				}
 				fmt.Fprintln(w)
@@ -357,6 +361,7 @@ type backupRow struct {
 type backupDetail struct {
 	backupRow
 	DeltaParent  string `json:"delta_parent"`
+	DeltaRefused string `json:"delta_refused,omitempty"` // why a delta was asked for and a full backup taken
 	PGVersion    int    `json:"pg_version"`
 	SystemID     string `json:"system_identifier"`
 	Hostname     string `json:"hostname"`
@@ -382,6 +387,7 @@ func backupDetailOf(sn *catalog.Sentinel) backupDetail {
 	return backupDetail{
 		backupRow:    backupRowOf(sn),
 		DeltaParent:  sn.DeltaParent,
+		DeltaRefused: sn.DeltaRefused,
 		PGVersion:    sn.PGVersion,
 		SystemID:     sn.SystemID,
 		Hostname:     sn.Hostname,
