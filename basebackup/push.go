@@ -22,6 +22,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/ratelimit"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
@@ -145,9 +146,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		WALLogHints:   srv.lsns.walLogHints,
 		ServerStarted: srv.lsns.started.UTC(),
 	}
-	for _, t := range tbs {
-		sn.Tablespaces = append(sn.Tablespaces, catalog.Tablespace{OID: t.oid, Name: t.name, Location: t.location})
-	}
+	sn.Tablespaces, sn.WALDir = linkedDirs(entries, tbs)
 	var delta *deltaPlan
 	if parent != nil {
 		sn.DeltaFrom = parent.StartLSN
@@ -191,6 +190,40 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		zap.Int64("bytes", sn.UncompressedSize), zap.Int64("stored_bytes", sn.CompressedSize),
 		zap.Int("files", sn.FileCount), zap.Int("parts", len(sn.Parts)), zap.Duration("took", stop.time.Sub(start.time)))
 	return sn, nil
+}
+
+// linkedDirs lists the cluster's tablespaces for the sentinel, as the walk
+// found them (each pg_tblspc/<oid> followed to where it points) named from
+// pg_tablespace, and where pg_wal points when it is a symlink. A tablespace
+// pg_tablespace lists but the walk did not see (in place, or created since)
+// keeps the server's location.
+func linkedDirs(entries []entry, tbs []tablespace) ([]catalog.Tablespace, string) {
+	out := []catalog.Tablespace{}
+	seen := map[uint32]bool{}
+	walDir := ""
+	for _, e := range entries {
+		if e.name == pgdata.WALDir {
+			walDir = e.followed
+		}
+		oid, ok := pgdata.ParseTablespaceLink(e.name)
+		if !ok || e.followed == "" {
+			continue
+		}
+		ts := catalog.Tablespace{OID: oid, Location: e.followed}
+		for _, t := range tbs {
+			if t.oid == oid {
+				ts.Name = t.name
+			}
+		}
+		out = append(out, ts)
+		seen[oid] = true
+	}
+	for _, t := range tbs {
+		if !seen[t.oid] {
+			out = append(out, catalog.Tablespace{OID: t.oid, Name: t.name, Location: t.location})
+		}
+	}
+	return out, walDir
 }
 
 func checkDataDir(given, server string) (string, error) {

@@ -16,6 +16,9 @@ type entry struct {
 	path string // on disk
 	info fs.FileInfo
 	link string // symlink target, for links stored as links
+	// followed is the target of a symlink stored as the folder it points
+	// at (a tablespace, a pg_wal moved elsewhere).
+	followed string
 }
 
 // walk lists what a backup of dataDir holds, in tar order. Tablespace links
@@ -67,7 +70,7 @@ func walk(dataDir string) ([]entry, error) {
 					if err != nil {
 						return err
 					}
-					out = append(out, entry{name: rel, path: p, info: st})
+					out = append(out, entry{name: rel, path: p, info: st, followed: target})
 					if !pgdata.SkipContents(rel) {
 						if err := visit(p, rel); err != nil {
 							return err

@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/wal"
 )
@@ -73,8 +74,8 @@ func TestWalkSkipsWhatPgBasebackupSkips(t *testing.T) {
 		if e.name == "conf-link" && e.link != "/etc/hosts" {
 			t.Errorf("other symlinks are stored as links: %+v", e)
 		}
-		if e.name == "pg_tblspc/17000" && (e.link != "" || !e.info.IsDir()) {
-			t.Errorf("tablespace link must be stored as a folder: %+v", e)
+		if e.name == "pg_tblspc/17000" && (e.link != "" || !e.info.IsDir() || e.followed != ts) {
+			t.Errorf("tablespace link must be stored as the folder it points at: %+v", e)
 		}
 	}
 }
@@ -100,5 +101,34 @@ func TestChangedPages(t *testing.T) {
 	}
 	if want := []uint32{1, 2, 3, 4, 6}; !slices.Equal(got, want) {
 		t.Errorf("changed pages %v, want %v", got, want)
+	}
+}
+
+func TestLinkedDirs(t *testing.T) {
+	data, ts, wal := t.TempDir(), t.TempDir(), t.TempDir()
+	touch(t, data, "PG_VERSION", "pg_tblspc/17005/PG_15_202209061/5/17006")
+	touch(t, ts, "PG_15_202209061/5/17001")
+	if err := os.Symlink(ts, filepath.Join(data, "pg_tblspc", "17000")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(wal, filepath.Join(data, "pg_wal")); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := walk(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, walDir := linkedDirs(entries, []tablespace{
+		{oid: 17000, name: "fast", location: "/somewhere/else"}, // the link is what the backup restores from
+		{oid: 17005, name: "inplace", location: "pg_tblspc/17005"},
+		{oid: 17009, name: "new", location: "/srv/new"}, // created after the walk
+	})
+	want := []catalog.Tablespace{
+		{OID: 17000, Name: "fast", Location: ts},
+		{OID: 17005, Name: "inplace", Location: "pg_tblspc/17005"},
+		{OID: 17009, Name: "new", Location: "/srv/new"},
+	}
+	if !slices.Equal(got, want) || walDir != wal {
+		t.Errorf("linkedDirs = %+v, %q\nwant %+v, %q", got, walDir, want, wal)
 	}
 }

@@ -99,10 +99,14 @@ type Part struct {
 	SHA256 string `json:"sha256"` // of the stored bytes
 }
 
-// Tablespace is one tablespace of the backed-up cluster.
+// Tablespace is one tablespace of the backed-up cluster (pg_default and
+// pg_global, which live in the data directory, are not listed). Its files
+// are stored under pg_tblspc/<oid>/.
 type Tablespace struct {
-	OID      uint32 `json:"oid"`
-	Name     string `json:"name"`
+	OID  uint32 `json:"oid"`
+	Name string `json:"name"`
+	// Location is where pg_tblspc/<oid> pointed: an absolute folder, or
+	// pg_tblspc/<oid> itself for an in-place tablespace.
 	Location string `json:"location"`
 }
 
@@ -131,8 +135,11 @@ type Sentinel struct {
 	BackupLabel      string       `json:"backup_label"`
 	TablespaceMap    string       `json:"tablespace_map,omitempty"`
 	Tablespaces      []Tablespace `json:"tablespaces"`
-	DeltaParent      string       `json:"delta_parent,omitempty"`
-	DeltaFrom        wal.LSN      `json:"delta_from_lsn,omitempty"`
+	// WALDir is where pg_wal pointed when it was a symlink (initdb
+	// --waldir); empty when it was a folder.
+	WALDir      string  `json:"wal_directory,omitempty"`
+	DeltaParent string  `json:"delta_parent,omitempty"`
+	DeltaFrom   wal.LSN `json:"delta_from_lsn,omitempty"`
 	// DeltaRefused says why a delta was asked for and a full backup taken
 	// instead (page LSNs that cannot be trusted).
 	DeltaRefused string `json:"delta_refused,omitempty"`

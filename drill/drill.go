@@ -74,7 +74,8 @@ type Instance struct {
 	log     *zap.Logger
 }
 
-// Fork restores the backup into a new temporary folder under WorkDir with
+// Fork restores the backup into a new temporary folder under WorkDir (its
+// tablespaces too, whatever their original locations) with
 // recovery_target = 'immediate' and recovery_target_action = promote,
 // starts it with pgserver and waits until it has promoted: a consistent,
 // private copy of the database as of the end of the backup. On any failure,
@@ -134,11 +135,14 @@ func fork(ctx context.Context, store storage.Store, opts Options) (*Instance, er
 		Name: sn.Name,
 		// The end of the backup, on its own timeline: no later WAL, no
 		// probing for newer timelines.
-		Target:         restore.Target{Immediate: true, Action: "promote", Timeline: "current"},
-		Concurrency:    opts.Concurrency,
-		Codec:          opts.Codec,
-		RestoreCommand: opts.RestoreCommand,
-		Log:            opts.Log,
+		Target: restore.Target{Immediate: true, Action: "promote", Timeline: "current"},
+		// Every tablespace into the drill's own folder: a drill never
+		// writes where production's tablespaces live.
+		TablespacesUnder: filepath.Join(dir, "tablespaces"),
+		Concurrency:      opts.Concurrency,
+		Codec:            opts.Codec,
+		RestoreCommand:   opts.RestoreCommand,
+		Log:              opts.Log,
 	})
 	if err != nil {
 		return inst, err

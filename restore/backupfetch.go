@@ -82,6 +82,21 @@ type BackupFetchOptions struct {
 	// Overwrite empties a non-empty Dir before restoring into it. A Dir
 	// holding postmaster.pid is refused even so.
 	Overwrite bool
+	// Tablespaces maps tablespaces of the backup, by name or oid, to the
+	// folder each is restored into instead of its original location.
+	// Without an entry, a tablespace goes back to its original location
+	// (see TablespacesUnder). A tablespace's folder must be missing or
+	// empty (Overwrite does not empty it), and pg_tblspc/<oid> becomes a
+	// symlink to it; no tablespace_map is written.
+	Tablespaces map[string]string
+	// TablespacesUnder, if set, restores every tablespace not in
+	// Tablespaces into TablespacesUnder/<oid>: restore drills, which must
+	// never write into the production tablespaces' folders.
+	TablespacesUnder string
+	// WALDir, if set, restores pg_wal as a symlink to this folder (missing
+	// or empty), as initdb --waldir makes it; otherwise pg_wal is a folder
+	// inside Dir, whatever it was on the backed-up cluster.
+	WALDir string
 	// Concurrency is how many partitions download at once (at least 1).
 	Concurrency int
 	// Codec decodes stored objects (decompression, and decryption with
@@ -161,6 +176,10 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 		}
 	}
 
+	moved, err := planMoves(layers[len(layers)-1], dir, &opts)
+	if err != nil {
+		return nil, err
+	}
 	created, err := prepareDir(dir, opts.Overwrite, opts.Log)
 	if err != nil {
 		if created {
@@ -168,8 +187,9 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 		}
 		return nil, err
 	}
-	res, err := restoreInto(ctx, store, dir, layers, &opts)
+	res, err := restoreInto(ctx, store, dir, layers, moved, &opts)
 	if err != nil {
+		undoMoves(moved, opts.Log)
 		if cerr := removeContents(dir); cerr != nil {
 			opts.Log.Error("could not clean up after a failed restore", zap.String("dir", dir), zap.Error(cerr))
 		} else if created {
@@ -185,13 +205,18 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 	return res, nil
 }
 
-func restoreInto(ctx context.Context, store storage.Store, dir string, layers []*layer, opts *BackupFetchOptions) (*BackupFetchResult, error) {
+func restoreInto(ctx context.Context, store storage.Store, dir string, layers []*layer, moved []*movedDir, opts *BackupFetchOptions) (*BackupFetchResult, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("restore into %s: %w", dir, err)
 	}
 	defer root.Close()
-	r := newRestorer(root, dir, store, opts)
+	t := &destTree{main: root, moved: moved}
+	defer t.close()
+	if err := openMoves(moved, opts.Log); err != nil {
+		return nil, err
+	}
+	r := newRestorer(t, dir, store, opts)
 	stop := r.logProgress(layers, opts.ProgressInterval)
 	defer stop()
 	for _, l := range layers {

@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,7 @@ type spec struct {
 	systemID  string
 	pgVersion int
 	tsMap     string
+	spaces    []catalog.Tablespace
 	ents      []ent
 }
 
@@ -175,6 +177,7 @@ func putBackup(t *testing.T, s storage.Store, sp spec) *catalog.Sentinel {
 		Compression:    comp.Name(),
 		BackupLabel:    "START WAL LOCATION: " + seg.StartLSN(testSegSize).String() + " (file " + seg.Name() + ")\nLABEL: " + name + "\n",
 		TablespaceMap:  sp.tsMap,
+		Tablespaces:    sp.spaces,
 		DeltaParent:    parent,
 		WalgoVersion:   "test",
 		ManifestKey:    catalog.ManifestKey(name, comp),
@@ -1082,25 +1085,205 @@ func TestBackupFetchInvalidOptions(t *testing.T) {
 	}
 }
 
-func TestBackupFetchTablespaceMap(t *testing.T) {
+// TestBackupFetchTablespaces: each tablespace goes to its original
+// location, or where --tablespace (by name or oid) or TablespacesUnder
+// says, with pg_tblspc/<oid> a symlink to it and no tablespace_map; pg_wal
+// goes where WALDir says. A target that is not an empty folder apart from
+// the data directory and the other targets is refused before anything is
+// written, and a failed restore leaves the targets as it found them.
+func TestBackupFetchTablespaces(t *testing.T) {
+	const rel = "PG_16_202307071/5/16385"
+	ents := func(oids ...string) []ent {
+		out := []ent{{path: "pg_wal/", typ: tar.TypeDir}, {path: "pg_tblspc/", typ: tar.TypeDir}}
+		for _, oid := range oids {
+			out = append(out,
+				ent{path: "pg_tblspc/" + oid + "/", typ: tar.TypeDir},
+				ent{path: "pg_tblspc/" + oid + "/PG_16_202307071/", typ: tar.TypeDir},
+				ent{path: "pg_tblspc/" + oid + "/PG_16_202307071/5/", typ: tar.TypeDir},
+				ent{path: "pg_tblspc/" + oid + "/" + rel, body: []byte("rel " + oid)})
+		}
+		return out
+	}
+	type setup struct {
+		dir, orig1, orig2, other string // the restore folder, the original locations, a spare folder
+	}
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, s setup) // makes folders non-empty and the like
+		opts    func(s setup, o *BackupFetchOptions)
+		where   func(s setup) map[string]string // oid (or "pg_wal") -> where its contents must be
+		refuse  string
+	}{
+		{name: "original locations",
+			where: func(s setup) map[string]string { return map[string]string{"16384": s.orig1, "16390": s.orig2} }},
+		{name: "original location exists, empty",
+			prepare: func(t *testing.T, s setup) { mkdir(t, s.orig1) },
+			where:   func(s setup) map[string]string { return map[string]string{"16384": s.orig1, "16390": s.orig2} }},
+		{name: "remapped by name and by oid",
+			opts: func(s setup, o *BackupFetchOptions) {
+				o.Tablespaces = map[string]string{"ts one": s.other + "/a", "16390": s.other + "/b"}
+			},
+			where: func(s setup) map[string]string {
+				return map[string]string{"16384": s.other + "/a", "16390": s.other + "/b"}
+			}},
+		{name: "all under one folder (drills)",
+			opts: func(s setup, o *BackupFetchOptions) { o.TablespacesUnder = s.other },
+			where: func(s setup) map[string]string {
+				return map[string]string{"16384": s.other + "/16384", "16390": s.other + "/16390"}
+			}},
+		{name: "one remapped, the rest under one folder",
+			opts: func(s setup, o *BackupFetchOptions) {
+				o.TablespacesUnder, o.Tablespaces = s.other+"/under", map[string]string{"ts two": s.other + "/b"}
+			},
+			where: func(s setup) map[string]string {
+				return map[string]string{"16384": s.other + "/under/16384", "16390": s.other + "/b"}
+			}},
+		{name: "pg_wal elsewhere",
+			opts: func(s setup, o *BackupFetchOptions) { o.WALDir, o.TablespacesUnder = s.other+"/wal", s.other+"/ts" },
+			where: func(s setup) map[string]string {
+				return map[string]string{"16384": s.other + "/ts/16384", "16390": s.other + "/ts/16390", "pg_wal": s.other + "/wal"}
+			}},
+		{name: "original location not empty",
+			prepare: func(t *testing.T, s setup) { mkdir(t, s.orig1); writeTo(t, s.orig1+"/PG_16_202307071", "x") },
+			refuse:  `tablespace "ts one" (16384) into ` + "ORIG1" + `: the folder is not empty (it holds PG_16_202307071); restore it elsewhere with --tablespace`},
+		{name: "remapped folder not empty",
+			prepare: func(t *testing.T, s setup) { writeTo(t, s.other+"/x", "x") },
+			opts:    func(s setup, o *BackupFetchOptions) { o.Tablespaces = map[string]string{"16384": s.other} },
+			refuse:  "the folder is not empty"},
+		{name: "remapped onto a file",
+			prepare: func(t *testing.T, s setup) { writeTo(t, s.other+"/f", "x") },
+			opts:    func(s setup, o *BackupFetchOptions) { o.Tablespaces = map[string]string{"16384": s.other + "/f"} },
+			refuse:  "not a folder"},
+		{name: "no such tablespace",
+			opts:   func(s setup, o *BackupFetchOptions) { o.Tablespaces = map[string]string{"ts9": s.other} },
+			refuse: `--tablespace ts9: backup base_000000010000000000000002 has no such tablespace (it has "ts one" (16384), "ts two" (16390))`},
+		{name: "by name and by oid",
+			opts: func(s setup, o *BackupFetchOptions) {
+				o.Tablespaces = map[string]string{"ts one": s.other + "/a", "16384": s.other + "/b"}
+			},
+			refuse: "twice"},
+		{name: "inside the restore folder",
+			opts:   func(s setup, o *BackupFetchOptions) { o.Tablespaces = map[string]string{"16384": s.dir + "/ts"} },
+			refuse: "hold one another"},
+		{name: "holding the restore folder",
+			opts:   func(s setup, o *BackupFetchOptions) { o.Tablespaces = map[string]string{"16384": filepath.Dir(s.dir)} },
+			refuse: "hold one another"},
+		{name: "two into one folder",
+			opts: func(s setup, o *BackupFetchOptions) {
+				o.Tablespaces = map[string]string{"16384": s.other, "16390": s.other}
+			},
+			refuse: "would both go into"},
+		{name: "one inside the other",
+			opts: func(s setup, o *BackupFetchOptions) {
+				o.Tablespaces = map[string]string{"16384": s.other, "16390": s.other + "/in"}
+			},
+			refuse: "would both go into"},
+		{name: "pg_wal folder not empty",
+			prepare: func(t *testing.T, s setup) { writeTo(t, s.other+"/wal/x", "x") },
+			opts:    func(s setup, o *BackupFetchOptions) { o.WALDir, o.TablespacesUnder = s.other+"/wal", s.other+"/ts" },
+			refuse:  "give --waldir an empty folder"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			base := t.TempDir()
+			su := setup{dir: base + "/data", orig1: base + "/mnt/ts one", orig2: base + "/mnt/ts2", other: base + "/other"}
+			s := newStore(t)
+			putBackup(t, s, spec{no: 2,
+				tsMap:  "16384 " + su.orig1 + "\n16390 " + su.orig2 + "\n",
+				spaces: []catalog.Tablespace{{OID: 16384, Name: "ts one", Location: su.orig1}, {OID: 16390, Name: "ts two", Location: su.orig2}},
+				ents:   ents("16384", "16390")})
+			if tt.prepare != nil {
+				tt.prepare(t, su)
+			}
+			before := tree(t, base)
+			o := opts(su.dir)
+			if tt.opts != nil {
+				tt.opts(su, &o)
+			}
+			_, err := BackupFetch(context.Background(), s, o)
+			if tt.refuse != "" {
+				want := strings.ReplaceAll(tt.refuse, "ORIG1", su.orig1)
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), want) {
+					t.Fatalf("err = %v, want ErrInvalid with %q", err, want)
+				}
+				if after := tree(t, base); !slices.Equal(after, before) {
+					t.Errorf("a refused restore changed the folders:\nbefore %q\nafter  %q", before, after)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Lstat(filepath.Join(su.dir, "tablespace_map")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("tablespace_map written (%v): Postgres would put the tablespaces back at their original locations", err)
+			}
+			for oid, where := range tt.where(su) {
+				link := filepath.Join(su.dir, "pg_tblspc", oid)
+				if oid == "pg_wal" {
+					link = filepath.Join(su.dir, "pg_wal")
+					if fi, err := os.Stat(filepath.Join(where, "archive_status")); err != nil || !fi.IsDir() {
+						t.Errorf("no archive_status in the WAL folder %s: %v", where, err)
+					}
+				} else if got := string(readFile(t, filepath.Join(where, rel))); got != "rel "+oid {
+					t.Errorf("tablespace %s in %s: %q", oid, where, got)
+				}
+				if target, err := os.Readlink(link); err != nil || target != where {
+					t.Errorf("%s: link to %q (%v), want %q", link, target, err, where)
+				}
+				if fi, err := os.Stat(where); err != nil || fi.Mode().Perm() != 0o700 {
+					t.Errorf("%s: %v %v, want a folder with mode 0700", where, fi, err)
+				}
+			}
+		})
+	}
+}
+
+// TestBackupFetchTablespaceCleanup: a restore that fails halfway leaves a
+// tablespace folder it created removed, and one that was there empty.
+func TestBackupFetchTablespaceCleanup(t *testing.T) {
+	base := t.TempDir()
 	s := newStore(t)
-	putBackup(t, s, spec{no: 2,
-		tsMap: "16384 /mnt/ts one\n16999 /mnt/other\n",
+	ts1, ts2 := base+"/ts1", base+"/ts2"
+	mkdir(t, ts2)
+	sn := putBackup(t, s, spec{no: 2, parts: 2,
+		spaces: []catalog.Tablespace{{OID: 16384, Name: "a", Location: ts1}, {OID: 16390, Name: "b", Location: ts2}},
 		ents: []ent{
 			{path: "pg_tblspc/", typ: tar.TypeDir},
-			{path: "pg_tblspc/16384/", typ: tar.TypeDir},
-			{path: "pg_tblspc/16384/PG_16_202307071/", typ: tar.TypeDir},
-			{path: "pg_tblspc/16384/PG_16_202307071/5/16385", body: []byte("rel")},
+			{path: "pg_tblspc/16384/", typ: tar.TypeDir}, {path: "pg_tblspc/16384/PG_16_202307071/", typ: tar.TypeDir},
+			{path: "pg_tblspc/16384/PG_16_202307071/f", body: []byte("a")},
+			{path: "pg_tblspc/16390/", typ: tar.TypeDir}, {path: "pg_tblspc/16390/PG_16_202307071/", typ: tar.TypeDir},
+			{path: "pg_tblspc/16390/PG_16_202307071/f", body: []byte("b")},
+			{path: "global/", typ: tar.TypeDir, part: 1}, {path: "global/pg_control", body: []byte("ctl"), part: 1},
 		}})
-	dir := t.TempDir()
-	if _, err := BackupFetch(context.Background(), s, opts(dir)); err != nil {
+	// Damage the second partition: the first is restored, then this fails.
+	key := sn.Parts[1].Key
+	if err := s.Put(context.Background(), key, strings.NewReader("not zstd")); err != nil {
 		t.Fatal(err)
 	}
-	if got := string(readFile(t, filepath.Join(dir, "tablespace_map"))); got != "16999 /mnt/other\n" {
-		t.Errorf("tablespace_map %q", got)
+	_, err := BackupFetch(context.Background(), s, opts(base+"/data"))
+	if !errors.Is(err, codec.ErrCorrupt) {
+		t.Fatalf("err = %v, want ErrCorrupt", err)
 	}
-	if got := string(readFile(t, filepath.Join(dir, "pg_tblspc/16384/PG_16_202307071/5/16385"))); got != "rel" {
-		t.Errorf("tablespace file %q", got)
+	if _, err := os.Lstat(ts1); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%s, made by the failed restore, is still there (%v)", ts1, err)
+	}
+	if ents, err := os.ReadDir(ts2); err != nil || len(ents) != 0 {
+		t.Errorf("%s was empty before the failed restore: %v %v", ts2, ents, err)
+	}
+}
+
+func mkdir(t *testing.T, p string) {
+	t.Helper()
+	if err := os.MkdirAll(p, 0o700); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeTo(t *testing.T, p, data string) {
+	t.Helper()
+	mkdir(t, filepath.Dir(p))
+	if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

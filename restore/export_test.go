@@ -80,7 +80,7 @@ func ExtractChainForTest(ctx context.Context, dir string, tars ...[]byte) error 
 		ProgressInterval: time.Hour,
 		Log:              zap.NewNop(),
 	}
-	if _, err := restoreInto(ctx, st, dir, layers, opts); err != nil {
+	if _, err := restoreInto(ctx, st, dir, layers, nil, opts); err != nil {
 		if cerr := removeContents(dir); cerr != nil {
 			return fmt.Errorf("%w (and cleaning up: %v)", err, cerr)
 		}

@@ -139,10 +139,11 @@ func corrupt(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", codec.ErrCorrupt, fmt.Sprintf(format, args...))
 }
 
-// restorer writes backup layers into one directory, through an os.Root so
-// that nothing can land outside it.
+// restorer writes backup layers into one directory (and the folders of it
+// that live elsewhere), through os.Roots so that nothing can land outside
+// them.
 type restorer struct {
-	root  *os.Root
+	fs    *destTree
 	dir   string
 	store storage.Store
 	log   *zap.Logger
@@ -158,9 +159,9 @@ type restorer struct {
 	codec      *codec.Codec
 }
 
-func newRestorer(root *os.Root, dir string, store storage.Store, opts *BackupFetchOptions) *restorer {
+func newRestorer(t *destTree, dir string, store storage.Store, opts *BackupFetchOptions) *restorer {
 	return &restorer{
-		root:     root,
+		fs:       t,
 		dir:      dir,
 		store:    store,
 		log:      opts.Log,
@@ -199,7 +200,7 @@ func (r *restorer) restoreLayer(ctx context.Context, l *layer) error {
 				return corrupt("backup %s: %s is in none of its partitions", l.sn.Name, p)
 			}
 		case "unchanged":
-			fi, err := r.root.Lstat(physName(p))
+			fi, err := r.fs.Lstat(physName(p))
 			if err != nil || !fi.Mode().IsRegular() {
 				return corrupt("backup %s keeps %s from its parent, which did not restore it", l.sn.Name, p)
 			}
@@ -259,7 +260,7 @@ func (r *restorer) undoPart(st *layerState, files []string) error {
 		if st.files[name].Delta != "" {
 			continue
 		}
-		if err := r.root.Remove(physName(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := r.fs.Remove(physName(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("remove %s: %w", name, err)
 		}
 	}
@@ -406,7 +407,7 @@ func (r *restorer) entry(st *layerState, hdr *tar.Header, tr io.Reader, key stri
 			return err
 		}
 		// The target is stored as is and never followed while restoring.
-		if err := r.root.Symlink(hdr.Linkname, name); err != nil {
+		if err := r.fs.Symlink(hdr.Linkname, name); err != nil {
 			return fmt.Errorf("restore %s: %w", name, err)
 		}
 		return nil
@@ -449,7 +450,7 @@ func (r *restorer) checkParents(p string) error {
 			continue
 		}
 		parent := p[:i]
-		fi, err := r.root.Lstat(parent)
+		fi, err := r.fs.Lstat(parent)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil // nor will anything below it
 		}
@@ -482,20 +483,20 @@ func (r *restorer) makeRoom(p string) error {
 		return pathError(p, err)
 	}
 	if dir := path.Dir(p); dir != "." {
-		if err := r.root.MkdirAll(dir, 0o700); err != nil {
+		if err := r.fs.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("restore %s: %w", p, err)
 		}
 	}
-	fi, err := r.root.Lstat(p)
+	fi, err := r.fs.Lstat(p)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil
 	case err != nil:
 		return fmt.Errorf("restore %s: %w", p, err)
 	case fi.IsDir():
-		err = r.root.RemoveAll(p)
+		err = r.fs.RemoveAll(p)
 	default:
-		err = r.root.Remove(p)
+		err = r.fs.Remove(p)
 	}
 	if err != nil {
 		return fmt.Errorf("restore %s: replace: %w", p, err)
@@ -505,7 +506,7 @@ func (r *restorer) makeRoom(p string) error {
 
 // mkdir creates folder p (0700 while restoring; finish sets its mode).
 func (r *restorer) mkdir(p string) error {
-	fi, err := r.root.Lstat(p)
+	fi, err := r.fs.Lstat(p)
 	if err == nil && fi.IsDir() {
 		return nil
 	}
@@ -514,7 +515,7 @@ func (r *restorer) mkdir(p string) error {
 			return err
 		}
 	}
-	if err := r.root.MkdirAll(p, 0o700); err != nil {
+	if err := r.fs.MkdirAll(p, 0o700); err != nil {
 		return fmt.Errorf("restore %s: %w", p, err)
 	}
 	return nil
@@ -552,7 +553,7 @@ func (r *restorer) writeFile(name string, mf *catalog.ManifestFile, hdr *tar.Hea
 	if err := r.makeRoom(phys); err != nil {
 		return err
 	}
-	out, err := r.root.OpenFile(phys, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	out, err := r.fs.OpenFile(phys, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", name, err)
 	}
@@ -585,16 +586,16 @@ func (r *restorer) patchFile(name string, mf *catalog.ManifestFile, hdr *tar.Hea
 		return corrupt("%s: delta of %s is %d bytes, the manifest lists %d pages", key, name, hdr.Size, len(mf.Pages))
 	}
 	phys := physName(name)
-	fi, err := r.root.Lstat(phys)
+	fi, err := r.fs.Lstat(phys)
 	if err != nil || !fi.Mode().IsRegular() {
 		return corrupt("%s: page delta of %s, which the parent backup did not restore", key, name)
 	}
 	if fi.Mode().Perm()&0o600 != 0o600 {
-		if err := r.root.Chmod(phys, 0o600); err != nil {
+		if err := r.fs.Chmod(phys, 0o600); err != nil {
 			return fmt.Errorf("restore %s: %w", name, err)
 		}
 	}
-	out, err := r.root.OpenFile(phys, os.O_RDWR, 0)
+	out, err := r.fs.OpenFile(phys, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", name, err)
 	}
@@ -637,10 +638,7 @@ func (r *restorer) prune(l *layer) error {
 		}
 	}
 	var drop []string
-	err := fs.WalkDir(r.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
+	err := r.fs.walk(func(p string, d fs.DirEntry) error {
 		if p == "." || keep[logicalName(p)] {
 			return nil
 		}
@@ -655,7 +653,7 @@ func (r *restorer) prune(l *layer) error {
 	}
 	for _, p := range drop {
 		r.log.Debug("removing what the backup no longer holds", zap.String("backup", l.sn.Name), zap.String("path", p))
-		if err := r.root.RemoveAll(p); err != nil {
+		if err := r.fs.RemoveAll(p); err != nil {
 			return fmt.Errorf("restore: remove %s: %w", p, err)
 		}
 		delete(r.expect, logicalName(p))
@@ -680,7 +678,7 @@ func (r *restorer) finish(ctx context.Context, l *layer) (int, error) {
 		f := l.files[p]
 		mode := fs.FileMode(f.Mode)
 		phys := physName(p)
-		fi, err := r.root.Lstat(phys)
+		fi, err := r.fs.Lstat(phys)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return 0, fmt.Errorf("restore %s: %w", p, err)
 		}
@@ -693,13 +691,13 @@ func (r *restorer) finish(ctx context.Context, l *layer) (int, error) {
 				if err := r.checkParents(p); err != nil {
 					return 0, pathError(p, err)
 				}
-				if err := r.root.MkdirAll(p, 0o700); err != nil {
+				if err := r.fs.MkdirAll(p, 0o700); err != nil {
 					return 0, fmt.Errorf("restore %s: %w", p, err)
 				}
 			}
 		case mode&fs.ModeSymlink != 0:
 			if err == nil && fi.Mode()&fs.ModeSymlink != 0 {
-				if target, err := r.root.Readlink(p); err == nil && target == f.Link {
+				if target, err := r.fs.Readlink(p); err == nil && target == f.Link {
 					continue
 				}
 			} else if err == nil {
@@ -708,7 +706,7 @@ func (r *restorer) finish(ctx context.Context, l *layer) (int, error) {
 			if err := r.makeRoom(p); err != nil {
 				return 0, err
 			}
-			if err := r.root.Symlink(f.Link, p); err != nil {
+			if err := r.fs.Symlink(f.Link, p); err != nil {
 				return 0, fmt.Errorf("restore %s: %w", p, err)
 			}
 		default:
@@ -731,6 +729,9 @@ func (r *restorer) finish(ctx context.Context, l *layer) (int, error) {
 	if err := r.setModes(l, paths); err != nil {
 		return 0, err
 	}
+	if err := r.fs.link(); err != nil {
+		return 0, err
+	}
 	return files, nil
 }
 
@@ -743,7 +744,7 @@ func (r *restorer) verify(ctx context.Context, l *layer, paths []string) error {
 }
 
 func (r *restorer) verifyOne(ctx context.Context, l *layer, p string, buf []byte) error {
-	f, err := r.root.Open(physName(p))
+	f, err := r.fs.Open(physName(p))
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", p, err)
 	}
@@ -763,12 +764,12 @@ func (r *restorer) verifyOne(ctx context.Context, l *layer, p string, buf []byte
 // missing. An existing entry (pg_wal may be a symlink) is left alone.
 func (r *restorer) makeSkippedDirs(sn *catalog.Sentinel) {
 	for _, d := range pgdata.RestoreDirs(sn.PGVersion) {
-		_, err := r.root.Lstat(d)
+		_, err := r.fs.Lstat(d)
 		if err == nil {
 			continue
 		}
 		if errors.Is(err, fs.ErrNotExist) {
-			err = r.root.Mkdir(d, 0o700)
+			err = r.fs.Mkdir(d, 0o700)
 		}
 		if err != nil {
 			r.log.Warn("could not create folder", zap.String("folder", d), zap.Error(err))
@@ -791,11 +792,11 @@ func (r *restorer) setModes(l *layer, paths []string) error {
 		if mode.IsDir() {
 			perm |= 0o700
 		}
-		if err := r.root.Chmod(physName(p), perm); err != nil {
+		if err := r.fs.Chmod(physName(p), perm); err != nil {
 			return fmt.Errorf("restore %s: %w", p, err)
 		}
 		if !f.ModTime.IsZero() {
-			if err := r.root.Chtimes(physName(p), f.ModTime, f.ModTime); err != nil {
+			if err := r.fs.Chtimes(physName(p), f.ModTime, f.ModTime); err != nil {
 				return fmt.Errorf("restore %s: %w", p, err)
 			}
 		}
@@ -808,10 +809,8 @@ func (r *restorer) setModes(l *layer, paths []string) error {
 // cost more than the whole download.
 func (r *restorer) syncAll() error {
 	var files, dirs []string
-	err := fs.WalkDir(r.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+	err := r.fs.walk(func(p string, d fs.DirEntry) error {
 		switch {
-		case err != nil:
-			return err
 		case d.IsDir():
 			dirs = append(dirs, p)
 		case d.Type().IsRegular():
@@ -823,7 +822,7 @@ func (r *restorer) syncAll() error {
 		return fmt.Errorf("restore into %s: fsync: %w", r.dir, err)
 	}
 	syncOne := func(p string) error {
-		f, err := r.root.Open(p)
+		f, err := r.fs.Open(p)
 		if err != nil {
 			return err
 		}
@@ -864,13 +863,13 @@ func (r *restorer) syncAll() error {
 // placeControlFile renames global/pg_control into place, the last step of
 // a restore, and makes the rename durable.
 func (r *restorer) placeControlFile(l *layer) error {
-	if _, err := r.root.Lstat(controlTmp); errors.Is(err, fs.ErrNotExist) {
+	if _, err := r.fs.Lstat(controlTmp); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	// The cluster restored must be the one the sentinel names: a sentinel
 	// put over another backup's key must never be restored as that backup.
 	if want := l.sn.SystemID; want != "" {
-		b, err := readRootHead(r.root, controlTmp, pgdata.PageSize)
+		b, err := readRootHead(r.fs.main, controlTmp, pgdata.PageSize)
 		if err != nil {
 			return fmt.Errorf("restore %s: %w", controlFile, err)
 		}
@@ -878,14 +877,14 @@ func (r *restorer) placeControlFile(l *layer) error {
 			return fmt.Errorf("%w: backup %s: its pg_control is of database system %d, its sentinel says %s", codec.ErrCorrupt, l.sn.Name, id, want)
 		}
 	}
-	if err := r.root.Rename(controlTmp, controlFile); err != nil {
+	if err := r.fs.Rename(controlTmp, controlFile); err != nil {
 		return fmt.Errorf("restore %s: %w", controlFile, err)
 	}
 	dir := path.Dir(controlFile)
 	if f := l.files[dir]; f != nil && !f.ModTime.IsZero() {
-		r.root.Chtimes(dir, f.ModTime, f.ModTime)
+		r.fs.Chtimes(dir, f.ModTime, f.ModTime)
 	}
-	d, err := r.root.Open(dir)
+	d, err := r.fs.Open(dir)
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", controlFile, err)
 	}

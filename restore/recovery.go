@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/walgo/walgo/catalog"
 )
 
@@ -108,21 +106,19 @@ func recoverySettings(opts *BackupFetchOptions) []string {
 	return append(lines, set("recovery_target_timeline", t.Timeline))
 }
 
-// writeRecoveryFiles writes backup_label, tablespace_map, the recovery
-// settings and the signal file, each fsynced.
+// writeRecoveryFiles writes backup_label, the recovery settings and the
+// signal file, each fsynced. No tablespace_map: the restore made the
+// pg_tblspc symlinks itself, pointing where each tablespace was restored
+// (as pg_basebackup's plain format does); Postgres would replace them with
+// the backup's original locations.
 func (r *restorer) writeRecoveryFiles(sn *catalog.Sentinel, opts *BackupFetchOptions) error {
 	for _, name := range []string{"recovery.signal", "standby.signal"} {
-		if err := r.root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := r.fs.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("restore: remove %s: %w", name, err)
 		}
 	}
 	if err := r.writeSynced("backup_label", []byte(sn.BackupLabel)); err != nil {
 		return err
-	}
-	if m := r.tablespaceMap(sn.TablespaceMap); m != "" {
-		if err := r.writeSynced("tablespace_map", []byte(m)); err != nil {
-			return err
-		}
 	}
 	header := fmt.Sprintf("# Recovery settings written by walgo backup-fetch for backup %s at %s\n",
 		sn.Name, time.Now().UTC().Format(time.RFC3339))
@@ -150,7 +146,7 @@ func (r *restorer) writeRecoveryFiles(sn *catalog.Sentinel, opts *BackupFetchOpt
 // through a temp file and rename.
 func (r *restorer) appendAutoConf(block string) error {
 	var old []byte
-	f, err := r.root.Open(autoConf)
+	f, err := r.fs.Open(autoConf)
 	switch {
 	case err == nil:
 		old, err = io.ReadAll(io.LimitReader(f, 64<<20))
@@ -176,7 +172,7 @@ func (r *restorer) appendAutoConf(block string) error {
 	if err := r.writeSynced(tmp, []byte(b.String())); err != nil {
 		return err
 	}
-	if err := r.root.Rename(tmp, autoConf); err != nil {
+	if err := r.fs.Rename(tmp, autoConf); err != nil {
 		return fmt.Errorf("restore %s: %w", autoConf, err)
 	}
 	return nil
@@ -202,36 +198,12 @@ func confKey(line string) string {
 	return strings.ToLower(s[:i])
 }
 
-// tablespaceMap returns the lines of the backup's tablespace_map that still
-// apply. A tablespace whose contents were restored in place, as the folder
-// pg_tblspc/<oid>, is left out: for a listed tablespace Postgres replaces
-// pg_tblspc/<oid> with a symlink at startup and fails on a non-empty folder.
-func (r *restorer) tablespaceMap(m string) string {
-	var b strings.Builder
-	for line := range strings.Lines(m) {
-		t := strings.TrimRight(line, "\r\n")
-		if t == "" {
-			continue
-		}
-		oid, location, _ := strings.Cut(t, " ")
-		if _, err := strconv.ParseUint(oid, 10, 32); err == nil {
-			if fi, err := r.root.Lstat("pg_tblspc/" + oid); err == nil && fi.IsDir() {
-				r.log.Info("tablespace restored in place", zap.String("folder", "pg_tblspc/"+oid), zap.String("original_location", location))
-				continue
-			}
-		}
-		b.WriteString(t)
-		b.WriteByte('\n')
-	}
-	return b.String()
-}
-
 // writeSynced writes a new file (0600) in the directory and fsyncs it.
 func (r *restorer) writeSynced(name string, data []byte) error {
 	if err := r.makeRoom(name); err != nil {
 		return err
 	}
-	f, err := r.root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := r.fs.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", name, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,9 +28,15 @@ func backupFetchCommand() *cli.Command {
 		Description: `Restores backup NAME (see backup-list), LATEST (the backup that finished
 last), or without NAME the newest backup that finished before the recovery
 target (LATEST when no target is given) into DIR, then writes
-backup_label, tablespace_map and the recovery settings (restore_command,
+backup_label and the recovery settings (restore_command,
 recovery_target_*) into DIR/postgresql.auto.conf with recovery.signal, or
 standby.signal with --standby. Start Postgres on DIR to recover.
+
+Each tablespace is restored to its original location (which must be
+missing or empty) unless --tablespace NAME_OR_OID=DIR puts it elsewhere;
+pg_tblspc/<oid> is made a symlink to where it went, and no tablespace_map
+is written. pg_wal is a folder inside DIR unless --waldir DIR moves it
+(a symlink, as initdb --waldir makes).
 
 DIR is created (0700) if missing; an existing DIR must be empty unless
 --overwrite is given. Every partition, the manifest and each file are
@@ -60,6 +67,8 @@ its first xid epoch.`,
 			&cli.StringFlag{Name: "target-timeline", Value: "latest", Usage: "recovery_target_timeline: latest, current or a timeline id"},
 			&cli.BoolFlag{Name: "standby", Usage: "make the restored cluster a standby that keeps replaying archived WAL (standby.signal)"},
 			&cli.BoolFlag{Name: "overwrite", Usage: "empty a non-empty DIR first (refused while it holds postmaster.pid)"},
+			&cli.GenericFlag{Name: "tablespace", Value: &dirMap{}, Usage: "restore a tablespace elsewhere than its original location: `NAME_OR_OID=DIR` (repeatable)"},
+			&cli.StringFlag{Name: "waldir", Usage: "make pg_wal a symlink to `DIR` (missing or empty) instead of a folder inside the data directory"},
 		},
 		Action: func(c *cli.Context) error {
 			args, err := interspersedFlags(c)
@@ -91,6 +100,8 @@ its first xid epoch.`,
 				Target:         target,
 				Standby:        c.Bool("standby"),
 				Overwrite:      c.Bool("overwrite"),
+				Tablespaces:    *c.Generic("tablespace").(*dirMap),
+				WALDir:         c.String("waldir"),
 				Concurrency:    e.set.downloadConc,
 				Codec:          e.set.codec,
 				RestoreCommand: cmdline,
@@ -105,6 +116,35 @@ its first xid epoch.`,
 			return nil
 		},
 	}
+}
+
+// dirMap is the value of a repeatable NAME=DIR flag. Unlike a string
+// slice flag it never splits a value at commas, which paths may hold; the
+// name ends at the first "=".
+type dirMap map[string]string
+
+func (m *dirMap) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" || v == "" {
+		return fmt.Errorf("want NAME_OR_OID=DIR, not %q", s)
+	}
+	if *m == nil {
+		*m = dirMap{}
+	}
+	if _, dup := (*m)[k]; dup {
+		return fmt.Errorf("%s is given twice", k)
+	}
+	(*m)[k] = v
+	return nil
+}
+
+func (m *dirMap) String() string {
+	var parts []string
+	for k, v := range *m {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
 }
 
 // interspersedFlags applies the flags that follow the first argument
