@@ -274,7 +274,7 @@ as a delta parent, and never deleted but by delete everything.
 --json prints walgo's own backups; --json --foreign the foreign ones.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
-			&cli.BoolFlag{Name: "detail", Usage: "add delta parent (or why a delta was refused), Postgres version, system id, host, file count and walgo version"},
+			&cli.BoolFlag{Name: "detail", Usage: "add delta parent (or why a delta was refused), tablespaces (JSON), Postgres version, system id, host, file count and walgo version"},
 			&cli.BoolFlag{Name: "foreign", Usage: "with --json: print the backups walgo cannot restore instead"},
 		},
 		Action: func(c *cli.Context) error {
@@ -400,13 +400,15 @@ type backupRow struct {
 // backupDetail is one backup in backup-list --json --detail.
 type backupDetail struct {
 	backupRow
-	DeltaParent  string `json:"delta_parent"`
-	DeltaRefused string `json:"delta_refused,omitempty"` // why a delta was asked for and a full backup taken
-	PGVersion    int    `json:"pg_version"`
-	SystemID     string `json:"system_identifier"`
-	Hostname     string `json:"hostname"`
-	FileCount    int    `json:"file_count"`
-	WalgoVersion string `json:"walgo_version"`
+	DeltaParent  string               `json:"delta_parent"`
+	DeltaRefused string               `json:"delta_refused,omitempty"` // why a delta was asked for and a full backup taken
+	Tablespaces  []catalog.Tablespace `json:"tablespaces"`             // what backup-fetch --tablespace names
+	WALDir       string               `json:"wal_directory,omitempty"` // where pg_wal pointed, if a symlink
+	PGVersion    int                  `json:"pg_version"`
+	SystemID     string               `json:"system_identifier"`
+	Hostname     string               `json:"hostname"`
+	FileCount    int                  `json:"file_count"`
+	WalgoVersion string               `json:"walgo_version"`
 }
 
 func backupRowOf(sn *catalog.Sentinel) backupRow {
@@ -428,6 +430,8 @@ func backupDetailOf(sn *catalog.Sentinel) backupDetail {
 		backupRow:    backupRowOf(sn),
 		DeltaParent:  sn.DeltaParent,
 		DeltaRefused: sn.DeltaRefused,
+		Tablespaces:  sn.Tablespaces,
+		WALDir:       sn.WALDir,
 		PGVersion:    sn.PGVersion,
 		SystemID:     sn.SystemID,
 		Hostname:     sn.Hostname,
