@@ -216,15 +216,7 @@ func TestDeltaChain(t *testing.T) {
 	final := state(t, src)
 	archiveAll(t, src)
 
-	var list []struct {
-		Name           string `json:"name"`
-		CompressedSize int64  `json:"compressed_size"`
-		DeltaParent    string `json:"delta_parent"`
-	}
-	out := mustWalgo(t, r.env, "backup-list", "--json", "--detail")
-	if err := json.Unmarshal([]byte(out.stdout), &list); err != nil || len(list) != 3 {
-		t.Fatalf("backup-list: %v\n%s", err, out.stdout)
-	}
+	list := backupDetails(t, r, 3)
 	if list[1].DeltaParent != list[0].Name || list[2].DeltaParent != list[1].Name {
 		t.Fatalf("delta chain: %+v", list)
 	}

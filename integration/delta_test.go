@@ -48,6 +48,32 @@ func factsOf(t *testing.T, c *pgtest.Cluster, table string) tableFacts {
 	return f
 }
 
+// backupDetail is one backup as backup-list --json --detail shows it.
+type backupDetail struct {
+	Name           string `json:"name"`
+	CompressedSize int64  `json:"compressed_size"`
+	DeltaParent    string `json:"delta_parent"`
+	DeltaRefused   string `json:"delta_refused"`
+	Tablespaces    []struct {
+		OID      uint32 `json:"oid"`
+		Name     string `json:"name"`
+		Location string `json:"location"`
+	} `json:"tablespaces"`
+	WALDir string `json:"wal_directory"`
+}
+
+// backupDetails runs backup-list --json --detail and fails the test unless
+// it lists n backups.
+func backupDetails(t *testing.T, r repo, n int) []backupDetail {
+	t.Helper()
+	var list []backupDetail
+	out := mustWalgo(t, r.env, "backup-list", "--json", "--detail")
+	if err := json.Unmarshal([]byte(out.stdout), &list); err != nil || len(list) != n {
+		t.Fatalf("backup-list --json --detail: %v, want %d backups\n%s", err, n, out.stdout)
+	}
+	return list
+}
+
 // pointAfter returns the current WAL location as a recovery target, and
 // writes a WAL record there so that recovery reaches it even when nothing
 // else is written before the segment is archived (after pg_backup_stop, the
@@ -199,15 +225,7 @@ func TestDeltaWithoutReliablePageLSNs(t *testing.T) {
 			end := pointAfter(t, src)
 			archiveAll(t, src)
 
-			var list []struct {
-				Name         string `json:"name"`
-				DeltaParent  string `json:"delta_parent"`
-				DeltaRefused string `json:"delta_refused"`
-			}
-			out := mustWalgo(t, r.env, "backup-list", "--json", "--detail")
-			if err := json.Unmarshal([]byte(out.stdout), &list); err != nil || len(list) != 2 {
-				t.Fatalf("backup-list: %v\n%s", err, out.stdout)
-			}
+			list := backupDetails(t, r, 2)
 			b := list[1]
 			if tc.delta {
 				if b.DeltaParent != list[0].Name || b.DeltaRefused != "" {

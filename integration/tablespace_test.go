@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,18 +53,7 @@ func TestTablespaces(t *testing.T) {
 		t.Fatalf("backups: %v", list)
 	}
 	delta := list[1]
-	var detail []struct {
-		Tablespaces []struct {
-			OID      uint32 `json:"oid"`
-			Name     string `json:"name"`
-			Location string `json:"location"`
-		} `json:"tablespaces"`
-		WALDir string `json:"wal_directory"`
-	}
-	out := mustWalgo(t, r.env, "backup-list", "--json", "--detail")
-	if err := json.Unmarshal([]byte(out.stdout), &detail); err != nil || len(detail) != 2 {
-		t.Fatalf("backup-list --json --detail: %v\n%s", err, out.stdout)
-	}
+	detail := backupDetails(t, r, 2)
 	if ts := detail[1].Tablespaces; len(ts) != 1 || ts[0].Name != "ts1" || fmt.Sprint(ts[0].OID) != oid || ts[0].Location != tsDir {
 		t.Errorf("backup-list --detail tablespaces: %+v, want ts1 (%s) at %s", ts, oid, tsDir)
 	}
