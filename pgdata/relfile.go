@@ -140,8 +140,10 @@ func IsRelation(p string) bool {
 // pages whose LSN changed. Only the main fork may: clearing a visibility
 // map bit is not WAL-logged on the map's page and leaves its LSN alone, the
 // free space map is hardly WAL-logged at all, and an init fork is tiny.
-// Those forks are stored whole, as pgBackRest, WAL-G and PostgreSQL 17's
-// own incremental backup do.
+// WAL-G pages main forks only too; PostgreSQL 17's incremental backup sends
+// the free space map whole and learns visibility map changes from the heap
+// records in its WAL summaries, which page LSNs cannot tell; pgBackRest
+// never trusts page LSNs (it compares files and block checksums).
 func (r RelPath) PageDeltas() bool { return r.Fork == MainFork }
 
 // PageDeltas reports whether the file at p may be backed up as a page
