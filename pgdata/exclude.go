@@ -25,17 +25,26 @@ var skipContents = map[string]bool{
 	"pg_logical/mappings":  true,
 }
 
+// Files of the data directory's top folder that backup and restore name.
+const (
+	PIDFile            = "postmaster.pid"
+	BackupLabelFile    = "backup_label"
+	RecoverySignalFile = "recovery.signal" // archive recovery to a target, then promotion
+	StandbySignalFile  = "standby.signal"  // a standby: recovery that never ends
+	AutoConfFile       = "postgresql.auto.conf"
+)
+
 // skipFiles are left out wherever they are.
 var skipFiles = map[string]bool{
-	"postmaster.pid":           true,
-	"postmaster.opts":          true,
-	"backup_label":             true, // the backup's own comes from pg_backup_stop
-	"tablespace_map":           true, // likewise
-	"backup_manifest":          true, // belongs to the backup this cluster was restored from
-	"postgresql.auto.conf.tmp": true,
-	"current_logfiles.tmp":     true,
-	"recovery.signal":          true, // a restore writes its own
-	"standby.signal":           true,
+	PIDFile:                true,
+	"postmaster.opts":      true,
+	BackupLabelFile:        true, // the backup's own comes from pg_backup_stop
+	TablespaceMapFile:      true, // likewise
+	"backup_manifest":      true, // belongs to the backup this cluster was restored from
+	AutoConfFile + ".tmp":  true,
+	"current_logfiles.tmp": true,
+	RecoverySignalFile:     true, // a restore writes its own
+	StandbySignalFile:      true,
 }
 
 // Prefixes of names left out wherever they are: temporary files and

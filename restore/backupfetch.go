@@ -591,7 +591,7 @@ func prepareDir(dir string, overwrite bool, log *zap.Logger) (bool, error) {
 		return false, fmt.Errorf("%w: restore into %s: the folder is not empty (it holds %s); pass --overwrite to replace its contents",
 			ErrInvalid, dir, ents[0].Name())
 	}
-	if _, err := os.Lstat(filepath.Join(dir, "postmaster.pid")); err == nil {
+	if _, err := os.Lstat(filepath.Join(dir, pgdata.PIDFile)); err == nil {
 		return false, fmt.Errorf("%w: restore into %s: postmaster.pid is present, a server may be running there; stop it and remove the file first",
 			ErrInvalid, dir)
 	}

@@ -11,9 +11,10 @@ import (
 	"time"
 
 	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/pgdata"
 )
 
-const autoConf = "postgresql.auto.conf"
+const autoConf = pgdata.AutoConfFile
 
 // recoveryKeys are the settings a restore writes; earlier lines setting
 // them in postgresql.auto.conf (say, from the restore that made the
@@ -112,12 +113,12 @@ func recoverySettings(opts *BackupFetchOptions) []string {
 // (as pg_basebackup's plain format does); Postgres would replace them with
 // the backup's original locations.
 func (r *restorer) writeRecoveryFiles(sn *catalog.Sentinel, opts *BackupFetchOptions) error {
-	for _, name := range []string{"recovery.signal", "standby.signal"} {
+	for _, name := range []string{pgdata.RecoverySignalFile, pgdata.StandbySignalFile} {
 		if err := r.fs.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("restore: remove %s: %w", name, err)
 		}
 	}
-	if err := r.writeSynced("backup_label", []byte(sn.BackupLabel)); err != nil {
+	if err := r.writeSynced(pgdata.BackupLabelFile, []byte(sn.BackupLabel)); err != nil {
 		return err
 	}
 	header := fmt.Sprintf("# Recovery settings written by walgo backup-fetch for backup %s at %s\n",
@@ -134,9 +135,9 @@ func (r *restorer) writeRecoveryFiles(sn *catalog.Sentinel, opts *BackupFetchOpt
 	if err := r.appendAutoConf(block); err != nil {
 		return err
 	}
-	signal := "recovery.signal"
+	signal := pgdata.RecoverySignalFile
 	if opts.Standby {
-		signal = "standby.signal"
+		signal = pgdata.StandbySignalFile
 	}
 	return r.writeSynced(signal, nil)
 }

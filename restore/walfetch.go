@@ -463,7 +463,7 @@ func InStandby(dest string) bool {
 		candidates = append(candidates, wd)
 	}
 	for _, d := range candidates {
-		if _, err := os.Stat(filepath.Join(d, "standby.signal")); err == nil {
+		if _, err := os.Stat(filepath.Join(d, pgdata.StandbySignalFile)); err == nil {
 			return true
 		}
 	}
