@@ -83,7 +83,7 @@ var ErrForeign = errors.New("not a backup this walgo can restore")
 // sentinelConcurrency bounds the sentinels a listing reads at once: on an
 // object store each read is a round trip, and a thousand of them one after
 // the other take seconds.
-const sentinelConcurrency = 32
+const sentinelConcurrency = 64
 
 // maxSentinel bounds a walgo sentinel read into memory. Other tools'
 // sentinels are read as a stream, whatever their size (WAL-G's older ones

@@ -282,3 +282,32 @@ func TestListBackupsParallel(t *testing.T) {
 	}
 	t.Logf("%d sentinels at %s per GET: %s (%d at once at most; one after the other: %s)", n, slow.hold, took.Round(time.Millisecond), slow.max.Load(), time.Duration(n)*slow.hold)
 }
+
+// BenchmarkListBackups1000: backup-list of 1,000 backups on a store that
+// takes 20 ms per GET, as a far object store does (issue 11 item 4):
+// go test ./catalog -run X -bench ListBackups1000 -benchtime 3x
+func BenchmarkListBackups1000(b *testing.B) {
+	s, err := file.New(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	seg, _ := wal.ParseSegment("000000010000000100000000")
+	now := time.Now()
+	for i := range 1000 {
+		sn := walgoSentinel(seg.Name(), now.Add(time.Duration(i)*time.Second))
+		enc, _ := EncodeSentinel(sn)
+		if err := s.Put(context.Background(), SentinelKey(sn.Name), bytes.NewReader(enc)); err != nil {
+			b.Fatal(err)
+		}
+		seg = seg.Next(wal.DefaultSegmentSize)
+	}
+	slow := &slowGets{Store: s, hold: 20 * time.Millisecond}
+	b.ResetTimer()
+	for range b.N {
+		if list, err := ListBackups(context.Background(), slow); err != nil || len(list) != 1000 {
+			b.Fatalf("%d, %v", len(list), err)
+		}
+	}
+	b.ReportMetric(float64(slow.max.Load()), "max-in-flight")
+	b.ReportMetric(float64(slow.calls.Load())/float64(b.N), "GETs/op")
+}
