@@ -121,6 +121,10 @@ func TestSharedWithWALG(t *testing.T) {
 	if res := mustWalgoAs(t, src, append([]string{"TMPDIR=" + tmp}, r.env...), "restore-test", "--work-dir", work, "LATEST"); !strings.Contains(res.stdout, delta) {
 		t.Errorf("restore-test LATEST did not test %s:\n%s", delta, res.stdout)
 	}
+	latest := pgtest.OwnedDir(t, "latest")
+	if res := mustWalgo(t, r.env, "backup-fetch", latest+"/data", "LATEST"); !strings.Contains(res.stdout, "restored "+delta+" ") {
+		t.Errorf("backup-fetch LATEST did not restore %s:\n%s", delta, res.stdout)
+	}
 	c := restoreAndStart(t, r, []string{"--target-time", m1.time})
 	waitPromoted(t, c)
 	if got := state(t, c); got != m1.checksums {
@@ -145,33 +149,64 @@ func TestSharedWithWALG(t *testing.T) {
 			t.Fatalf("%v deleted the WAL-G backup or the WAL it needs:\n%s", args, res.stdout)
 		}
 	}
+
+	// The scheduler: its backup, retention (--retain 1) and drill all pass,
+	// and its retention keeps the WAL-G backup and its WAL too.
+	spec, _ := atSoon(5 * time.Second)
+	a := startAgent(t, src, append([]string{"TMPDIR=" + tmp}, env...), "--backup-at", spec, "--retain", "1", "--drill", "--work-dir", work)
+	var m map[string]float64
+	pgtest.WaitFor(t, 3*time.Minute, func() bool {
+		select {
+		case <-a.done:
+			t.Fatalf("walgo schedule exited: %v\nstderr:\n%s", a.err, a.stderr.String())
+		default:
+		}
+		m = a.metrics(t)
+		_, ok := m["walgo_last_drill_success"]
+		return ok
+	}, "the scheduled backup and its drill")
+	if code := a.stop(t); code != 0 {
+		t.Fatalf("walgo schedule exited %d after SIGTERM", code)
+	}
+	for _, k := range []string{"walgo_last_backup_success", "walgo_last_retention_success", "walgo_last_drill_success"} {
+		if m[k] != 1 {
+			t.Errorf("schedule with a WAL-G backup in the repository: %s = %v, want 1\n%s", k, m[k], a.stderr.String())
+		}
+	}
+	if !exists(t, r, catalog.SentinelKey(walg)) || !exists(t, r, firstKey) {
+		t.Fatal("the scheduler's retention deleted the WAL-G backup or the WAL it needs")
+	}
+	own := listBackups(t, r)
+	if len(own) != 1 {
+		t.Fatalf("after the scheduler's --retain 1: %v", own)
+	}
+
 	mustWalgo(t, r.env, "delete", "retain", "1", "--include-foreign", "--confirm")
 	if !exists(t, r, catalog.SentinelKey(walg)) || exists(t, r, firstKey) {
 		t.Fatal("--include-foreign: the WAL-G sentinel must stay and the WAL only it needs go")
 	}
 
-	// A damaged sentinel, and walgo's full backup's sentinel copied over the delta's.
-	const damaged = "base_0000000100000000000000F0"
+	// A damaged sentinel, and the one backup's sentinel copied over another key.
+	const damaged, copied = "base_0000000100000000000000F0", "base_0000000100000000000000F1"
 	st := r.openStore(t)
 	ctx := context.Background()
 	st.Put(ctx, catalog.SentinelKey(damaged), strings.NewReader(`{"format":1,"name":"base_00000001`))
-	fullSentinel := readObject(t, st, catalog.SentinelKey(full[0]))
-	st.Put(ctx, catalog.SentinelKey(delta), strings.NewReader(string(fullSentinel)))
+	st.Put(ctx, catalog.SentinelKey(copied), strings.NewReader(string(readObject(t, st, catalog.SentinelKey(own[0])))))
 	pgtest.Chown(t, r.root)
 	out = mustWalgo(t, r.env, "backup-list")
 	rows := 0
 	for _, l := range strings.Split(out.stdout, "\n") {
-		if strings.HasPrefix(l, full[0]+" ") {
+		if strings.HasPrefix(l, own[0]+" ") {
 			rows++
 		}
 	}
 	if rows != 1 || !strings.Contains(out.stdout, catalog.SentinelKey(damaged)) ||
-		!strings.Contains(out.stdout, "describes backup "+full[0]) {
+		!strings.Contains(out.stdout, "describes backup "+own[0]) {
 		t.Errorf("backup-list with a damaged and a copied sentinel:\n%s", out.stdout)
 	}
 	dir := pgtest.OwnedDir(t, "copied")
-	if res := walgo(t, r.env, "backup-fetch", dir+"/data", delta); res.code != 5 || !strings.Contains(res.stderr, "describes backup "+full[0]) {
-		t.Errorf("backup-fetch of the delta holding the full backup's sentinel: exit %d, %s", res.code, res.stderr)
+	if res := walgo(t, r.env, "backup-fetch", dir+"/data", copied); res.code != 5 || !strings.Contains(res.stderr, "describes backup "+own[0]) {
+		t.Errorf("backup-fetch of a key holding another backup's sentinel: exit %d, %s", res.code, res.stderr)
 	}
 	if res := walgo(t, r.env, "backup-verify", "--all"); res.code != 5 || !strings.Contains(res.stdout, catalog.SentinelKey(damaged)) {
 		t.Errorf("backup-verify --all with a damaged sentinel: exit %d\n%s%s", res.code, res.stdout, res.stderr)
