@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/walgo/walgo/codec"
@@ -115,20 +114,13 @@ func ListAllBackups(ctx context.Context, s storage.Store) (*Backups, error) {
 	results := make([]read, len(names))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sem := make(chan struct{}, sentinelConcurrency)
-	var wg sync.WaitGroup
-	for i, n := range names {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			own, foreign, err := readSentinel(ctx, s, n)
-			if err != nil && !errors.Is(err, storage.ErrNotFound) {
-				cancel()
-			}
-			results[i] = read{own, foreign, err}
-		})
-	}
-	wg.Wait()
+	eachBounded(sentinelConcurrency, len(names), func(i int) {
+		own, foreign, err := readSentinel(ctx, s, names[i])
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			cancel()
+		}
+		results[i] = read{own, foreign, err}
+	})
 	out := &Backups{}
 	for i, r := range results {
 		switch {

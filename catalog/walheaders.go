@@ -65,26 +65,20 @@ func CheckWALHeaders(ctx context.Context, s storage.Store, cd *codec.Codec, objs
 	var mu sync.Mutex
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sem := make(chan struct{}, headerConcurrency)
-	var wg sync.WaitGroup
-	for i, o := range todo {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			h, err := readHeader(ctx, s, cd, o)
-			if err != nil && !errors.Is(err, codec.ErrCorrupt) && !errors.Is(err, codec.ErrUnknown) &&
-				!errors.Is(err, wal.ErrBadHeader) && !errors.Is(err, codec.ErrNoKey) && !errors.Is(err, codec.ErrWrongKey) {
-				mu.Lock()
-				if storeErr == nil {
-					storeErr = fmt.Errorf("read %s: %w", o.Key, err)
-				}
-				mu.Unlock()
-				cancel()
+	eachBounded(headerConcurrency, len(todo), func(i int) {
+		o := todo[i]
+		h, err := readHeader(ctx, s, cd, o)
+		if err != nil && !errors.Is(err, codec.ErrCorrupt) && !errors.Is(err, codec.ErrUnknown) &&
+			!errors.Is(err, wal.ErrBadHeader) && !errors.Is(err, codec.ErrNoKey) && !errors.Is(err, codec.ErrWrongKey) {
+			mu.Lock()
+			if storeErr == nil {
+				storeErr = fmt.Errorf("read %s: %w", o.Key, err)
 			}
-			results[i] = result{o, h, err}
-		})
-	}
-	wg.Wait()
+			mu.Unlock()
+			cancel()
+		}
+		results[i] = result{o, h, err}
+	})
 	if storeErr != nil {
 		return nil, storeErr
 	}

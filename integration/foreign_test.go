@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"net/http"
 	"os"
@@ -31,22 +30,6 @@ func foreignKey(name, ext string) string {
 		return catalog.WALPrefix + name
 	}
 	return catalog.WALPrefix + name + "." + ext
-}
-
-// controlFile is a real pg_control (Postgres 15) with system id id.
-func controlFile(t *testing.T, id uint64) []byte {
-	t.Helper()
-	b, err := os.ReadFile("../pgdata/testdata/pg_control_nochecksums_8k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	binary.LittleEndian.PutUint64(b, id)
-	const crcOff = 288
-	binary.LittleEndian.PutUint32(b[crcOff:], crc32.Checksum(b[:crcOff], crc32.MakeTable(crc32.Castagnoli)))
-	if got, err := pgdata.ControlSystemID(b); err != nil || got != id {
-		t.Fatalf("pg_control fixture: %d, %v", got, err)
-	}
-	return b
 }
 
 // TestFetchForeignThroughCLI: wal-fetch as Postgres runs it, against what
@@ -86,7 +69,7 @@ func TestFetchForeignThroughCLI(t *testing.T) {
 			os.MkdirAll(filepath.Join(data, "pg_wal"), 0o700)
 			os.MkdirAll(filepath.Join(data, "global"), 0o700)
 			hdr, _ := wal.ParseHeader(want["000000010000000000000020"])
-			os.WriteFile(filepath.Join(data, pgdata.ControlFile), controlFile(t, hdr.SystemID), 0o600)
+			os.WriteFile(filepath.Join(data, pgdata.ControlFile), waltest.PgControl(t, hdr.SystemID), 0o600)
 			dest := filepath.Join(data, "pg_wal", "RECOVERYXLOG")
 			env := append([]string{"WALGO_PREFETCH=0"}, r.env...)
 			for name, b := range want {

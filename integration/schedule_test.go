@@ -138,6 +138,24 @@ func (a *agentProc) metrics(t *testing.T) map[string]float64 {
 }
 
 // atSoon is a --backup-at a few seconds from now, in UTC, to the second.
+// waitRun waits for the agent's first run to finish its drill and returns
+// the metrics then.
+func (a *agentProc) waitRun(t *testing.T) map[string]float64 {
+	t.Helper()
+	var m map[string]float64
+	pgtest.WaitFor(t, 3*time.Minute, func() bool {
+		select {
+		case <-a.done:
+			t.Fatalf("walgo schedule exited: %v\nstderr:\n%s", a.err, a.stderr.String())
+		default:
+		}
+		m = a.metrics(t)
+		_, ok := m["walgo_last_drill_success"]
+		return ok
+	}, "the scheduled backup and its drill")
+	return m
+}
+
 func atSoon(d time.Duration) (string, time.Time) {
 	at := time.Now().UTC().Add(d).Truncate(time.Second)
 	return at.Format("15:04:05") + " UTC", at
@@ -175,17 +193,7 @@ func TestScheduleAgent(t *testing.T) {
 		t.Errorf("a backup is reported before its time: %v", m)
 	}
 
-	// The drill is the run's last step.
-	pgtest.WaitFor(t, 3*time.Minute, func() bool {
-		select {
-		case <-a.done:
-			t.Fatalf("walgo schedule exited: %v\nstderr:\n%s", a.err, a.stderr.String())
-		default:
-		}
-		m = a.metrics(t)
-		_, ok := m["walgo_last_drill_success"]
-		return ok
-	}, "the scheduled backup and its drill")
+	m = a.waitRun(t) // the drill is the run's last step
 	now := listBackups(t, r)
 	if len(now) != 1 || now[0] == old[0] {
 		t.Fatalf("backups after the run: %v; want one new backup, %s deleted by --retain 1", now, old[0])

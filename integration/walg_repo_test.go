@@ -154,17 +154,7 @@ func TestSharedWithWALG(t *testing.T) {
 	// and its retention keeps the WAL-G backup and its WAL too.
 	spec, _ := atSoon(5 * time.Second)
 	a := startAgent(t, src, append([]string{"TMPDIR=" + tmp}, env...), "--backup-at", spec, "--retain", "1", "--drill", "--work-dir", work)
-	var m map[string]float64
-	pgtest.WaitFor(t, 3*time.Minute, func() bool {
-		select {
-		case <-a.done:
-			t.Fatalf("walgo schedule exited: %v\nstderr:\n%s", a.err, a.stderr.String())
-		default:
-		}
-		m = a.metrics(t)
-		_, ok := m["walgo_last_drill_success"]
-		return ok
-	}, "the scheduled backup and its drill")
+	m := a.waitRun(t)
 	if code := a.stop(t); code != 0 {
 		t.Fatalf("walgo schedule exited %d after SIGTERM", code)
 	}

@@ -3,9 +3,7 @@ package restore
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"io"
 	"maps"
 	"os"
@@ -205,17 +203,10 @@ func TestFetchFoundThenGone(t *testing.T) {
 	}
 }
 
-// controlWithID is a real pg_control (Postgres 15, initdb) with its system
-// identifier set to id and its CRC fixed.
+// controlWithID is a real pg_control with system identifier id.
 func controlWithID(t *testing.T, id uint64) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../pgdata/testdata/pg_control_nochecksums_8k")
-	if err != nil {
-		t.Fatal(err)
-	}
-	binary.LittleEndian.PutUint64(b, id)
-	const crcOff = 288 // ControlFileData's CRC, pg_control_version 1300
-	binary.LittleEndian.PutUint32(b[crcOff:], crc32.Checksum(b[:crcOff], crc32.MakeTable(crc32.Castagnoli)))
+	b := waltest.PgControl(t, id)
 	if got, err := pgdata.ControlSystemID(b); err != nil || got != id {
 		t.Fatalf("fixture: %d, %v", got, err)
 	}
