@@ -310,10 +310,7 @@ func walgSentinel(f *ForeignBackup, fields map[string]json.RawMessage) {
 		Hostname         string    `json:"Hostname"`
 		IsPermanent      bool      `json:"IsPermanent"`
 	}
-	b, _ := json.Marshal(fields)
-	if json.Unmarshal(b, &v) != nil {
-		return
-	}
+	decodeFields(fields, &v)
 	f.PGVersion, f.Hostname, f.Permanent = v.PgVersion, v.Hostname, v.IsPermanent
 	f.StartTime, f.FinishTime = v.StartTime.UTC(), v.FinishTime.UTC()
 	if v.FinishLSN != nil {
@@ -367,14 +364,20 @@ func walgoFields(f *ForeignBackup, fields map[string]json.RawMessage) {
 		Hostname   string    `json:"hostname"`
 		Permanent  bool      `json:"permanent"`
 	}
-	for k, raw := range fields { // field by field: one bad value spoils only itself
-		b, _ := json.Marshal(map[string]json.RawMessage{k: raw})
-		_ = json.Unmarshal(b, &v)
-	}
+	decodeFields(fields, &v)
 	f.FinishLSN, f.StartTime, f.FinishTime = v.FinishLSN, v.StartTime.UTC(), v.FinishTime.UTC()
 	f.PGVersion, f.SystemID, f.Hostname, f.Permanent = v.PGVersion, v.SystemID, v.Hostname, v.Permanent
 	if f.Kind == ForeignNewer && v.Timeline != 0 {
 		f.Timeline, f.StartLSN, f.StartKnown = v.Timeline, v.StartLSN, true
+	}
+}
+
+// decodeFields decodes fields into the struct v points to field by field,
+// so that one value of an unexpected type spoils only itself.
+func decodeFields(fields map[string]json.RawMessage, v any) {
+	for k, raw := range fields {
+		b, _ := json.Marshal(map[string]json.RawMessage{k: raw})
+		_ = json.Unmarshal(b, v)
 	}
 }
 
