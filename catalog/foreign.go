@@ -223,6 +223,9 @@ func ownSentinel(name, key string, rawFormat json.RawMessage, fields map[string]
 
 // damaged describes a sentinel that cannot be trusted.
 func damaged(name, key, why string) *ForeignBackup {
+	why = strings.TrimPrefix(why, codec.ErrCorrupt.Error()+": ")
+	why = strings.TrimPrefix(why, "backup "+name+": ")
+	why = strings.TrimPrefix(why, "sentinel: ")
 	f := &ForeignBackup{Name: name, Key: key, Kind: ForeignDamaged,
 		Problem: "damaged: " + why + ". walgo never restores or deletes it (but with delete everything); " +
 			"if it is not another tool's, restore the object from a copy or remove " + key + " and the folder " + BackupFolder(name) + " by hand"}

@@ -163,6 +163,7 @@ func TestBackupFetchBadInput(t *testing.T) {
 		zw.Close()
 		evil := *sn
 		evil.Name = "base_000000010000000000000077"
+		evil.StartLSN, evil.FinishLSN = 0x77000028, 0x77000100 // in the segment the name gives
 		evil.FinishTime = sn.FinishTime.Add(-time.Hour)
 		partKey := catalog.PartKey(evil.Name, 1, codec.Zstd{})
 		st.Put(ctx, partKey, bytes.NewReader(enc.Bytes()))
