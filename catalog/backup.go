@@ -21,16 +21,17 @@ import (
 //     codec the extension names. Entries are paths relative to the data
 //     directory, slash-separated, never absolute, never with "..": folders
 //     (TypeDir), regular files (TypeReg) and symlinks (TypeSymlink). A
-//     tablespace is stored in place, as the folder pg_tblspc/<oid>/ with its
-//     contents. A file the manifest marks Delta "pages" is stored as only
+//     tablespace is stored as the folder pg_tblspc/<oid>/ with its
+//     contents; the sentinel says where it was (Tablespaces). A file the manifest marks Delta "pages" is stored as only
 //     its changed 8 KiB pages, in the order of ManifestFile.Pages; a file
 //     marked "unchanged" has no entry at all. Each file appears once in
 //     one partition. Part.SHA256 is over the stored (compressed) bytes.
 //   - manifest.json.<ext>: the Manifest as JSON, compressed likewise; the
 //     sentinel holds the sha256 of its stored bytes.
-//   - the sentinel, plain JSON, written last. backup_label and
-//     tablespace_map are in it, not in the tars, so a restore writes them
-//     only once everything else is in place and checked.
+//   - the sentinel, plain JSON, written last. backup_label (and the
+//     tablespace_map pg_backup_stop returned) are in it, not in the tars,
+//     so a restore writes backup_label only once everything else is in
+//     place and checked.
 
 // BackupPrefix is the folder base backups live in (WAL-E/WAL-G's name).
 const BackupPrefix = "basebackups_005/"

@@ -125,18 +125,20 @@ type BackupFetchResult struct {
 // recovery: it chooses the backup (see BackupFetchOptions.Name), walks its
 // delta chain back to the full backup, downloads each layer's partitions in
 // parallel, checks every sha256 (partitions, manifest, each file), refuses
-// any tar entry that would land outside Dir, then writes backup_label,
-// tablespace_map, the recovery settings (into postgresql.auto.conf, or
+// any tar entry that would land outside Dir, restores each tablespace into
+// its own folder (see Tablespaces) linked from pg_tblspc, then writes
+// backup_label, the recovery settings (into postgresql.auto.conf, or
 // recovery.conf before Postgres 12) and recovery.signal or standby.signal,
 // and fsyncs what it wrote. global/pg_control is put in place last, so an
 // interrupted restore leaves a directory Postgres refuses to start.
 //
-// Nothing in Dir is touched until the backup, its chain and their manifests
-// have been read and checked. On failure BackupFetch removes everything it
-// wrote into Dir (and Dir itself if it created it) and returns the error:
-// wrapping storage.ErrNotFound for a missing backup, codec.ErrCorrupt for
-// damaged or unsafe data (naming the object key), ErrInvalid for bad
-// options or a non-empty Dir.
+// Nothing in Dir (or a tablespace folder) is touched until the backup, its
+// chain and their manifests have been read and checked and every folder
+// outside Dir chosen. On failure BackupFetch removes everything it
+// wrote into Dir and the tablespace folders (and those folders it created)
+// and returns the error: wrapping storage.ErrNotFound for a missing backup,
+// codec.ErrCorrupt for damaged or unsafe data (naming the object key),
+// ErrInvalid for bad options, a non-empty Dir or tablespace folder.
 func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptions) (*BackupFetchResult, error) {
 	start := time.Now()
 	if opts.Log == nil {
@@ -179,6 +181,10 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 	moved, err := planMoves(layers[len(layers)-1], dir, &opts)
 	if err != nil {
 		return nil, err
+	}
+	if from := sn.WALDir; from != "" && opts.WALDir == "" {
+		opts.Log.Info("pg_wal was a symlink on the backed-up cluster; it is restored as a folder inside the data directory (--waldir puts it elsewhere)",
+			zap.String("original_location", from))
 	}
 	created, err := prepareDir(dir, opts.Overwrite, opts.Log)
 	if err != nil {

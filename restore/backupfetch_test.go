@@ -1238,6 +1238,41 @@ func TestBackupFetchTablespaces(t *testing.T) {
 	}
 }
 
+// TestBackupFetchInPlaceTablespace: a tablespace inside the data directory
+// (allow_in_place_tablespaces) is restored where it was, as a folder,
+// unless --tablespace moves it out.
+func TestBackupFetchInPlaceTablespace(t *testing.T) {
+	s := newStore(t)
+	putBackup(t, s, spec{no: 2,
+		spaces: []catalog.Tablespace{{OID: 16384, Name: "inplace", Location: "pg_tblspc/16384"}},
+		ents: []ent{
+			{path: "pg_tblspc/", typ: tar.TypeDir},
+			{path: "pg_tblspc/16384/", typ: tar.TypeDir}, {path: "pg_tblspc/16384/PG_16_202307071/", typ: tar.TypeDir},
+			{path: "pg_tblspc/16384/PG_16_202307071/f", body: []byte("in place")},
+		}})
+	base := t.TempDir()
+	if _, err := BackupFetch(context.Background(), s, opts(base+"/a")); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Lstat(base + "/a/pg_tblspc/16384"); err != nil || !fi.IsDir() {
+		t.Errorf("in-place tablespace: %v %v, want a folder", fi, err)
+	}
+	if got := string(readFile(t, base+"/a/pg_tblspc/16384/PG_16_202307071/f")); got != "in place" {
+		t.Errorf("in place: %q", got)
+	}
+	o := opts(base + "/b")
+	o.Tablespaces = map[string]string{"inplace": base + "/out"}
+	if _, err := BackupFetch(context.Background(), s, o); err != nil {
+		t.Fatal(err)
+	}
+	if target, err := os.Readlink(base + "/b/pg_tblspc/16384"); err != nil || target != base+"/out" {
+		t.Errorf("moved out: link %q %v", target, err)
+	}
+	if got := string(readFile(t, base+"/out/PG_16_202307071/f")); got != "in place" {
+		t.Errorf("moved out: %q", got)
+	}
+}
+
 // TestBackupFetchTablespaceCleanup: a restore that fails halfway leaves a
 // tablespace folder it created removed, and one that was there empty.
 func TestBackupFetchTablespaceCleanup(t *testing.T) {
