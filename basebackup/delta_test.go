@@ -133,7 +133,7 @@ func TestDeltaDecisions(t *testing.T) {
 		}
 	}
 
-	entries, err := walk(dir)
+	entries, err := walk(dir, "15")
 	if err != nil {
 		t.Fatal(err)
 	}

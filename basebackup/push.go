@@ -120,7 +120,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	if err != nil {
 		return nil, err
 	}
-	entries, err := walk(dataDir)
+	entries, err := walk(dataDir, pgdata.MajorVersion(srv.version))
 	if err != nil {
 		return nil, fmt.Errorf("walk %s: %w", dataDir, err)
 	}

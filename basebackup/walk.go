@@ -22,9 +22,12 @@ type entry struct {
 }
 
 // walk lists what a backup of dataDir holds, in tar order. Tablespace links
-// in pg_tblspc are followed and stored in place. Files that vanish while
-// walking are left out: Postgres removes files all the time.
-func walk(dataDir string) ([]entry, error) {
+// in pg_tblspc are followed and stored in place, with only the version
+// folder of major (pgdata.MajorVersion; "" keeps them all) inside them, as
+// pg_basebackup sends: a location may also hold another version's folder
+// (pg_upgrade). Files that vanish while walking are left out: Postgres
+// removes files all the time.
+func walk(dataDir, major string) ([]entry, error) {
 	var out []entry
 	var visit func(dir, name string) error
 	visit = func(dir, name string) error {
@@ -47,6 +50,11 @@ func walk(dataDir string) ([]entry, error) {
 			}
 			if pgdata.Skip(rel) {
 				continue
+			}
+			if _, ok := pgdata.ParseTablespaceLink(name); ok && major != "" {
+				if m, _, ok := pgdata.ParseVersionDir(e.Name()); !ok || m != major {
+					continue // another version's folder, or not Postgres' at all
+				}
 			}
 			if rf, ok := pgdata.ParseRelFileName(e.Name()); ok && rf.Fork != pgdata.InitFork && unlogged[rf.Node] {
 				continue // unlogged relation: only its init fork is kept

@@ -42,14 +42,14 @@ func TestWalkSkipsWhatPgBasebackupSkips(t *testing.T) {
 		"pg_xact/0000", "pg_multixact/offsets/0000",
 	)
 	ts := t.TempDir()
-	touch(t, ts, "PG_15_202209061/5/17000")
+	touch(t, ts, "PG_15_202209061/5/17000", "PG_14_202107181/5/16999", "lost+found/x")
 	os.MkdirAll(filepath.Join(data, "pg_tblspc"), 0o700)
 	if err := os.Symlink(ts, filepath.Join(data, "pg_tblspc", "17000")); err != nil {
 		t.Fatal(err)
 	}
 	os.Symlink("/etc/hosts", filepath.Join(data, "conf-link"))
 
-	entries, err := walk(data)
+	entries, err := walk(data, "15")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestLinkedDirs(t *testing.T) {
 	if err := os.Symlink(wal, filepath.Join(data, "pg_wal")); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := walk(data)
+	entries, err := walk(data, "15")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,7 +114,7 @@ func fork(ctx context.Context, store storage.Store, opts Options) (*Instance, er
 	}
 	inst.Report.Backup = sn.Name
 	if sn.PGVersion > 0 {
-		if opts.BinDir, err = pgserver.FindBinDir(pgserver.MajorVersion(sn.PGVersion), opts.BinDir); err != nil {
+		if opts.BinDir, err = pgserver.FindBinDir(pgdata.MajorVersion(sn.PGVersion), opts.BinDir); err != nil {
 			return inst, err
 		}
 	}

@@ -37,11 +37,17 @@ func ParseTablespaceLink(p string) (uint32, bool) {
 // Postgres uses (TABLESPACE_VERSION_DIRECTORY, "PG_15_202209061"), so that
 // clusters of two versions can share a location during pg_upgrade.
 func VersionDir(serverVersion int, catalogVersion uint32) string {
-	major := strconv.Itoa(serverVersion / 10000)
-	if serverVersion < 100000 {
-		major = fmt.Sprintf("%d.%d", serverVersion/10000, serverVersion/100%100)
+	return "PG_" + MajorVersion(serverVersion) + "_" + strconv.FormatUint(uint64(catalogVersion), 10)
+}
+
+// MajorVersion turns server_version_num (150004, 90624) into the major
+// version PG_VERSION holds and version folders are named with ("15",
+// "9.6").
+func MajorVersion(serverVersion int) string {
+	if serverVersion >= 100000 {
+		return strconv.Itoa(serverVersion / 10000)
 	}
-	return "PG_" + major + "_" + strconv.FormatUint(uint64(catalogVersion), 10)
+	return fmt.Sprintf("%d.%d", serverVersion/10000, serverVersion/100%100)
 }
 
 // ParseVersionDir splits a version folder's name into its major version

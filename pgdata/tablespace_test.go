@@ -33,6 +33,14 @@ func TestVersionDir(t *testing.T) {
 	}
 }
 
+func TestMajorVersion(t *testing.T) {
+	for num, want := range map[int]string{150004: "15", 100023: "10", 90624: "9.6", 170000: "17", 120000: "12"} {
+		if got := MajorVersion(num); got != want {
+			t.Errorf("MajorVersion(%d) = %q, want %q", num, got, want)
+		}
+	}
+}
+
 func TestTablespaceLink(t *testing.T) {
 	if got := TablespaceLink(16400); got != "pg_tblspc/16400" {
 		t.Errorf("TablespaceLink = %q", got)

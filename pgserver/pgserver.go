@@ -504,15 +504,6 @@ func DataDirVersion(dataDir string) (string, error) {
 	return v, nil
 }
 
-// MajorVersion turns server_version_num (150004, 90624) into the major
-// version PG_VERSION holds ("15", "9.6").
-func MajorVersion(num int) string {
-	if num >= 100000 {
-		return strconv.Itoa(num / 10000)
-	}
-	return fmt.Sprintf("%d.%d", num/10000, num/100%100)
-}
-
 // Where FindBinDir looks; tests point these elsewhere.
 var (
 	packagedRoot = "/usr/lib/postgresql"

@@ -94,14 +94,6 @@ func TestVersions(t *testing.T) {
 			t.Errorf("versionOf(%q) = %q, want %q", tt.out, got, tt.want)
 		}
 	}
-	for _, tt := range []struct {
-		num  int
-		want string
-	}{{150004, "15"}, {100023, "10"}, {90624, "9.6"}, {170000, "17"}} {
-		if got := MajorVersion(tt.num); got != tt.want {
-			t.Errorf("MajorVersion(%d) = %q, want %q", tt.num, got, tt.want)
-		}
-	}
 }
 
 func TestDataDirVersion(t *testing.T) {
