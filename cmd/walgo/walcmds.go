@@ -62,14 +62,20 @@ func walFetchCommand(code *int) *cli.Command {
 		Description: `Writes the archived WAL file NAME to DEST (a temp file, fsynced, renamed).
 With WALGO_PREFETCH > 0 it then starts one background process that fetches
 the next segments into pg_wal/walgo/prefetch, so replay need not wait.
+One GET when the file is stored with the configured codec; otherwise one
+LIST finds it under any codec walgo reads (its own, WAL-G's and WAL-E's).
 
 Exit codes (Postgres acts on them):
    0    fetched
    1    not in the archive: quiet and fast; Postgres asks for files that do
         not exist at every timeline check and at the end of recovery
-   130  bad arguments or destination
-   132  storage unreachable or failing after retries
-   133  corrupt or truncated object (or a wrong codec)
+   130  bad arguments or destination; the file is stored only with an
+        extension walgo does not read (the object is named)
+   132  storage unreachable or failing after retries; a copy listed, then
+        gone when read
+   133  corrupt or truncated object (or a wrong codec); a segment whose
+        header does not match its name, or of another database system than
+        the data directory's global/pg_control
    134  any other failure
 Codes above 125 make Postgres stop recovery instead of ending it early and
 dropping later WAL. In standby mode (standby.signal in the data directory)
