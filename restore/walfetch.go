@@ -39,9 +39,15 @@ type FetchConfig struct {
 	// Concurrency is how many prefetch downloads run at once.
 	Concurrency int
 	// StartPrefetch starts the detached background prefetch for the
-	// segments after seg (the caller knows how to launch itself). Nil
-	// disables prefetch.
+	// segments after seg (the caller knows how to launch itself, and
+	// hands it the settings this Fetcher was made with). Nil disables
+	// prefetch.
 	StartPrefetch func(seg string, walDir string, segSize int64) error
+	// Repository identifies the repository behind the store beyond its
+	// String() (which names its location): a repository id, once the
+	// repository has one. Prefetched copies carry a tag made of both, and
+	// a copy made for any other repository is never used.
+	Repository string
 }
 
 // Fetcher serves restore_command.
@@ -52,6 +58,7 @@ type Fetcher struct {
 
 	sysOnce sync.Once
 	sysID   uint64 // of the cluster being recovered; 0 if unknown
+	tag     string // the repository's tag in prefetched copies
 }
 
 // systemID is the cluster's system identifier (see clusterSystemID), read
@@ -75,7 +82,8 @@ func NewFetcher(store storage.Store, cfg FetchConfig, log *zap.Logger) *Fetcher 
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
-	return &Fetcher{store: store, cfg: cfg, log: log}
+	sum := sha256.Sum256([]byte(store.String() + "\n" + cfg.Repository))
+	return &Fetcher{store: store, cfg: cfg, log: log, tag: hex.EncodeToString(sum[:16])}
 }
 
 // PrefetchDir is the folder inside pg_wal that prefetched segments wait in.
@@ -99,6 +107,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 		return fmt.Errorf("%w: destination folder %s does not exist", ErrInvalid, filepath.Dir(absDest))
 	}
 	walDir := filepath.Dir(absDest)
+	sweepFetchTemps(walDir, f.log)
 	if kind == wal.KindSegment {
 		if size, ok := f.takePrefetched(name, absDest); ok {
 			f.log.Info("fetched", zap.String("wal", name), zap.Bool("prefetched", true), zap.Duration("took", time.Since(start)))
@@ -184,7 +193,7 @@ func (f *Fetcher) downloadOnce(o catalog.WALObject, rc io.ReadCloser, name, dest
 	}
 	defer dec.Close()
 	dir := filepath.Dir(dest)
-	tmp, err := os.CreateTemp(dir, ".walgo-fetch-"+name+"-*")
+	tmp, err := os.CreateTemp(dir, fetchTempPrefix+name+"-*")
 	if err != nil {
 		return 0, fmt.Errorf("fetch %s: %w", name, err)
 	}
@@ -195,6 +204,10 @@ func (f *Fetcher) downloadOnce(o catalog.WALObject, rc io.ReadCloser, name, dest
 			os.Remove(tmp.Name())
 		}
 	}()
+	// Held until the file is renamed: sweepFetchTemps leaves it alone.
+	if err := syscall.Flock(int(tmp.Fd()), syscall.LOCK_EX); err != nil {
+		return 0, fmt.Errorf("fetch %s: lock %s: %w", name, tmp.Name(), err)
+	}
 	var w io.Writer = tmp
 	if h != nil {
 		w = io.MultiWriter(tmp, h)
@@ -211,17 +224,61 @@ func (f *Fetcher) downloadOnce(o catalog.WALObject, rc io.ReadCloser, name, dest
 	if err := tmp.Sync(); err != nil {
 		return 0, fmt.Errorf("fetch %s: fsync: %w", name, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return 0, fmt.Errorf("fetch %s: %w", name, err)
-	}
 	if err := os.Rename(tmp.Name(), dest); err != nil {
 		return 0, fmt.Errorf("fetch %s: %w", name, err)
 	}
 	ok = true
+	// Synced already: closing can lose nothing.
+	tmp.Close()
 	if err := syncDir(dir); err != nil {
 		return 0, fmt.Errorf("fetch %s: fsync folder: %w", name, err)
 	}
 	return n, nil
+}
+
+// fetchTempPrefix starts the name of every temp file a fetch writes.
+const fetchTempPrefix = ".walgo-fetch-"
+
+// staleTemp is how old (last written) a fetch's temp file must be before
+// sweepFetchTemps may take it for a leftover: a fetch locks its temp file
+// right after creating it, and this covers that moment many times over.
+const staleTemp = time.Minute
+
+// sweepFetchTemps removes the temp files that fetches killed before their
+// rename left in dir: walgo's own names only, last written over staleTemp
+// ago, and not locked by a running fetch.
+func sweepFetchTemps(dir string, log *zap.Logger) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	names, _ := d.Readdirnames(-1)
+	d.Close()
+	for _, n := range names {
+		if !strings.HasPrefix(n, fetchTempPrefix) {
+			continue
+		}
+		p := filepath.Join(dir, n)
+		if removeStaleTemp(p) {
+			log.Info("removed a temp file a killed wal-fetch left", zap.String("file", p))
+		}
+	}
+}
+
+func removeStaleTemp(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() || time.Since(fi.ModTime()) < staleTemp {
+		return false
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return false // a fetch is writing it
+	}
+	return os.Remove(p) == nil
 }
 
 // checkSegmentFile checks a fetched segment's long page header against its
@@ -299,20 +356,28 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// takePrefetched moves a prefetched copy of name to dest if it is whole:
-// its sha256 matches the one recorded while it was downloaded. A damaged
-// or unfinished copy is removed and ignored. It returns the segment size.
+// takePrefetched moves a prefetched copy of name to dest if it was
+// prefetched from this repository and is whole: its sha256 matches the one
+// recorded while it was downloaded. A damaged or unfinished copy, or one
+// from another repository, is removed and ignored. It returns the segment
+// size.
 func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	dir := PrefetchDir(filepath.Dir(dest))
 	p := filepath.Join(dir, name)
-	want, err := os.ReadFile(p + ".sha256")
-	if err != nil {
+	sum, tag, ok := readSidecar(p)
+	if !ok {
+		return 0, false
+	}
+	if tag != f.tag {
+		f.log.Info("ignoring a segment prefetched from another repository", zap.String("wal", name))
+		os.Remove(p)
+		os.Remove(p + sidecarExt)
 		return 0, false
 	}
 	discard := func(why string) (int64, bool) {
 		f.log.Warn("ignoring damaged prefetched segment", zap.String("wal", name), zap.String("why", why))
 		os.Remove(p)
-		os.Remove(p + ".sha256")
+		os.Remove(p + sidecarExt)
 		return 0, false
 	}
 	file, err := os.Open(p)
@@ -328,18 +393,34 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	if err != nil {
 		return discard(err.Error())
 	}
-	if hex.EncodeToString(h.Sum(nil)) != strings.TrimSpace(string(want)) {
+	if hex.EncodeToString(h.Sum(nil)) != sum {
 		return discard("sha256 mismatch")
 	}
 	// Same file system (both inside pg_wal), so the rename is atomic.
 	if err := os.Rename(p, dest); err != nil {
 		return discard(err.Error())
 	}
-	os.Remove(p + ".sha256")
+	os.Remove(p + sidecarExt)
 	if err := syncDir(filepath.Dir(dest)); err != nil {
 		return 0, false
 	}
 	return n, true
+}
+
+// sidecarExt names the file beside each prefetched segment that says it is
+// whole and where it came from: "<sha256 of the segment> <repository tag>".
+// It is written only after the segment is in place.
+const sidecarExt = ".sha256"
+
+// readSidecar reads the sidecar of the prefetched segment at p. A sidecar
+// without a tag (an older walgo's) gives "", which matches no repository.
+func readSidecar(p string) (sum, tag string, ok bool) {
+	b, err := os.ReadFile(p + sidecarExt)
+	if err != nil {
+		return "", "", false
+	}
+	sum, tag, _ = strings.Cut(strings.TrimSpace(string(b)), " ")
+	return sum, tag, true
 }
 
 // Prefetch fetches the Prefetch segments after seg on its timeline into the
@@ -412,9 +493,11 @@ func (f *Fetcher) Prefetch(ctx context.Context, seg string, walDir string, segSi
 
 func (f *Fetcher) prefetchOne(ctx context.Context, dir, name string) error {
 	p := filepath.Join(dir, name)
-	if _, err := os.Stat(p + ".sha256"); err == nil {
+	if _, tag, ok := readSidecar(p); ok && tag == f.tag {
 		return nil // already here
 	}
+	// Another repository's copy, if any, is replaced.
+	os.Remove(p + sidecarExt)
 	start := time.Now()
 	h := sha256.New()
 	// The tmp name keeps a half-written copy from ever being taken.
@@ -422,7 +505,7 @@ func (f *Fetcher) prefetchOne(ctx context.Context, dir, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(p+".sha256", []byte(hex.EncodeToString(h.Sum(nil))+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(p+sidecarExt, []byte(hex.EncodeToString(h.Sum(nil))+" "+f.tag+"\n"), 0o600); err != nil {
 		os.Remove(p)
 		return fmt.Errorf("prefetch %s: %w", name, err)
 	}
@@ -437,7 +520,7 @@ func cleanPrefetch(dir string, want []wal.Segment) {
 	keep := map[string]bool{".lock": true}
 	for _, s := range want {
 		keep[s.Name()] = true
-		keep[s.Name()+".sha256"] = true
+		keep[s.Name()+sidecarExt] = true
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -454,7 +537,14 @@ func cleanPrefetch(dir string, want []wal.Segment) {
 // to is a standby (standby.signal in its data directory). Postgres runs
 // restore_command in the data directory with dest under pg_wal.
 func InStandby(dest string) bool {
-	abs, err := filepath.Abs(dest)
+	return signalled(dest, pgdata.StandbySignalFile)
+}
+
+// signalled reports whether one of the signal files is in the data
+// directory of walFile (a path under pg_wal): the grandparent of walFile,
+// or the working directory, where Postgres runs its hooks.
+func signalled(walFile string, signals ...string) bool {
+	abs, err := filepath.Abs(walFile)
 	if err != nil {
 		return false
 	}
@@ -463,9 +553,39 @@ func InStandby(dest string) bool {
 		candidates = append(candidates, wd)
 	}
 	for _, d := range candidates {
-		if _, err := os.Stat(filepath.Join(d, pgdata.StandbySignalFile)); err == nil {
-			return true
+		for _, s := range signals {
+			if _, err := os.Stat(filepath.Join(d, s)); err == nil {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// SweepAfterRecovery removes the prefetch folder of walDir (the pg_wal
+// that archive_command's file is in) once its cluster is out of recovery
+// (no recovery.signal or standby.signal): nothing will ever take those
+// segments. It leaves the folder while a prefetch still runs in it; a
+// later call removes it.
+func SweepAfterRecovery(walDir string, log *zap.Logger) {
+	dir := PrefetchDir(walDir)
+	if _, err := os.Lstat(dir); err != nil {
+		return
+	}
+	if signalled(filepath.Join(walDir, "RECOVERYXLOG"), pgdata.RecoverySignalFile, pgdata.StandbySignalFile) {
+		return
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return
+	}
+	defer lock.Close()
+	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+		return // a prefetch still runs
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		log.Warn("remove the prefetch folder left by recovery", zap.String("folder", dir), zap.Error(err))
+		return
+	}
+	log.Info("removed the prefetch folder left by recovery", zap.String("folder", dir))
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -246,5 +247,134 @@ func TestFetchStartsOverAfterCutTransfer(t *testing.T) {
 	f = NewFetcher(&storagetest.CutStore{Store: s, Cuts: storage.TransferAttempts}, FetchConfig{}, zap.NewNop())
 	if err := f.Fetch(ctx, "000000010000000000000040", dest); !errors.Is(err, storage.ErrUnreachable) {
 		t.Fatalf("every transfer cut: err = %v, want ErrUnreachable", err)
+	}
+}
+
+// TestPrefetchedFromAnotherRepository: a copy prefetched from one
+// repository is never handed out by a Fetcher of another, and a prefetch
+// for the other replaces it.
+func TestPrefetchedFromAnotherRepository(t *testing.T) {
+	ctx := context.Background()
+	a, fa, dir := setup(t, 2)
+	b, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb := NewFetcher(b, FetchConfig{Prefetch: 2, Concurrency: 2}, zap.NewNop())
+	const first, next = "000000010000000000000050", "000000010000000000000051"
+	archiveSegs(t, a, first, 3, codec.Zstd{})
+	var fromB []byte
+	for i, n := range []string{first, next, "000000010000000000000052"} {
+		data := waltest.Segment(t, n, segSize, 100+uint64(i))
+		putEncoded(t, b, catalog.WALKey(n, codec.Zstd{}), codec.Zstd{}, data)
+		if n == next {
+			fromB = data
+		}
+	}
+	if err := fa.Prefetch(ctx, first, dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(dir, "RECOVERYXLOG")
+	if err := fb.Fetch(ctx, next, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, fromB) {
+		t.Fatal("a segment prefetched from repository A was handed out for repository B")
+	}
+	// The same for a second id on the same location.
+	if err := fa.Prefetch(ctx, first, dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	fa2 := NewFetcher(a, FetchConfig{Prefetch: 2, Repository: "re-created"}, zap.NewNop())
+	if err := fa2.Prefetch(ctx, first, dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	if _, tag, _ := readSidecar(filepath.Join(PrefetchDir(dir), next)); tag != fa2.tag || tag == fa.tag {
+		t.Fatalf("prefetch for another repository id kept the old copy (tag %q)", tag)
+	}
+}
+
+// TestFetchSweepsKilledTemps: the temp files of fetches killed before
+// their rename are removed by the next fetch into the folder; a fresh
+// one, one a running fetch holds, and files not walgo's stay.
+func TestFetchSweepsKilledTemps(t *testing.T) {
+	ctx := context.Background()
+	s, f, dir := setup(t, 0)
+	archiveSegs(t, s, "000000010000000000000060", 1, codec.Zstd{})
+	old := time.Now().Add(-2 * staleTemp)
+	plant := func(name string, age time.Time) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Chtimes(p, age, age)
+		return p
+	}
+	killed := plant(fetchTempPrefix+"000000010000000000000005-1234", old)
+	fresh := plant(fetchTempPrefix+"000000010000000000000006-1234", time.Now())
+	held := plant(fetchTempPrefix+"000000010000000000000007-1234", old)
+	other := plant(".walgo-other-000000010000000000000008", old)
+	lk, err := os.Open(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Close()
+	if err := syscall.Flock(int(lk.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fetch(ctx, "000000010000000000000060", filepath.Join(dir, "RECOVERYXLOG")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(killed); err == nil {
+		t.Error("the temp file of a killed fetch was left")
+	}
+	for _, p := range []string{fresh, held, other} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed: %v", filepath.Base(p), err)
+		}
+	}
+	// Even a not-found answer sweeps: it is the end of recovery.
+	lk.Close()
+	if err := f.Fetch(ctx, "000000010000000000000061", filepath.Join(dir, "RECOVERYXLOG")); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(held); err == nil {
+		t.Error("a temp file no longer locked was left")
+	}
+}
+
+// TestSweepAfterRecovery: the prefetch folder goes once the cluster is out
+// of recovery, and only then, and not while a prefetch runs in it.
+func TestSweepAfterRecovery(t *testing.T) {
+	data := t.TempDir()
+	walDir := filepath.Join(data, "pg_wal")
+	pdir := PrefetchDir(walDir)
+	os.MkdirAll(pdir, 0o700)
+	os.WriteFile(filepath.Join(pdir, "000000010000000000000002"), []byte("x"), 0o600)
+	exists := func() bool { _, err := os.Stat(pdir); return err == nil }
+	for _, sig := range []string{"recovery.signal", "standby.signal"} {
+		os.WriteFile(filepath.Join(data, sig), nil, 0o600)
+		SweepAfterRecovery(walDir, zap.NewNop())
+		if !exists() {
+			t.Fatalf("prefetch folder removed with %s present", sig)
+		}
+		os.Remove(filepath.Join(data, sig))
+	}
+	lk, err := os.OpenFile(filepath.Join(pdir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Flock(int(lk.Fd()), syscall.LOCK_EX)
+	SweepAfterRecovery(walDir, zap.NewNop())
+	if !exists() {
+		t.Fatal("prefetch folder removed while a prefetch holds it")
+	}
+	lk.Close()
+	SweepAfterRecovery(walDir, zap.NewNop())
+	if exists() {
+		t.Fatal("prefetch folder left after promotion")
+	}
+	if _, err := os.Stat(filepath.Join(walDir, "walgo")); err != nil {
+		t.Fatal("pg_wal/walgo itself (wal-push's markers) removed")
 	}
 }

@@ -27,16 +27,17 @@ its finish LSN, is stored. Connection settings come from PG* variables or
 --pg-dsn; PGDATA defaults to the server's data_directory.`,
 		Flags: backupPushFlags(),
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 1 {
+			args := cmdArgs(c)
+			if len(args) > 1 {
 				return fmt.Errorf("%w: backup-push takes at most one PGDATA", errUsage)
 			}
 			e, err := setup(c, true)
 			if err != nil {
 				return err
 			}
-			dataDir := c.Args().First()
-			if dataDir == "" {
-				dataDir = os.Getenv("PGDATA")
+			dataDir := os.Getenv("PGDATA")
+			if len(args) == 1 {
+				dataDir = args[0]
 			}
 			cfg, err := backupConfig(c, e, dataDir)
 			if err != nil {

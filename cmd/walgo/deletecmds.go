@@ -170,10 +170,7 @@ are stored, and billed, until aborted).
 // [FULL] N" when full backups can be told apart.
 func retainArgs(c *cli.Context, cmd string, allowFull bool) (catalog.DeleteRequest, error) {
 	req := catalog.DeleteRequest{Mode: catalog.DeleteRetain}
-	args, err := interspersedFlags(c)
-	if err != nil {
-		return req, err
-	}
+	args := cmdArgs(c)
 	want := "N"
 	if allowFull {
 		want = "[FULL] N"
@@ -184,6 +181,7 @@ func retainArgs(c *cli.Context, cmd string, allowFull bool) (catalog.DeleteReque
 	if len(args) != 1 {
 		return req, fmt.Errorf("%w: %s retain takes %s", errUsage, cmd, want)
 	}
+	var err error
 	if req.N, err = strconv.Atoi(args[0]); err != nil || req.N < 1 {
 		return req, fmt.Errorf("%w: %s retain: N must be a whole number of at least 1, not %q", errUsage, cmd, args[0])
 	}
@@ -194,14 +192,12 @@ func retainArgs(c *cli.Context, cmd string, allowFull bool) (catalog.DeleteReque
 // validName accepts it, else a time.
 func beforeArgs(c *cli.Context, cmd, noun string, validName func(string) bool) (catalog.DeleteRequest, error) {
 	req := catalog.DeleteRequest{Mode: catalog.DeleteBefore}
-	args, err := interspersedFlags(c)
-	if err != nil {
-		return req, err
-	}
+	args := cmdArgs(c)
 	if len(args) == 0 {
 		return req, fmt.Errorf("%w: %s before takes a %s NAME or a TIME", errUsage, cmd, noun)
 	}
 	arg := strings.Join(args, " ")
+	var err error
 	if validName(arg) {
 		req.BeforeName = arg
 	} else if req.Before, err = restore.ParseTargetTime(arg); err != nil {
@@ -394,10 +390,7 @@ delta chain it needs, and the WAL from its start on; only
 			&cli.BoolFlag{Name: "unmark", Usage: "clear the permanent flag instead"},
 		},
 		Action: func(c *cli.Context) error {
-			args, err := interspersedFlags(c)
-			if err != nil {
-				return err
-			}
+			args := cmdArgs(c)
 			if len(args) != 1 {
 				return fmt.Errorf("%w: backup-mark takes one backup NAME", errUsage)
 			}
@@ -441,10 +434,7 @@ delta chain it needs, and the WAL from its start on; only
 
 // noArgs refuses positional arguments to a command that takes none.
 func noArgs(c *cli.Context, what string) error {
-	args, err := interspersedFlags(c)
-	if err != nil {
-		return err
-	}
+	args := cmdArgs(c)
 	if len(args) != 0 {
 		return fmt.Errorf("%w: %s takes no arguments", errUsage, what)
 	}

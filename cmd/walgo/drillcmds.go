@@ -70,10 +70,7 @@ The folder needs room for the whole database; choose it with --work-dir.
 Any failure exits non-zero: a damaged backup with 5, naming the object.`,
 		Flags: drillFlags(),
 		Action: func(c *cli.Context) error {
-			args, err := interspersedFlags(c)
-			if err != nil {
-				return err
-			}
+			args := cmdArgs(c)
 			if len(args) > 1 {
 				return fmt.Errorf("%w: restore-test takes an optional NAME or LATEST", errUsage)
 			}

@@ -72,10 +72,7 @@ line.
 ` + dumpExitCodes,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
-			args, err := interspersedFlags(c)
-			if err != nil {
-				return err
-			}
+			args := cmdArgs(c)
 			if len(args) > 1 {
 				return fmt.Errorf("%w: dump-push takes at most one DSN", errUsage)
 			}
@@ -209,10 +206,7 @@ everything was written, and the output must be thrown away.
 
 ` + dumpExitCodes,
 		Action: func(c *cli.Context) error {
-			args, err := interspersedFlags(c)
-			if err != nil {
-				return err
-			}
+			args := cmdArgs(c)
 			if len(args) != 2 {
 				return fmt.Errorf("%w: dump-fetch takes a dump NAME (or LATEST) and a FILE (or - for standard output)", errUsage)
 			}
@@ -267,10 +261,7 @@ dump-list). A password in DSN is passed to pg_restore in PGPASSWORD.
 			clientBinDirFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			args, err := interspersedFlags(c)
-			if err != nil {
-				return err
-			}
+			args := cmdArgs(c)
 			if len(args) != 2 {
 				return fmt.Errorf("%w: dump-restore takes a dump NAME (or LATEST) and the target DSN", errUsage)
 			}
@@ -329,10 +320,7 @@ No repository is needed.
 			clientBinDirFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			args, err := interspersedFlags(c)
-			if err != nil {
-				return err
-			}
+			args := cmdArgs(c)
 			if len(args) != 2 {
 				return fmt.Errorf("%w: copy takes SRC_DSN and DST_DSN", errUsage)
 			}

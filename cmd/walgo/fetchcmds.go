@@ -44,10 +44,12 @@ checked against their sha256; a failed restore removes what it wrote, so
 it never leaves a directory Postgres could start on. Flags may come before
 or after DIR.
 
-The restore_command written runs this walgo binary with --config FILE when
-a config file was used, otherwise with --storage and the non-default
---compression/--s3-* flags. Secrets are never written: AWS credentials
-must come from the server's environment or the config file.
+The restore_command written runs this walgo binary with --storage naming
+the repository the backup came from (however it was given: flag,
+environment or config file), the --s3-* settings and the age identity
+file's path, after --config FILE when a config file was used (for what it
+holds beyond these). Secrets are never written: AWS credentials must come
+from the server's environment or the config file.
 
 --target-time takes RFC 3339 ("2026-11-24T10:00:00Z",
 "2026-11-24T12:00:00+02:00") or "YYYY-MM-DD HH:MM:SS[.frac][+TZ]"
@@ -71,10 +73,7 @@ its first xid epoch.`,
 			&cli.StringFlag{Name: "waldir", Usage: "make pg_wal a symlink to `DIR` (missing or empty) instead of a folder inside the data directory"},
 		},
 		Action: func(c *cli.Context) error {
-			args, err := interspersedFlags(c)
-			if err != nil {
-				return err
-			}
+			args := cmdArgs(c)
 			if len(args) < 1 || len(args) > 2 {
 				return fmt.Errorf("%w: backup-fetch takes DIR and an optional NAME or LATEST", errUsage)
 			}
@@ -221,9 +220,13 @@ func targetFromFlags(c *cli.Context) (restore.Target, error) {
 }
 
 // restoreCommandLine is the restore_command for a restored cluster: this
-// binary (absolute) with what reaches the same repository. A config file
-// carries every setting; without one, the storage URL and the non-default
-// storage flags are passed. Secrets never are.
+// binary (absolute) with what reaches the repository this run reads,
+// however it was given (flag, environment, config file): the storage URL,
+// the S3 endpoint, addressing and region, the age identity file's path. A
+// config file is passed too, for what it holds beyond these (AWS
+// credentials among them), but the flags written after it win over it, so
+// the restored cluster reads this repository even if the file says another.
+// Secrets are never written.
 func restoreCommandLine(set *settings, log *zap.Logger) (string, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -239,23 +242,35 @@ func restoreCommandLine(set *settings, log *zap.Logger) (string, error) {
 			return "", fmt.Errorf("%w: config file %s: %v", errUsage, set.configFile, err)
 		}
 		argv = append(argv, "--config", abs)
-	} else {
-		argv = append(argv, "--storage", set.storageURL)
-		if set.compression.Name() != "zstd" {
-			argv = append(argv, "--compression", set.compression.Name())
+	}
+	argv = append(argv, "--storage", set.storageURL)
+	if set.identityFile != "" {
+		// The path, never the key: the file stays where it is.
+		argv = append(argv, "--age-identity-file", set.identityFile)
+	}
+	if strings.HasPrefix(set.storageURL, "s3:") {
+		// The endpoint names the repository as much as the URL does; the
+		// AWS SDK reads it from the environment when walgo has none.
+		endpoint := set.s3Endpoint
+		for _, v := range []string{"AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"} {
+			if endpoint == "" {
+				endpoint = os.Getenv(v)
+			}
 		}
-		if set.identityFile != "" {
-			// The path, never the key: the file stays where it is.
-			argv = append(argv, "--age-identity-file", set.identityFile)
-		}
-		if set.s3Endpoint != "" {
-			argv = append(argv, "--s3-endpoint", set.s3Endpoint)
+		if endpoint != "" {
+			argv = append(argv, "--s3-endpoint", endpoint)
 		}
 		if set.s3PathStyle {
 			argv = append(argv, "--s3-path-style")
 		}
-		if set.s3Region != "" {
-			argv = append(argv, "--s3-region", set.s3Region)
+		region := set.s3Region
+		for _, v := range []string{"AWS_REGION", "AWS_DEFAULT_REGION"} {
+			if region == "" {
+				region = os.Getenv(v)
+			}
+		}
+		if region != "" {
+			argv = append(argv, "--s3-region", region)
 		}
 	}
 	return restore.RestoreCommand(argv...), nil

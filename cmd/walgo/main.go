@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime/debug"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -33,9 +31,10 @@ var version = ""
 // errUsage marks bad flags, arguments or settings.
 var errUsage = errors.New("usage")
 
-// Exit codes. wal-fetch adds 128 to every failure but "not found" (see
-// walFetchExit), because Postgres stops recovery on a restore_command exit
-// status above 125 instead of taking it as the end of the archive.
+// Exit codes. wal-fetch and wal-prefetch add 128 to every failure but "not
+// found" (see guard.exit), because Postgres stops recovery on a
+// restore_command exit status above 125 instead of taking it as the end of
+// the archive.
 const (
 	exitOK         = 0
 	exitNotFound   = 1
@@ -53,13 +52,16 @@ const exitCodesHelp = `EXIT CODES:
    2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key)
    3  conflict: the archive holds this WAL file with different content (nothing overwritten)
       dump-restore, copy: the target database is not empty and --confirm is missing (nothing changed)
-   4  storage unreachable or failing after retries
+   4  storage unreachable, full or failing after retries
    5  corrupt or truncated data; wal-verify or backup-verify found a problem
    6  any other failure
-   wal-fetch adds 128 to codes 2-6 (130, 132, 133, 134) so that Postgres
-   stops recovery rather than taking the failure for the end of the archive,
-   except in standby mode (standby.signal present), where every failure
-   exits 1 and Postgres retries later.`
+   wal-fetch (and its background wal-prefetch) adds 128 to codes 2-6 (130,
+   132, 133, 134) for every failure, from the command line, the environment
+   or the config file to a panic or a signal, so that Postgres stops
+   recovery rather than taking it for the end of the archive; 1 means only
+   that the archive does not hold the file. In standby mode (standby.signal
+   in the data directory) every failure exits 1 and Postgres retries later.
+   wal-push catches every signal it can and fails with its own code.`
 
 func exitCode(err error) int {
 	switch {
@@ -110,38 +112,73 @@ func main() {
 	os.Exit(run(os.Args))
 }
 
-func run(args []string) int {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := loadConfigFile(args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "walgo:", err)
-		return exitUsage
+// run runs one command line and returns its exit status, which the guard
+// decides (see guard.go) whatever happens: bad flags, environment or
+// config file, a failed command, a panic, a signal.
+func run(args []string) (code int) {
+	g := &guard{}
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "walgo: panic: %v\n%s", r, debug.Stack())
+			code = g.exit(fmt.Errorf("panic: %v", r))
+		}
+	}()
+	app := newApp(g)
+	*g = *guardFor(args, app.Commands)
+	g.arm()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	defer g.catchSignals(cancel)()
+	testPanic("argv")
+
+	known := knownVariables(app)
+	warnUnknownVariables(os.Stderr, os.Environ(), known)
+	err := loadConfigFile(g.config, known)
+	if err == nil {
+		err = app.RunContext(ctx, args)
 	}
-	code := exitOK
-	app := newApp(&code)
-	err := app.RunContext(ctx, args)
+	if err != nil && !g.started && !errors.Is(err, errUsage) {
+		// Anything that fails before a command starts is the command
+		// line's, the environment's or the config file's fault.
+		err = fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, errSignal) && !errors.Is(err, errSignal) {
+		err = fmt.Errorf("%w: %w", cause, err)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "walgo:", err)
 	}
-	if code != exitOK {
-		return code
-	}
-	return exitCode(err)
+	return g.exit(err)
 }
 
-func newApp(code *int) *cli.App {
+func newApp(g *guard) *cli.App {
 	cli.VersionPrinter = func(c *cli.Context) { fmt.Fprintln(c.App.Writer, "walgo", c.App.Version) }
-	return &cli.App{
+	app := &cli.App{
 		Name:    "walgo",
 		Usage:   "continuous protection for PostgreSQL: WAL archiving, base backups, point-in-time restore",
 		Version: buildVersion(),
 		Flags:   globalFlags,
 		// urfave/cli prints the error itself unless told not to; run() does it.
 		ExitErrHandler:        func(*cli.Context, error) {},
+		OnUsageError:          usageError,
 		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitCodesHelp + "\n",
+		Action: func(c *cli.Context) error {
+			if !c.Args().Present() {
+				return cli.ShowAppHelp(c)
+			}
+			var names []string
+			for _, cmd := range c.App.Commands {
+				names = append(names, cmd.Names()...)
+			}
+			hint := ""
+			if n := closest(c.Args().First(), names); n != "" {
+				hint = fmt.Sprintf(" (did you mean %s?)", n)
+			}
+			return fmt.Errorf("%w: unknown command %q%s; see walgo --help", errUsage, c.Args().First(), hint)
+		},
 		Commands: []*cli.Command{
 			walPushCommand(),
-			walFetchCommand(code),
+			walFetchCommand(g),
 			walPrefetchCommand(),
 			walListCommand(),
 			backupPushCommand(),
@@ -154,6 +191,8 @@ func newApp(code *int) *cli.App {
 			dumpPushCommand(), dumpListCommand(), dumpFetchCommand(), dumpRestoreCommand(), dumpDeleteCommand(), copyCommand(),
 		},
 	}
+	g.guardActions(app.Commands)
+	return app
 }
 
 // env holds what every command needs, built from the parsed flags.

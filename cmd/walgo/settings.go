@@ -2,17 +2,19 @@ package main
 
 import (
 	"bufio"
-	"path/filepath"
-
 	"context"
-	"filippo.io/age"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"filippo.io/age"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -23,22 +25,14 @@ import (
 	"github.com/walgo/walgo/storage/s3"
 )
 
-// loadConfigFile applies KEY=VALUE lines of the --config file (or
-// WALGO_CONFIG) to the environment, under what is already set there, so the
-// order of precedence is: flag, environment, config file, default. It runs
-// before flags are parsed, which is why it scans args itself.
-func loadConfigFile(args []string) error {
-	path := os.Getenv("WALGO_CONFIG")
-	for i, a := range args {
-		if a == "--" {
-			break
-		}
-		if v, ok := strings.CutPrefix(a, "--config="); ok {
-			path = v
-		} else if (a == "--config" || a == "-config") && i+1 < len(args) {
-			path = args[i+1]
-		}
-	}
+// loadConfigFile applies the KEY=VALUE lines of the config file at path
+// (--config or WALGO_CONFIG, found in argv by the guard) to the
+// environment, under what is already set there, so the order of precedence
+// is: flag, environment, config file, default. It runs before flags are
+// parsed. A key that is neither a walgo setting (in known) nor an AWS_* or
+// PG* variable is refused, naming the closest setting: a typo must not
+// quietly leave a setting at its default.
+func loadConfigFile(path string, known map[string]bool) error {
 	if path == "" {
 		return nil
 	}
@@ -48,6 +42,7 @@ func loadConfigFile(args []string) error {
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
+	set := map[string]string{}
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -62,17 +57,91 @@ func loadConfigFile(args []string) error {
 		if !ok || k == "" || strings.ContainsFunc(k, unicode.IsSpace) {
 			return fmt.Errorf("%w: config file %s line %d: want KEY=VALUE", errUsage, path, n)
 		}
+		if !known[k] && !isForeignVariable(k) {
+			hint := ""
+			if c := closestVariable(k, known); c != "" {
+				hint = fmt.Sprintf(" (did you mean %s?)", c)
+			}
+			return fmt.Errorf("%w: config file %s line %d: unknown setting %s%s; walgo reads WALGO_* settings (see walgo --help), AWS_* and PG* variables", errUsage, path, n, k, hint)
+		}
 		if len(v) >= 2 && (v[0] == '"' && v[len(v)-1] == '"' || v[0] == '\'' && v[len(v)-1] == '\'') {
 			v = v[1 : len(v)-1]
 		}
-		if _, set := os.LookupEnv(k); !set {
-			os.Setenv(k, v)
-		}
+		set[k] = v
 	}
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("%w: config file %s: %v", errUsage, path, err)
 	}
+	// Only a whole, valid file is applied.
+	for k, v := range set {
+		if _, inEnv := os.LookupEnv(k); !inEnv {
+			os.Setenv(k, v)
+		}
+	}
 	return nil
+}
+
+// isForeignVariable: a variable a config file may set for the libraries
+// walgo uses: the AWS SDK's (AWS_*) and libpq's (PG*, upper case).
+func isForeignVariable(k string) bool {
+	if strings.HasPrefix(k, "AWS_") {
+		return true
+	}
+	rest, ok := strings.CutPrefix(k, "PG")
+	return ok && rest != "" && strings.IndexFunc(rest, func(r rune) bool { return !(r >= 'A' && r <= 'Z' || r == '_') }) < 0
+}
+
+// knownVariables are the WALGO_* names of every flag of app, its commands
+// and their subcommands, and WALGO_CONFIG.
+func knownVariables(app *cli.App) map[string]bool {
+	known := map[string]bool{"WALGO_CONFIG": true}
+	var walk func([]cli.Flag, []*cli.Command)
+	walk = func(flags []cli.Flag, cmds []*cli.Command) {
+		for _, fl := range flags {
+			if ev, ok := fl.(interface{ GetEnvVars() []string }); ok {
+				for _, v := range ev.GetEnvVars() {
+					known[v] = true
+				}
+			}
+		}
+		for _, c := range cmds {
+			walk(c.Flags, c.Subcommands)
+		}
+	}
+	walk(app.Flags, app.Commands)
+	return known
+}
+
+// testVariablePrefix names variables of walgo's own test suite, never a
+// setting.
+const testVariablePrefix = "WALGO_TEST_"
+
+// warnUnknownVariables warns about every WALGO_* variable in environ that
+// is no setting, naming the closest one: WALGO_AGE_RECIPIENT (for
+// WALGO_AGE_RECIPIENTS) would otherwise store WAL unencrypted with exit 0.
+func warnUnknownVariables(w io.Writer, environ []string, known map[string]bool) {
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(k, "WALGO_") || known[k] || strings.HasPrefix(k, testVariablePrefix) {
+			continue
+		}
+		hint := ""
+		if c := closestVariable(k, known); c != "" {
+			hint = fmt.Sprintf(" (did you mean %s?)", c)
+		}
+		fmt.Fprintf(w, "walgo: warning: %s is not a walgo setting and is ignored%s\n", k, hint)
+	}
+}
+
+// closestVariable is the known name nearest to k, if near enough to be a
+// typo of it.
+func closestVariable(k string, known map[string]bool) string {
+	names := make([]string, 0, len(known))
+	for n := range known {
+		names = append(names, n)
+	}
+	slices.Sort(names) // ties go the same way every time
+	return closest(k, names)
 }
 
 // parseSize reads a byte count: "0", "1048576", "10MB", "512KiB", "1.5GB".

@@ -15,7 +15,6 @@ import (
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
-	"github.com/walgo/walgo/wal"
 )
 
 // verifyFailed: a verify command found a problem. It exits with the code
@@ -54,7 +53,7 @@ walgo cannot restore (backup-list shows them) are listed, not checked.`,
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
+			if len(cmdArgs(c)) > 0 {
 				return fmt.Errorf("%w: wal-verify takes no arguments", errUsage)
 			}
 			e, err := setup(c, true)
@@ -66,15 +65,16 @@ walgo cannot restore (backup-list shows them) are listed, not checked.`,
 				return err
 			}
 			backups := all.Own
-			segSize := e.set.segSize
-			if !c.IsSet("wal-segment-size") {
-				// The backups know the cluster's segment size.
-				if s := commonSegmentSize(backups); s != 0 {
-					segSize = s
+			var objs []catalog.WALObject
+			if catalog.BackupsSegmentSize(backups) == 0 {
+				// Only a stored segment can tell the segment size.
+				if objs, err = catalog.ListWAL(c.Context, e.store); err != nil {
+					return err
 				}
 			}
-			if !wal.ValidSegmentSize(segSize) {
-				return fmt.Errorf("%w: wal segment size %d: want a power of two from 1MiB to 1GiB", errUsage, segSize)
+			segSize, err := repositorySegmentSize(c, e, backups, objs)
+			if err != nil {
+				return err
 			}
 			rep, err := catalog.VerifyWAL(c.Context, e.store, e.set.codec, backups, segSize)
 			if err != nil {
@@ -98,21 +98,6 @@ walgo cannot restore (backup-list shows them) are listed, not checked.`,
 			return nil
 		},
 	}
-}
-
-// commonSegmentSize is the wal_segment_size every backup records, or 0.
-func commonSegmentSize(backups []*catalog.Sentinel) int64 {
-	var s int64
-	for _, b := range backups {
-		switch {
-		case b.SegmentSize == 0:
-		case s == 0:
-			s = b.SegmentSize
-		case s != b.SegmentSize:
-			return 0
-		}
-	}
-	return s
 }
 
 func printWALReport(out io.Writer, rep *catalog.WALReport, store storage.Store) error {
@@ -229,10 +214,7 @@ key and the file it concerns.`,
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
 		Action: func(c *cli.Context) error {
-			args, err := interspersedFlags(c)
-			if err != nil {
-				return err
-			}
+			args := cmdArgs(c)
 			all := c.Bool("all")
 			if all && len(args) > 0 || !all && len(args) != 1 {
 				return fmt.Errorf("%w: backup-verify takes a backup NAME, LATEST, or --all", errUsage)

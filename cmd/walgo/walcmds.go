@@ -4,20 +4,25 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/archive"
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/ratelimit"
 	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
 )
 
 func walPushCommand() *cli.Command {
@@ -31,7 +36,8 @@ with different content it fails (exit 3) and overwrites nothing. While
 pushing, it also pushes up to WALGO_UPLOAD_CONCURRENCY-1 further .ready files
 so that Postgres' next calls return at once.`,
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
+			args := cmdArgs(c)
+			if len(args) != 1 {
 				return fmt.Errorf("%w: wal-push takes one PATH (archive_command's %%p)", errUsage)
 			}
 			// A push lives for milliseconds and allocates a few pooled
@@ -48,20 +54,26 @@ so that Postgres' next calls return at once.`,
 				Concurrency: e.set.uploadConc,
 				Limiter:     ratelimit.New(e.set.netRate),
 			}, e.log)
-			_, err = p.Push(c.Context, c.Args().First())
-			return err
+			if _, err = p.Push(c.Context, args[0]); err != nil {
+				return err
+			}
+			// After promotion nothing fetches WAL any more: what a
+			// restore left in pg_wal for wal-fetch is only in the way.
+			restore.SweepAfterRecovery(filepath.Dir(args[0]), e.log)
+			return nil
 		},
 	}
 }
 
-func walFetchCommand(code *int) *cli.Command {
+func walFetchCommand(g *guard) *cli.Command {
 	return &cli.Command{
 		Name:      "wal-fetch",
 		Usage:     "restore one WAL file (restore_command = 'walgo wal-fetch %f %p')",
 		ArgsUsage: "NAME DEST",
 		Description: `Writes the archived WAL file NAME to DEST (a temp file, fsynced, renamed).
 With WALGO_PREFETCH > 0 it then starts one background process that fetches
-the next segments into pg_wal/walgo/prefetch, so replay need not wait.
+the next segments into pg_wal/walgo/prefetch, so replay need not wait; that
+process gets this run's settings, never the environment's.
 One GET when the file is stored with the configured codec; otherwise one
 LIST finds it under any codec walgo reads (its own, WAL-G's and WAL-E's).
 
@@ -69,39 +81,37 @@ Exit codes (Postgres acts on them):
    0    fetched
    1    not in the archive: quiet and fast; Postgres asks for files that do
         not exist at every timeline check and at the end of recovery
-   130  bad arguments or destination; the file is stored only with an
-        extension walgo does not read (the object is named)
-   132  storage unreachable or failing after retries; a copy listed, then
-        gone when read
+   130  bad arguments, flags, environment variables or config file, or
+        destination; the file is stored only with an extension walgo does
+        not read (the object is named)
+   132  storage unreachable, full or failing after retries; a copy listed,
+        then gone when read
    133  corrupt or truncated object (or a wrong codec); a segment whose
         header does not match its name, or of another database system than
         the data directory's global/pg_control
-   134  any other failure
+   134  any other failure: a panic, a signal
 Codes above 125 make Postgres stop recovery instead of ending it early and
-dropping later WAL. In standby mode (standby.signal in the data directory)
+dropping later WAL; a crash of the Go runtime kills walgo with SIGABRT,
+which stops it too. In standby mode (standby.signal in the data directory)
 every failure exits 1 instead, so the standby retries and keeps running.`,
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 2 {
+			args := cmdArgs(c)
+			if len(args) != 2 {
 				return fmt.Errorf("%w: wal-fetch takes NAME and DEST (restore_command's %%f %%p)", errUsage)
 			}
-			name, dest := c.Args().Get(0), c.Args().Get(1)
-			err := walFetch(c, name, dest)
-			*code = walFetchExit(err, dest)
+			e, err := setup(c, true)
+			if err != nil {
+				return err
+			}
+			err = newFetcher(e, prefetchStarter(c, e)).Fetch(c.Context, args[0], args[1])
 			if errors.Is(err, storage.ErrNotFound) {
 				// Expected by Postgres: exit 1 and say nothing on stderr.
+				g.notFound = true
 				return nil
 			}
 			return err
 		},
 	}
-}
-
-func walFetch(c *cli.Context, name, dest string) error {
-	e, err := setup(c, true)
-	if err != nil {
-		return err
-	}
-	return newFetcher(e, startPrefetch).Fetch(c.Context, name, dest)
 }
 
 // newFetcher is the Fetcher both wal-fetch and its background prefetch use;
@@ -115,53 +125,111 @@ func newFetcher(e *env, start func(seg, walDir string, segSize int64) error) *re
 	}, e.log)
 }
 
-// walFetchExit maps a wal-fetch error to the exit status Postgres needs.
-func walFetchExit(err error, dest string) int {
-	code := exitCode(err)
-	if code == exitOK || code == exitNotFound {
-		return code
-	}
-	if restore.InStandby(dest) {
-		return exitNotFound
-	}
-	return walFetchOffset + code
+// prefetchSettings is what wal-fetch hands its background prefetch on
+// stdin: the value of every global flag as this run resolved it from its
+// flags, environment and config file. The prefetch applies exactly these,
+// so it reads the repository this run read, with its codec, keys, S3
+// settings and limits, whatever the environment or a config file (which may
+// have changed since) says. No secret is in it: the age identity is a file
+// name, AWS credentials stay in the environment the prefetch inherits.
+type prefetchSettings struct {
+	Flags map[string]string `json:"flags"`
 }
 
-// startPrefetch launches `walgo wal-prefetch` detached (own session, no
-// stdin/stdout) so it outlives this restore_command call. It inherits the
-// environment, and with it every setting, including a config file's.
-func startPrefetch(seg, walDir string, segSize int64) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
+// maxPrefetchSettings bounds what wal-prefetch reads from stdin.
+const maxPrefetchSettings = 1 << 20
+
+// prefetchStarter returns the function that launches `walgo wal-prefetch`
+// detached (own session, so it outlives this restore_command call and
+// Postgres' signals to it), with this run's settings on stdin and an
+// environment without WALGO_* variables.
+func prefetchStarter(c *cli.Context, e *env) func(seg, walDir string, segSize int64) error {
+	return func(seg, walDir string, segSize int64) error {
+		ps := prefetchSettings{Flags: map[string]string{}}
+		for _, fl := range c.App.Flags {
+			name := fl.Names()[0]
+			switch name {
+			case "config", "help", "version":
+				continue
+			}
+			if v := c.Value(name); v != nil {
+				ps.Flags[name] = fmt.Sprint(v)
+			}
+		}
+		if e.set.identityFile != "" {
+			ps.Flags["age-identity-file"] = e.set.identityFile // absolute
+		}
+		body, err := json.Marshal(ps)
+		if err != nil {
+			return err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(self, "wal-prefetch", "--segment-size", strconv.FormatInt(segSize, 10), seg, walDir)
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "WALGO_") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		r, w, err := os.Pipe()
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		cmd.Stdin = r
+		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		err = cmd.Start()
+		r.Close()
+		if err != nil {
+			return err
+		}
+		// The settings are far smaller than a pipe's buffer: the write
+		// never waits for the prefetch to read them.
+		if _, err := w.Write(body); err != nil {
+			return err
+		}
+		if err := w.Close(); err != nil {
+			return err
+		}
+		return cmd.Process.Release()
 	}
-	cmd := exec.Command(self, "wal-prefetch", "--segment-size", strconv.FormatInt(segSize, 10), seg, walDir)
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	return cmd.Process.Release()
 }
 
 func walPrefetchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "wal-prefetch",
 		Hidden:    true,
-		Usage:     "fetch the segments after SEGMENT into WALDIR/walgo/prefetch (started by wal-fetch)",
+		Usage:     "fetch the segments after SEGMENT into WALDIR/walgo/prefetch (started by wal-fetch, settings on stdin)",
 		ArgsUsage: "SEGMENT WALDIR",
 		Flags: []cli.Flag{
 			&cli.Int64Flag{Name: "segment-size", Value: 16 << 20},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 2 {
+			args := cmdArgs(c)
+			if len(args) != 2 {
 				return fmt.Errorf("%w: wal-prefetch takes SEGMENT and WALDIR", errUsage)
+			}
+			var ps prefetchSettings
+			body, err := io.ReadAll(io.LimitReader(os.Stdin, maxPrefetchSettings))
+			if err == nil {
+				err = json.Unmarshal(body, &ps)
+			}
+			if err != nil || ps.Flags == nil {
+				return fmt.Errorf("%w: wal-prefetch reads its settings from wal-fetch on stdin: %v", errUsage, err)
+			}
+			for name, v := range ps.Flags {
+				if err := c.Set(name, v); err != nil {
+					return fmt.Errorf("%w: wal-prefetch setting %s: %v", errUsage, name, err)
+				}
 			}
 			e, err := setup(c, true)
 			if err != nil {
 				return err
 			}
-			return newFetcher(e, nil).Prefetch(c.Context, c.Args().Get(0), c.Args().Get(1), c.Int64("segment-size"))
+			return newFetcher(e, nil).Prefetch(c.Context, args[0], args[1], c.Int64("segment-size"))
 		},
 	}
 }
@@ -183,7 +251,17 @@ func walListCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			tls := catalog.Summarize(objs, e.set.segSize)
+			backups, err := catalog.ListBackups(c.Context, e.store)
+			if err != nil {
+				// The WAL can be listed without them.
+				e.log.Warn("backups not listed; the segment size comes from a stored segment", zap.Error(err))
+				backups = nil
+			}
+			segSize, err := repositorySegmentSize(c, e, backups, objs)
+			if err != nil {
+				return err
+			}
+			tls := catalog.Summarize(objs, segSize)
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -215,6 +293,29 @@ func walListCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// repositorySegmentSize is the wal_segment_size to read the repository's
+// WAL with: the repository's own (its backups', else a stored segment's
+// header: see catalog.SegmentSize), else --wal-segment-size. A
+// --wal-segment-size that disagrees with the repository is ignored, with a
+// warning: the segments are what they are.
+func repositorySegmentSize(c *cli.Context, e *env, backups []*catalog.Sentinel, objs []catalog.WALObject) (int64, error) {
+	size, err := catalog.SegmentSize(c.Context, e.store, e.set.codec, backups, objs)
+	if err != nil {
+		e.log.Warn("segment size not read from the repository; using --wal-segment-size", zap.Int64("wal_segment_size", e.set.segSize), zap.Error(err))
+	}
+	switch {
+	case size == 0:
+		size = e.set.segSize
+	case c.IsSet("wal-segment-size") && size != e.set.segSize:
+		e.log.Warn("ignoring --wal-segment-size (WALGO_WAL_SEGMENT_SIZE): the repository's segments are another size",
+			zap.Int64("setting", e.set.segSize), zap.Int64("repository", size))
+	}
+	if !wal.ValidSegmentSize(size) {
+		return 0, fmt.Errorf("%w: wal segment size %d: want a power of two from 1MiB to 1GiB", errUsage, size)
+	}
+	return size, nil
 }
 
 func orDash(s string) string {
