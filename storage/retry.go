@@ -79,7 +79,7 @@ const TransferAttempts = 5
 
 // WithRetry wraps s so that transient failures are retried with exponential
 // backoff and jitter, and every attempt runs under a timeout (see
-// RetryOptions). An error wrapping ErrNotFound or ErrPermanent, a failure of
+// RetryOptions). An error wrapping ErrNotFound, ErrPermanent or ErrFull, a failure of
 // the caller's Put body and the cancellation of the caller's ctx are never
 // retried. Once the attempts are used up the error wraps ErrUnreachable and
 // says how many attempts were made. Each retry is logged at warn level.
@@ -130,7 +130,7 @@ func (r *retryStore) do(ctx context.Context, op, key string, canRetry bool, rewi
 			}
 			return err
 		}
-		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrPermanent) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrPermanent) || errors.Is(err, ErrFull) {
 			return err
 		}
 		if n >= limit {

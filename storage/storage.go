@@ -7,8 +7,10 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -22,7 +24,20 @@ var (
 	// ErrPermanent marks a failure that retrying cannot fix (access denied,
 	// bad bucket, invalid key).
 	ErrPermanent = errors.New("storage refused the request")
+	// ErrFull: the repository has no room left (a full disk or quota on
+	// the file backend, a full server or a bucket quota on S3). Not retried:
+	// someone must make room.
+	ErrFull = errors.New("storage full")
 )
+
+// MarkFull wraps err in ErrFull when the operating system said the disk or
+// the user's quota is full (ENOSPC, EDQUOT), for backends that write files.
+func MarkFull(err error) error {
+	if err == nil || errors.Is(err, ErrFull) || !errors.Is(err, syscall.ENOSPC) && !errors.Is(err, syscall.EDQUOT) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrFull, err)
+}
 
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {

@@ -183,13 +183,11 @@ func (g *guard) arm() {
 	}
 }
 
-// hookSignals are the signals whose default action ends the process: a
-// hook catches them all and fails with its own status instead.
-var hookSignals = []os.Signal{
-	syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGVTALRM,
-	syscall.SIGXCPU, syscall.SIGXFSZ, syscall.SIGIO, syscall.SIGPWR, syscall.SIGSTKFLT,
-}
+// hookSignals are the signals that end a Go program by default (the
+// runtime ignores the others, SIGUSR1 and SIGALRM among them): a hook
+// catches them and fails with its own status instead. SIGABRT is left
+// alone: it is how a restore hook crashes (see arm).
+var hookSignals = []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM, syscall.SIGSTKFLT}
 
 // catchSignals cancels ctx (with errSignal as its cause) on SIGINT or
 // SIGTERM, and a hook on every signal in hookSignals; a hook ignores

@@ -19,6 +19,7 @@ import (
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/internal/waltest"
 	"github.com/walgo/walgo/storage/file"
+	"github.com/walgo/walgo/wal"
 )
 
 var (
@@ -209,11 +210,11 @@ func TestGuardExitPaths(t *testing.T) {
 		{name: "prefetch: panic", args: []string{"wal-prefetch", good, "pg_wal"}, env: []string{"WALGO_TEST_PANIC=wal-prefetch"}, stdin: settings(map[string]string{"storage": "file://" + repoDir}), want: other, standby: notFound},
 	}
 	for _, sigs := range testSignals {
-		rows = append(rows, row{name: "wal-fetch gets " + signalNames(sigs), args: fetch(), env: hangEnv, signals: sigs, want: other, standby: notFound})
+		rows = append(rows, row{name: "wal-fetch gets " + signalNames(sigs), args: fetch(), env: hangEnv, signals: sigs, want: other, standby: notFound, stderr: "stopped by signal"})
 	}
 	rows = append(rows, row{name: "prefetch gets SIGTERM", args: []string{"wal-prefetch", good, "pg_wal"}, signals: []syscall.Signal{syscall.SIGTERM},
 		stdin: settings(map[string]string{"storage": "s3://bucket/x", "s3-endpoint": hang, "s3-path-style": "true", "storage-timeout": "5m", "storage-retries": "1"}),
-		env:   []string{"AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y"}, want: other, standby: notFound})
+		env:   []string{"AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y"}, want: other, standby: notFound, stderr: "stopped by signal"})
 
 	for _, standby := range []bool{false, true} {
 		for _, r := range rows {
@@ -267,10 +268,11 @@ func TestGuardExitPaths(t *testing.T) {
 }
 
 // testSignals are what the hooks are sent while they wait on storage: each
-// signal that would end them, and SIGPIPE (ignored) before a SIGTERM.
+// signal that would end a Go program, and those that are ignored (SIGPIPE
+// among them: the log pipe may be gone) before a SIGTERM.
 var testSignals = [][]syscall.Signal{
-	{syscall.SIGTERM}, {syscall.SIGINT}, {syscall.SIGHUP}, {syscall.SIGQUIT}, {syscall.SIGUSR1},
-	{syscall.SIGUSR2}, {syscall.SIGALRM}, {syscall.SIGPIPE, syscall.SIGTERM},
+	{syscall.SIGTERM}, {syscall.SIGINT}, {syscall.SIGHUP}, {syscall.SIGQUIT}, {syscall.SIGSTKFLT},
+	{syscall.SIGPIPE, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGTERM},
 }
 
 func signalNames(sigs []syscall.Signal) string {
@@ -357,6 +359,9 @@ func TestWalPushSignals(t *testing.T) {
 			if o.stdout != "" {
 				t.Errorf("stdout is not empty:\n%s", o.stdout)
 			}
+			if !strings.Contains(o.stderr, "stopped by signal") {
+				t.Errorf("stderr does not say it was stopped by a signal:\n%s", o.stderr)
+			}
 		})
 	}
 }
@@ -385,5 +390,38 @@ func TestEarlyFailuresOfOtherCommands(t *testing.T) {
 				t.Errorf("exit %d, stdout %q; want 2 and nothing; stderr:\n%s", o.code, o.stdout, o.stderr)
 			}
 		})
+	}
+}
+
+// TestFullRepository: a repository whose disk is full is reported as full
+// (exit 4, "storage full"), at once, not as an unreachable storage after
+// retries. The repository is a 256 KiB tmpfs.
+func TestFullRepository(t *testing.T) {
+	bin := testBinary(t)
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	os.Mkdir(repoDir, 0o700)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "walgo-test-full", repoDir).CombinedOutput(); err != nil {
+		msg := "mount a small tmpfs (needs root): " + err.Error() + ": " + string(out)
+		if os.Getenv("WALGO_TEST_NO_SKIP") == "1" || os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	t.Cleanup(func() { exec.Command("umount", repoDir).Run() })
+	data := filepath.Join(dir, "data")
+	walDir := filepath.Join(data, "pg_wal")
+	os.MkdirAll(filepath.Join(walDir, "archive_status"), 0o700)
+	const name = "000000010000000000000004"
+	// Random content does not compress: 1 MiB cannot fit in 256 KiB.
+	seg := waltest.Segment(t, name, 1<<20, 1)
+	for i := wal.HeaderSize; i < len(seg); i++ {
+		seg[i] = byte(i*7919 ^ i>>3*31)
+	}
+	waltest.WriteFile(t, walDir, name, seg)
+	env := []string{"WALGO_STORAGE=file://" + repoDir, "WALGO_COMPRESSION=none"}
+	o := runIn(t, bin, data, env, "", []string{"wal-push", "pg_wal/" + name}, nil)
+	if o.code != exitStorage || !strings.Contains(o.stderr, "storage full") || strings.Contains(o.stderr, "unreachable") || strings.Contains(o.stderr, "retrying") {
+		t.Errorf("wal-push into a full repository: exit %d; want 4 and \"storage full\" without retries; stderr:\n%s", o.code, o.stderr)
 	}
 }

@@ -80,7 +80,7 @@ func exitCode(err error) int {
 		return exitConflict
 	case errors.Is(err, codec.ErrCorrupt), errors.Is(err, wal.ErrBadHeader):
 		return exitCorrupt
-	case errors.Is(err, storage.ErrUnreachable), errors.Is(err, storage.ErrPermanent), errors.Is(err, catalog.ErrVanished):
+	case errors.Is(err, storage.ErrUnreachable), errors.Is(err, storage.ErrPermanent), errors.Is(err, storage.ErrFull), errors.Is(err, catalog.ErrVanished):
 		return exitStorage
 	}
 	return exitOther

@@ -61,6 +61,7 @@ func (s *Store) path(key string) (string, error) {
 }
 
 func (s *Store) Put(ctx context.Context, key string, r io.Reader) (err error) {
+	defer func() { err = storage.MarkFull(err) }()
 	p, err := s.path(key)
 	if err != nil {
 		return err

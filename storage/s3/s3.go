@@ -532,6 +532,8 @@ func (s *Store) fail(ctx context.Context, op, key string, err error) error {
 		return fmt.Errorf("%s %s: %w", op, key, storage.ErrNotFound)
 	case kindPermanent:
 		return fmt.Errorf("%s %s: %w: %w", op, key, storage.ErrPermanent, err)
+	case kindFull:
+		return fmt.Errorf("%s %s: %w: %w", op, key, storage.ErrFull, err)
 	default:
 		return fmt.Errorf("%s %s: %w: %w", op, key, storage.ErrUnreachable, err)
 	}
@@ -543,6 +545,7 @@ const (
 	kindTransient errKind = iota
 	kindNotFound
 	kindPermanent
+	kindFull
 )
 
 // kind sorts an SDK error. Error codes decide first, the HTTP status next;
@@ -556,6 +559,8 @@ func kind(err error) errKind {
 	switch code {
 	case "NoSuchKey", "NotFound":
 		return kindNotFound
+	case "XMinioStorageFull", "StorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded", "InsufficientStorage":
+		return kindFull
 	case "NoSuchBucket", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
 		"AllAccessDisabled", "AccountProblem", "InvalidBucketName", "InvalidObjectState",
 		"PermanentRedirect", "AuthorizationHeaderMalformed", "NotImplemented", "KeyTooLongError",
@@ -579,6 +584,8 @@ func kind(err error) errKind {
 		return kindTransient
 	case st == http.StatusNotImplemented:
 		return kindPermanent
+	case st == http.StatusInsufficientStorage:
+		return kindFull
 	case st >= 500:
 		return kindTransient
 	case st >= 300:
