@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/internal/waltest"
@@ -423,5 +425,42 @@ func TestFullRepository(t *testing.T) {
 	o := runIn(t, bin, data, env, "", []string{"wal-push", "pg_wal/" + name}, nil)
 	if o.code != exitStorage || !strings.Contains(o.stderr, "storage full") || strings.Contains(o.stderr, "unreachable") || strings.Contains(o.stderr, "retrying") {
 		t.Errorf("wal-push into a full repository: exit %d; want 4 and \"storage full\" without retries; stderr:\n%s", o.code, o.stderr)
+	}
+}
+
+// TestFlagsAfterArguments: on every command a flag after the arguments is
+// parsed (here a value that cannot be one, so the run must fail naming
+// it), as it is before them.
+func TestFlagsAfterArguments(t *testing.T) {
+	bin := testBinary(t)
+	dir := t.TempDir()
+	var paths [][]string
+	var walk func(prefix []string, cmds []*cli.Command)
+	walk = func(prefix []string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			p := append(append([]string(nil), prefix...), c.Name)
+			if len(c.Subcommands) > 0 {
+				walk(p, c.Subcommands)
+				continue
+			}
+			paths = append(paths, p)
+		}
+	}
+	walk(nil, newApp(&guard{}).Commands)
+	if len(paths) < 15 {
+		t.Fatalf("only %d commands found", len(paths))
+	}
+	for _, p := range paths {
+		t.Run(strings.Join(p, " "), func(t *testing.T) {
+			args := append(append(p, "ARG"), "--download-concurrency=many")
+			o := runIn(t, bin, dir, nil, "", args, nil)
+			want := exitUsage
+			if hookCommands[p[0]] == restoreHook {
+				want = walFetchOffset + exitUsage
+			}
+			if o.code != want || !strings.Contains(o.stderr, "download-concurrency") {
+				t.Errorf("walgo %s: exit %d, want %d naming the flag; stderr:\n%s", strings.Join(args, " "), o.code, want, o.stderr)
+			}
+		})
 	}
 }
