@@ -152,7 +152,11 @@ func prefetchStarter(c *cli.Context, e *env) func(seg, walDir string, segSize in
 			case "config", "help", "version":
 				continue
 			}
-			if v := c.Value(name); v != nil {
+			switch v := c.Value(name).(type) {
+			case nil:
+			case []string: // a slice flag takes comma-separated values
+				ps.Flags[name] = strings.Join(v, ",")
+			default:
 				ps.Flags[name] = fmt.Sprint(v)
 			}
 		}
