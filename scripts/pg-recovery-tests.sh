@@ -121,7 +121,7 @@ status=0
   LANG=C.UTF-8 \
   TESTDIR="$PWD" \
   PG_REGRESS="$pg_regress" \
-  WALGO_BIN="$work/bin/walgo" \
+  WALGO_TEST_BIN="$work/bin/walgo" \
   HOME="$work" \
   ${PG_TEST_NOCLEAN:+PG_TEST_NOCLEAN=1} \
   prove --timer --exec "perl -I ../perl -I . -I $work/pgtap -MPostgreSQL::Test::Walgo" \

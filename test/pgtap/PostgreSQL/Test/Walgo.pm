@@ -4,7 +4,7 @@
 # enable_restoring: a node's archive_command and restore_command run walgo
 # wal-push and wal-fetch on a walgo file repository in the node's archive
 # directory (archive_dir), the one the original commands cp into and out
-# of. Everything else in the tests is PostgreSQL's own. WALGO_BIN names the
+# of. Everything else in the tests is PostgreSQL's own. WALGO_TEST_BIN names the
 # walgo binary.
 package PostgreSQL::Test::Walgo;
 
@@ -13,7 +13,7 @@ use warnings;
 
 use PostgreSQL::Test::Cluster;
 
-my $walgo = $ENV{WALGO_BIN} or die "WALGO_BIN is not set";
+my $walgo = $ENV{WALGO_TEST_BIN} or die "WALGO_TEST_BIN is not set";
 
 # Replacing a method the Cluster module no longer has would only add an
 # unused one, and the tests would run with cp again.
