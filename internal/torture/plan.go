@@ -429,12 +429,21 @@ func (g *gen) point(c int) {
 
 // fork restores a point of the primary that a backup covers into a new
 // cluster, which then takes load and backups of its own.
+//
+// The point has no prepared transaction open: PostgreSQL 15 cannot replay
+// across the fork's timeline switch with hot_standby on while a
+// transaction prepared before the switch is still open (it reads the
+// PREPARE record back from the old timeline's copy of the switch segment,
+// which recovery fetched only under the new timeline's name: "FATAL:
+// requested WAL segment pg_wal/... has already been removed"; the same
+// with cp as restore_command), so no restore of the fork's points from a
+// backup taken before the fork could work.
 func (g *gen) fork() {
 	var cands []int
 	for _, s := range g.p.Steps {
 		if s.Kind == KindBackup && s.Cluster == 0 {
 			for _, t := range g.p.Steps[s.N:] {
-				if t.Kind == KindPoint && t.Cluster == 0 {
+				if t.Kind == KindPoint && t.Cluster == 0 && len(g.atPoint[t.Point].prepared) == 0 {
 					cands = append(cands, t.Point)
 				}
 			}
@@ -442,7 +451,13 @@ func (g *gen) fork() {
 		}
 	}
 	if len(cands) == 0 {
+		for len(g.models[0].prepared) > 0 {
+			g.finishPrepared(0, g.rng.IntN(2) == 0)
+		}
 		g.op(0)
+		for len(g.models[0].prepared) > 0 { // the op may have prepared one
+			g.finishPrepared(0, true)
+		}
 		g.point(0)
 		cands = append(cands, g.pointNo)
 	}

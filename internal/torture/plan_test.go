@@ -54,6 +54,9 @@ func TestGenerateCovers(t *testing.T) {
 				if !points[s.Origin] {
 					t.Errorf("seed %d: step %d forks from point %d, which comes later or never", seed, s.N, s.Origin)
 				}
+				if open := openPrepared(p, s.Origin); len(open) > 0 {
+					t.Errorf("seed %d: step %d forks from point %d, where %v are prepared", seed, s.N, s.Origin, open)
+				}
 			case KindSQL:
 				for _, w := range []string{"unlogged table", "tablespace " + TablespaceName, "set tablespace", "prepare transaction",
 					"commit prepared", "rollback prepared", "vacuum (freeze)", "truncate", "drop table", "create index",
@@ -145,4 +148,31 @@ func TestParseFeatures(t *testing.T) {
 	if got := AllFeatures().Without(Fork, Deltas); got[Fork] || got[Deltas] || !got[Toast] {
 		t.Errorf("Without: %s", got)
 	}
+}
+
+// openPrepared lists the prepared transactions open on the primary at a
+// point, read from the plan's SQL.
+func openPrepared(p *Plan, point int) []string {
+	open := map[string]bool{}
+	for _, s := range p.Steps {
+		if s.Kind == KindPoint && s.Point == point {
+			break
+		}
+		if s.Cluster != 0 || s.Kind != KindSQL {
+			continue
+		}
+		if _, gid, ok := strings.Cut(s.SQL, "prepare transaction '"); ok {
+			open[strings.TrimSuffix(gid, "'")] = true
+		}
+		for _, verb := range []string{"commit prepared '", "rollback prepared '"} {
+			if rest, ok := strings.CutPrefix(s.SQL, verb); ok {
+				delete(open, strings.TrimSuffix(rest, "'"))
+			}
+		}
+	}
+	var ids []string
+	for id := range open {
+		ids = append(ids, id)
+	}
+	return ids
 }
