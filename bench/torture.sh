@@ -72,7 +72,7 @@ wait
 took_s=$(( ($(us_now) - start) / 1000000 ))
 
 # Each seed's summary line: "torture: seed N: checksums on, S steps, P points, B backups, R restores (time a, lsn b, ...), F faulted, X failures, T"
-points=0 backups=0 restores=0 refusals=0 failures=0 ran=0 nochecksums=0
+points=0 backups=0 deltas=0 followers=0 restores=0 refusals=0 failures=0 ran=0 nochecksums=0 s3=0
 declare -A kinds=()
 failed_seeds=()
 for seed in "${seeds[@]}"; do
@@ -86,13 +86,16 @@ for seed in "${seeds[@]}"; do
     continue
   fi
   [[ $line =~ checksums\ off ]] && nochecksums=$((nochecksums + 1))
+  [[ $line =~ s3\ repository ]] && s3=$((s3 + 1))
   [[ $line =~ ([0-9]+)\ points ]] && points=$((points + BASH_REMATCH[1]))
   [[ $line =~ ([0-9]+)\ backups ]] && backups=$((backups + BASH_REMATCH[1]))
+  [[ $line =~ \(([0-9]+)\ deltas\) ]] && deltas=$((deltas + BASH_REMATCH[1]))
+  [[ $line =~ ([0-9]+)\ followers ]] && followers=$((followers + BASH_REMATCH[1]))
   [[ $line =~ ([0-9]+)\ restores ]] && restores=$((restores + BASH_REMATCH[1]))
   [[ $line =~ ([0-9]+)\ beyond ]] && refusals=$((refusals + BASH_REMATCH[1]))
   [[ $line =~ ([0-9]+)\ failures ]] && f=${BASH_REMATCH[1]} || f=0
   failures=$((failures + f))
-  if [[ $line =~ \(([a-z0-9 ,]*)\) ]]; then
+  if [[ $line =~ restores\ \(([a-z0-9 ,]*)\) ]]; then
     IFS=, read -ra ks <<<"${BASH_REMATCH[1]}"
     for k in "${ks[@]}"; do
       read -r name n <<<"$k"
@@ -112,12 +115,13 @@ for k in time lsn xid name immediate end; do [[ -n ${kinds[$k]:-} ]] && by_kind+
   echo "bench/torture.sh $(date -u '+%Y-%m-%d %H:%M UTC'): walgo at $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && [[ -n $(git status --porcelain --untracked-files=no) ]] && echo ' with local changes')"
   conditions
   echo
-  echo "seeds       ${#seeds[@]} asked, $ran run (${seeds[0]}..${seeds[-1]}), $nochecksums of them without data checksums"
+  echo "seeds       ${#seeds[@]} asked, $ran run (${seeds[0]}..${seeds[-1]}): $nochecksums without data checksums, $s3 on S3"
   echo "scale       $SCALE, features $FEATURES, coverage $COVERAGE"
   echo "points      $points recorded"
-  echo "backups     $backups taken"
+  echo "backups     $backups taken, $deltas of them deltas"
   echo "restores    $restores started and compared (${by_kind%, })"
   echo "refusals    $refusals targets beyond the archive tried (each must be refused)"
+  echo "followers   $followers standbys compared at the end"
   echo "failures    $failures in ${#failed_seeds[@]} seeds"
   for s in "${failed_seeds[@]}"; do echo "  seed $s"; done
   (( ${#failed_seeds[@]} )) && echo "  reproduce one: WALGO_TORTURE_SEEDS=N WALGO_TORTURE_SCALE=$SCALE WALGO_TORTURE_FEATURES=$FEATURES WALGO_TORTURE_COVERAGE=$COVERAGE go test ./integration -run '^TestTorture\$' -count=1 -v -timeout 0"

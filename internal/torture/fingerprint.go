@@ -53,33 +53,36 @@ type querier interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// takeFingerprint reads the database through conn; amcheck runs
-// pg_amcheck --heapallindexed on it and returns its complaints ("" when
-// clean).
-func takeFingerprint(ctx context.Context, conn querier, amcheck func(context.Context) (string, error)) (*Fingerprint, error) {
+// takeFingerprint reads the workload's database through conn, and the
+// other databases the workload made (named torture_...) through
+// connections open makes; amcheck runs pg_amcheck --heapallindexed on
+// them all and returns its complaints ("" when clean).
+func takeFingerprint(ctx context.Context, conn querier, open func(ctx context.Context, db string) (*pgx.Conn, error),
+	amcheck func(context.Context) (string, error)) (*Fingerprint, error) {
 	fp := &Fingerprint{}
-	rows, err := conn.Query(ctx, `select c.relname::text, c.relpersistence = 'u', coalesce(ts.spcname::text, 'pg_default')
-		from pg_class c left join pg_tablespace ts on ts.oid = c.reltablespace
-		where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' order by 1`)
-	if err != nil {
-		return nil, fmt.Errorf("list tables: %w", err)
+	var err error
+	if fp.Tables, err = tablesFingerprint(ctx, conn, ""); err != nil {
+		return nil, err
 	}
-	for rows.Next() {
-		var t TableFP
-		if err := rows.Scan(&t.Name, &t.Unlogged, &t.Tablespace); err != nil {
-			rows.Close()
+	rows, err := conn.Query(ctx, `select datname::text from pg_database where starts_with(datname, $1) order by 1`, Database+"_")
+	if err != nil {
+		return nil, fmt.Errorf("list databases: %w", err)
+	}
+	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list databases: %w", err)
+	}
+	for _, db := range dbs {
+		c, err := open(ctx, db)
+		if err != nil {
 			return nil, err
 		}
-		fp.Tables = append(fp.Tables, t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list tables: %w", err)
-	}
-	for i := range fp.Tables {
-		if err := tableFingerprint(ctx, conn, &fp.Tables[i]); err != nil {
-			return nil, fmt.Errorf("table %s: %w", fp.Tables[i].Name, err)
+		ts, err := tablesFingerprint(ctx, c, db+"/")
+		c.Close(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("database %s: %w", db, err)
 		}
+		fp.Tables = append(fp.Tables, ts...)
 	}
 
 	rows, err = conn.Query(ctx, `select relname::text from pg_class where relnamespace = 'public'::regnamespace and relkind = 'S' order by 1`)
@@ -112,6 +115,37 @@ func takeFingerprint(ctx context.Context, conn querier, amcheck func(context.Con
 		return nil, err
 	}
 	return fp, nil
+}
+
+// tablesFingerprint fingerprints the tables of one database; their names
+// get prefix.
+func tablesFingerprint(ctx context.Context, conn querier, prefix string) ([]TableFP, error) {
+	rows, err := conn.Query(ctx, `select c.relname::text, c.relpersistence = 'u', coalesce(ts.spcname::text, 'pg_default')
+		from pg_class c left join pg_tablespace ts on ts.oid = c.reltablespace
+		where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' order by 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	var tables []TableFP
+	for rows.Next() {
+		var t TableFP
+		if err := rows.Scan(&t.Name, &t.Unlogged, &t.Tablespace); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list tables: %w", err)
+	}
+	for i := range tables {
+		if err := tableFingerprint(ctx, conn, &tables[i]); err != nil {
+			return nil, fmt.Errorf("table %s: %w", tables[i].Name, err)
+		}
+		tables[i].Name = prefix + tables[i].Name
+	}
+	return tables, nil
 }
 
 func tableFingerprint(ctx context.Context, conn querier, t *TableFP) error {

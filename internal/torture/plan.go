@@ -74,6 +74,11 @@ const (
 	// the primary's archive (forks archiving into the same repository)
 	// while the run goes on; at the end it must have the primary's state.
 	Follower Feature = "follower"
+	// Databases: databases made from a template holding a table
+	// (CREATE DATABASE with STRATEGY FILE_COPY, whose files keep the
+	// template's page LSNs, or WAL_LOG), moved between tablespaces (ALTER
+	// DATABASE SET TABLESPACE, a file copy too) and dropped.
+	Databases Feature = "databases"
 	// S3: some seeds keep the repository on a real S3 server
 	// (versitygw) instead of in a folder.
 	S3 Feature = "s3"
@@ -90,7 +95,7 @@ type Features map[Feature]bool
 func AllFeatures() Features {
 	f := Features{}
 	for _, x := range []Feature{Tablespace, ChecksumsOff, Deltas, ColdChanges, Unlogged, Prepared, Toast,
-		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive, LoadDuringBackup, S3, Follower} {
+		DDL, Fork, NameTargets, Immediate, NamedBackups, BeyondArchive, LoadDuringBackup, S3, Follower, Databases} {
 		f[x] = true
 	}
 	return f
@@ -247,6 +252,10 @@ func (p *Plan) String() string {
 // TablespaceName is the tablespace outside PGDATA the workload uses.
 const TablespaceName = "torture_ts"
 
+// TemplateDatabase is the database the workload's other databases are
+// copied from: it holds one table, tpl_t.
+const TemplateDatabase = "torture_tpl"
+
 // table is the generator's model of one table: enough to write SQL that
 // never blocks and always touches rows that exist.
 type table struct {
@@ -269,11 +278,15 @@ func (t *table) clone() *table { c := *t; return &c }
 // model is the generator's view of one cluster.
 type model struct {
 	tables   []*table
-	prepared []string // open prepared transactions, oldest first
+	prepared []string        // open prepared transactions, oldest first
+	dbs      map[string]bool // the databases made from TemplateDatabase: in TablespaceName?
 }
 
 func (m *model) clone() *model {
-	c := &model{prepared: append([]string(nil), m.prepared...)}
+	c := &model{prepared: append([]string(nil), m.prepared...), dbs: map[string]bool{}}
+	for db, inTS := range m.dbs {
+		c.dbs[db] = inTS
+	}
 	for _, t := range m.tables {
 		c.tables = append(c.tables, t.clone())
 	}
@@ -287,12 +300,9 @@ type gen struct {
 	scale    int
 	models   []*model       // per cluster
 	atPoint  map[int]*model // the model right after each point
-	pointOn  map[int]int    // point -> cluster
-	covered  map[int]bool   // points some backup in their history finished before
-	backups  []int          // per cluster: backups taken on it so far (its own only)
 	chainLen []int          // per cluster: deltas since the last full backup (-1: no backup yet)
-	inherit  []int          // per cluster: chain length inherited at the fork
 	todo     []string       // kinds of step not made yet
+	dbNo     int
 	tableNo  int
 	gidNo    int
 	pointNo  int
@@ -310,8 +320,6 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 		f:       f,
 		scale:   scale,
 		atPoint: map[int]*model{},
-		pointOn: map[int]int{},
-		covered: map[int]bool{},
 	}
 	if f[ChecksumsOff] && g.rng.IntN(3) == 0 {
 		g.p.Checksums = false
@@ -319,7 +327,7 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 	if f[S3] && g.rng.IntN(3) == 0 {
 		g.p.S3 = true
 	}
-	g.addCluster(&model{}, -1)
+	g.addCluster(&model{dbs: map[string]bool{}}, -1)
 
 	// The first tables, loaded and frozen, before the first backup.
 	for range 2 + g.rng.IntN(2) {
@@ -379,9 +387,7 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 
 func (g *gen) addCluster(m *model, chain int) int {
 	g.models = append(g.models, m)
-	g.backups = append(g.backups, 0)
 	g.chainLen = append(g.chainLen, chain)
-	g.inherit = append(g.inherit, chain)
 	return len(g.models) - 1
 }
 
@@ -413,7 +419,6 @@ func (g *gen) backup(c int) {
 	} else {
 		g.chainLen[c] = 0
 	}
-	g.backups[c]++
 	load := g.f[LoadDuringBackup] && g.backupNo > 1 && g.rng.IntN(3) == 0
 	g.add(Step{Cluster: c, Kind: KindBackup, Delta: delta, Backup: g.backupNo, Load: load})
 }
@@ -424,7 +429,6 @@ func (g *gen) point(c int) {
 	name := fmt.Sprintf("torture_s%d_p%d", g.p.Seed, g.pointNo)
 	g.add(Step{Cluster: c, Kind: KindPoint, Point: g.pointNo, Name: name})
 	g.atPoint[g.pointNo] = g.models[c].clone()
-	g.pointOn[g.pointNo] = c
 }
 
 // fork restores a point of the primary that a backup covers into a new
@@ -539,6 +543,14 @@ func (g *gen) op(c int) {
 	if g.f[Tablespace] {
 		choices = append(choices, choice{"set tablespace", 4, func() bool { return g.moveTable(c) }})
 	}
+	if g.f[Databases] {
+		choices = append(choices,
+			choice{"create database", 3, func() bool { return g.createDatabase(c) }},
+			choice{"drop database", 1, func() bool { return g.dropDatabase(c) }})
+		if g.f[Tablespace] {
+			choices = append(choices, choice{"move database", 2, func() bool { return g.moveDatabase(c) }})
+		}
+	}
 	if g.f[Prepared] {
 		choices = append(choices,
 			choice{"prepare", 4, func() bool { return g.prepare(c) }},
@@ -554,7 +566,7 @@ func (g *gen) op(c int) {
 		g.rng.Shuffle(len(g.todo), func(i, j int) { g.todo[i], g.todo[j] = g.todo[j], g.todo[i] })
 	}
 	// A step that cannot be made yet gets what it needs first.
-	needs := map[string]string{"update hot": "insert", "delete hot": "insert", "update cold": "vacuum freeze",
+	needs := map[string]string{"drop database": "create database", "move database": "create database", "update hot": "insert", "delete hot": "insert", "update cold": "vacuum freeze",
 		"delete cold": "vacuum freeze", "commit prepared": "prepare", "rollback prepared": "prepare"}
 	byName := map[string]choice{}
 	for _, ch := range choices {
@@ -855,5 +867,64 @@ func (g *gen) finishPrepared(c int, commit bool) bool {
 	} else {
 		g.sql(c, "commit prepared", fmt.Sprintf("commit prepared '%s'", gid))
 	}
+	return true
+}
+
+// createDatabase copies TemplateDatabase into a new database, by a file
+// copy or through WAL, sometimes straight into the tablespace.
+func (g *gen) createDatabase(c int) bool {
+	m := g.models[c]
+	if len(m.dbs) >= 3 {
+		return false
+	}
+	g.dbNo++
+	db := fmt.Sprintf("%s_db%d", Database, g.dbNo)
+	strategy := []string{"file_copy", "wal_log"}[g.rng.IntN(2)]
+	inTS := g.f[Tablespace] && g.rng.IntN(3) == 0
+	sql := fmt.Sprintf("create database %s template %s strategy %s", db, TemplateDatabase, strategy)
+	if inTS {
+		sql += " tablespace " + TablespaceName
+	}
+	m.dbs[db] = inTS
+	g.sql(c, "create database", sql)
+	return true
+}
+
+func (g *gen) pickDB(c int) string {
+	var dbs []string
+	for db := range g.models[c].dbs {
+		dbs = append(dbs, db)
+	}
+	if len(dbs) == 0 {
+		return ""
+	}
+	sort.Strings(dbs)
+	return dbs[g.rng.IntN(len(dbs))]
+}
+
+func (g *gen) dropDatabase(c int) bool {
+	db := g.pickDB(c)
+	if db == "" {
+		return false
+	}
+	delete(g.models[c].dbs, db)
+	g.sql(c, "drop database", "drop database "+db)
+	return true
+}
+
+// moveDatabase moves a database to the other tablespace: Postgres copies
+// its files, page LSNs and all.
+func (g *gen) moveDatabase(c int) bool {
+	db := g.pickDB(c)
+	if db == "" {
+		return false
+	}
+	m := g.models[c]
+	m.dbs[db] = !m.dbs[db]
+	to := "pg_default"
+	if m.dbs[db] {
+		to = TablespaceName
+	}
+	g.sql(c, "move database", fmt.Sprintf("alter database %s set tablespace %s", db, to))
 	return true
 }

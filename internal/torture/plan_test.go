@@ -80,7 +80,7 @@ func TestGenerateCovers(t *testing.T) {
 		for _, w := range []string{"insert", "insert with large values", "update hot", "delete hot", "update cold", "delete cold",
 			"delete tail", "vacuum", "vacuum freeze", "checkpoint", "switch wal", "sequence", "create table", "drop table",
 			"truncate", "create index", "create unlogged table", "set tablespace", "prepare transaction", "commit prepared",
-			"rollback prepared"} {
+			"rollback prepared", "create database", "drop database", "move database"} {
 			if !whats[w] {
 				t.Errorf("seed %d: no %q step:\n%s", seed, w, p)
 			}
@@ -112,7 +112,7 @@ func TestGenerateLeavesOutFeatures(t *testing.T) {
 		}
 		for _, s := range p.Steps {
 			bad := s.Kind == KindFork || s.Delta
-			for _, w := range []string{"unlogged", "tablespace", "prepare", "truncate", "drop table", "create index", "string_agg"} {
+			for _, w := range []string{"unlogged", "tablespace", "prepare", "truncate", "drop table", "create index", "string_agg", "database"} {
 				bad = bad || strings.Contains(s.SQL, w)
 			}
 			if strings.Contains(s.What, "cold") || strings.Contains(s.What, "tail") {

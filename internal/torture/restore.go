@@ -275,7 +275,7 @@ func (r *runner) restore(t *testing.T, rc *restoreCase) {
 		return
 	}
 	defer conn.Close(ctx)
-	got, err := takeFingerprint(ctx, conn, amcheck(pg))
+	got, err := takeFingerprint(ctx, conn, opener(pg), amcheck(pg))
 	if err != nil {
 		r.fail(where, "cannot read the restore", err.Error(), faulted)
 		return

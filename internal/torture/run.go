@@ -123,8 +123,14 @@ func (r *Report) Summary() string {
 	if r.Plan.S3 {
 		repo = "s3"
 	}
-	return fmt.Sprintf("torture: seed %d: checksums %s, %s repository, %d steps, %d points, %d backups, %d restores (%s), %d beyond the archive, %d followers, %d faulted, %d failures, %s (workload %s: %s)",
-		r.Seed, sums, repo, len(r.Plan.Steps), r.Points, len(r.Backups), r.Restores, strings.Join(kinds, ", "), r.Refusals, r.Followers, r.Faulted,
+	deltas := 0
+	for _, b := range r.Backups {
+		if b.Parent != "" {
+			deltas++
+		}
+	}
+	return fmt.Sprintf("torture: seed %d: checksums %s, %s repository, %d steps, %d points, %d backups (%d deltas), %d restores (%s), %d beyond the archive, %d followers, %d faulted, %d failures, %s (workload %s: %s)",
+		r.Seed, sums, repo, len(r.Plan.Steps), r.Points, len(r.Backups), deltas, r.Restores, strings.Join(kinds, ", "), r.Refusals, r.Followers, r.Faulted,
 		len(r.Failures), r.Took.Round(time.Second), r.Workload.Round(time.Second), strings.Join(steps, ", "))
 }
 
@@ -368,6 +374,27 @@ func (r *runner) setup(ctx context.Context) error {
 	if r.plan.Features[Tablespace] {
 		stmts = append(stmts, fmt.Sprintf("create tablespace %s location '%s'", TablespaceName, ts))
 	}
+	if r.plan.Features[Databases] {
+		if err := psqlExec(ctx, pg, "postgres", "create database "+TemplateDatabase); err != nil {
+			return err
+		}
+		tpl, err := connectDB(ctx, pg, TemplateDatabase)
+		if err != nil {
+			return err
+		}
+		for _, s := range []string{
+			"create extension pg_visibility",
+			"create table tpl_t (id bigint primary key, v text not null) with (autovacuum_enabled = off)",
+			"insert into tpl_t select g, md5(g::text) from generate_series(1, 3000) g",
+			"vacuum (freeze) tpl_t",
+		} {
+			if _, err := tpl.Exec(ctx, s); err != nil {
+				tpl.Close(ctx)
+				return fmt.Errorf("%s: %s: %w", TemplateDatabase, s, err)
+			}
+		}
+		tpl.Close(ctx)
+	}
 	if r.plan.Features[LoadDuringBackup] {
 		stmts = append(stmts, "create table torture_load (id int primary key, n bigint not null, pad text not null) with (autovacuum_enabled = off, fillfactor = 50)",
 			fmt.Sprintf("insert into torture_load select g, 0, md5(g::text) from generate_series(1, %d) g", loadRows))
@@ -381,7 +408,16 @@ func (r *runner) setup(ctx context.Context) error {
 }
 
 func connect(ctx context.Context, pg *pgtest.Cluster) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable", pg.Port(), pgtest.Superuser, Database))
+	return connectDB(ctx, pg, Database)
+}
+
+// opener connects to other databases of a cluster, for fingerprints.
+func opener(pg *pgtest.Cluster) func(context.Context, string) (*pgx.Conn, error) {
+	return func(ctx context.Context, db string) (*pgx.Conn, error) { return connectDB(ctx, pg, db) }
+}
+
+func connectDB(ctx context.Context, pg *pgtest.Cluster, db string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=%s sslmode=disable", pg.Port(), pgtest.Superuser, db))
 	if err != nil {
 		return nil, err
 	}
@@ -409,7 +445,7 @@ func psqlExec(ctx context.Context, pg *pgtest.Cluster, db, sql string) error {
 func amcheck(pg *pgtest.Cluster) func(context.Context) (string, error) {
 	return func(ctx context.Context) (string, error) {
 		cmd := pg.Command(ctx, "pg_amcheck", "-h", "127.0.0.1", "-p", strconv.Itoa(pg.Port()), "-U", pgtest.Superuser,
-			"-d", Database, "--heapallindexed")
+			"-d", Database+"*", "--heapallindexed")
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		switch {
@@ -424,7 +460,7 @@ func amcheck(pg *pgtest.Cluster) func(context.Context) (string, error) {
 }
 
 func (r *runner) fingerprint(ctx context.Context, cl *cluster) (*Fingerprint, error) {
-	return takeFingerprint(ctx, cl.conn, amcheck(cl.pg))
+	return takeFingerprint(ctx, cl.conn, opener(cl.pg), amcheck(cl.pg))
 }
 
 // cmdResult is one walgo run.
@@ -919,7 +955,7 @@ func (r *runner) checkFollower(ctx context.Context, fo *follower) {
 		return
 	}
 	defer conn.Close(ctx)
-	got, err := takeFingerprint(ctx, conn, amcheck(fo.pg))
+	got, err := takeFingerprint(ctx, conn, opener(fo.pg), amcheck(fo.pg))
 	if err != nil {
 		r.fail(where, "cannot read the follower", err.Error(), false)
 		return
