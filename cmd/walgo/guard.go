@@ -153,6 +153,12 @@ func (g *guard) exit(err error) int {
 	if g.hook != restoreHook {
 		return exitCode(err)
 	}
+	if err == nil && !g.started {
+		// Help or the version was shown: nothing was fetched, and Postgres
+		// takes a 0 whose file is missing for the end of the archive.
+		err = fmt.Errorf("%w: %s did not run", errUsage, g.command)
+		fmt.Fprintln(os.Stderr, "walgo:", err)
+	}
 	if err == nil {
 		if g.notFound {
 			return exitNotFound

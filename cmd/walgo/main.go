@@ -125,6 +125,11 @@ func run(args []string) (code int) {
 	}()
 	app := newApp(g)
 	*g = *guardFor(args, app.Commands)
+	if g.hook != notHook {
+		// A hook's stdout is Postgres' log, or nothing: even help and
+		// the version go to stderr.
+		app.Writer = os.Stderr
+	}
 	g.arm()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
