@@ -60,6 +60,17 @@ type querier interface {
 func takeFingerprint(ctx context.Context, conn querier, open func(ctx context.Context, db string) (*pgx.Conn, error),
 	amcheck func(context.Context) (string, error)) (*Fingerprint, error) {
 	fp := &Fingerprint{}
+	// pg_amcheck runs meanwhile: it only reads.
+	type checked struct {
+		out string
+		err error
+	}
+	amchecked := make(chan checked, 1)
+	go func() {
+		out, err := amcheck(ctx)
+		amchecked <- checked{out, err}
+	}()
+	defer func() { <-amchecked }() // on an early return: do not leave it running
 	var err error
 	if fp.Tables, err = tablesFingerprint(ctx, conn, ""); err != nil {
 		return nil, err
@@ -111,9 +122,12 @@ func takeFingerprint(ctx context.Context, conn querier, open func(ctx context.Co
 		return nil, fmt.Errorf("prepared transactions: %w", err)
 	}
 
-	if fp.Amcheck, err = amcheck(ctx); err != nil {
-		return nil, err
+	a := <-amchecked
+	amchecked <- a // for the deferred receive
+	if a.err != nil {
+		return nil, a.err
 	}
+	fp.Amcheck = a.out
 	return fp, nil
 }
 

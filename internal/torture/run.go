@@ -858,18 +858,32 @@ func (r *runner) fork(ctx context.Context, st Step) error {
 // promoted, or has stopped (recovery failed).
 func waitPromoted(ctx context.Context, pg *pgtest.Cluster) error {
 	deadline := time.Now().Add(5 * time.Minute)
-	for {
-		out, err := pg.Exec(ctx, "select pg_is_in_recovery()")
-		if err == nil && out == "f" {
-			return nil
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(ctx)
 		}
-		if !pg.Running() {
+	}()
+	for {
+		if conn == nil {
+			conn, _ = connect(ctx, pg) // refused until the server is consistent
+		}
+		if conn != nil {
+			var inRecovery bool
+			if err := conn.QueryRow(ctx, "select pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+				conn.Close(ctx)
+				conn = nil
+			} else if !inRecovery {
+				return nil
+			}
+		}
+		if conn == nil && !pg.Running() {
 			return fmt.Errorf("the server stopped before it promoted; its log:\n%s", tailFile(pg.LogFile(), 40))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not promoted after 5 minutes; its log:\n%s", tailFile(pg.LogFile(), 40))
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
