@@ -66,7 +66,12 @@ func TestTablespaces(t *testing.T) {
 	restore := func(t *testing.T, outside []string, args ...string) *pgtest.Cluster {
 		t.Helper()
 		dir := filepath.Join(pgtest.OwnedDir(t, "restore"), "data")
-		mustWalgo(t, r.env, append([]string{"backup-fetch", dir, delta, "--target-lsn", end}, args...)...)
+		res := mustWalgo(t, r.env, append([]string{"backup-fetch", dir, delta, "--target-lsn", end}, args...)...)
+		for _, d := range outside {
+			if !strings.Contains(res.stdout, " is a symlink to "+d+"\n") {
+				t.Errorf("backup-fetch does not say where it put %s:\n%s", d, res.stdout)
+			}
+		}
 		for _, d := range append([]string{dir}, outside...) {
 			pgtest.Chown(t, d)
 		}

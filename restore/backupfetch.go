@@ -119,6 +119,9 @@ type BackupFetchResult struct {
 	Written    int64         // bytes written into files
 	Files      int           // regular files in the restored directory
 	Duration   time.Duration // wall time
+	// Outside maps each folder of the data directory restored elsewhere
+	// (pg_tblspc/<oid>, pg_wal) to where it went.
+	Outside map[string]string
 }
 
 // BackupFetch restores a base backup into opts.Dir and prepares it for
@@ -205,6 +208,10 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 	}
 	res.Chain = names
 	res.Duration = time.Since(start)
+	res.Outside = map[string]string{}
+	for _, m := range moved {
+		res.Outside[m.path] = m.target
+	}
 	opts.Log.Info("restored", zap.String("backup", res.Backup), zap.String("into", dir),
 		zap.Int64("downloaded", res.Downloaded), zap.Int64("written", res.Written),
 		zap.Int("files", res.Files), zap.Duration("took", res.Duration))

@@ -111,6 +111,14 @@ its first xid epoch.`,
 			}
 			fmt.Fprintf(c.App.Writer, "restored %s into %s: %d files, %s (%s downloaded) in %s\n",
 				res.Backup, dir, res.Files, humanBytes(res.Written), humanBytes(res.Downloaded), res.Duration.Round(time.Millisecond))
+			links := make([]string, 0, len(res.Outside))
+			for p := range res.Outside {
+				links = append(links, p)
+			}
+			sort.Strings(links)
+			for _, p := range links {
+				fmt.Fprintf(c.App.Writer, "%s is a symlink to %s\n", p, res.Outside[p])
+			}
 			fmt.Fprintf(c.App.Writer, "start Postgres on it to recover; it fetches WAL with: %s\n", cmdline)
 			return nil
 		},
