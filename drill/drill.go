@@ -51,8 +51,22 @@ type Options struct {
 	// StartTimeout bounds the server's start, up to a consistent state;
 	// 0 means pgserver.DefaultStartTimeout.
 	StartTimeout time.Duration
-	// Log receives progress; nil logs nothing.
+	// Log receives what happens; nil logs nothing.
 	Log *zap.Logger
+	// Phase, if set, is told when each phase starts: "download" (the
+	// backup is restored), "replay" (the server starts and recovers),
+	// "check" (pg_amcheck; Run only).
+	Phase func(name string)
+	// Progress, if set, is told the stored bytes downloaded so far and in
+	// all during "download" (see restore.BackupFetchOptions.Progress).
+	Progress func(done, total int64)
+}
+
+// phase tells opts.Phase, if set, that a phase starts.
+func (o *Options) phase(name string) {
+	if o.Phase != nil {
+		o.Phase(name)
+	}
 }
 
 // Report is what a drill took, phase by phase.
@@ -130,6 +144,7 @@ func fork(ctx context.Context, store storage.Store, opts Options) (*Instance, er
 	inst.Dir, inst.DataDir = dir, filepath.Join(dir, "data")
 
 	opts.Log.Info("restoring backup into a temporary folder", zap.String("backup", sn.Name), zap.String("dir", dir))
+	opts.phase("download")
 	res, err := restore.BackupFetch(ctx, store, restore.BackupFetchOptions{
 		Dir:  inst.DataDir,
 		Name: sn.Name,
@@ -143,6 +158,7 @@ func fork(ctx context.Context, store storage.Store, opts Options) (*Instance, er
 		Codec:            opts.Codec,
 		RestoreCommand:   opts.RestoreCommand,
 		Log:              opts.Log,
+		Progress:         opts.Progress,
 	})
 	if err != nil {
 		return inst, err
@@ -151,6 +167,7 @@ func fork(ctx context.Context, store storage.Store, opts Options) (*Instance, er
 	inst.Report.Download = time.Since(start)
 
 	replayStart := time.Now()
+	opts.phase("replay")
 	inst.Server, err = pgserver.Start(ctx, pgserver.Options{
 		DataDir:      inst.DataDir,
 		BinDir:       opts.BinDir,
@@ -218,6 +235,7 @@ func Run(ctx context.Context, store storage.Store, opts Options) (*Report, error
 		return rep, err
 	}
 	checkStart := time.Now()
+	opts.phase("check")
 	err = amcheck(ctx, inst.Server, opts)
 	rep.Check = time.Since(checkStart)
 	if cerr := inst.Close(context.WithoutCancel(ctx)); cerr != nil && err == nil {

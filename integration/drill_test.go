@@ -73,6 +73,12 @@ func TestRestoreTest(t *testing.T) {
 		if !strings.Contains(res.stderr, "--heapallindexed") {
 			t.Errorf("pg_amcheck did not run with --heapallindexed:\n%s", res.stderr)
 		}
+		// Not on a terminal: each phase is a log line.
+		for _, phase := range []string{"download", "replay", "check"} {
+			if !strings.Contains(res.stderr, `"op": "restore-test", "phase": "`+phase+`"`) {
+				t.Errorf("no log line for the %s phase:\n%s", phase, res.stderr)
+			}
+		}
 		// archive_mode was off: promotion made timeline 2 but pushed
 		// nothing of it.
 		for _, k := range storeKeys(t, st) {
@@ -82,6 +88,37 @@ func TestRestoreTest(t *testing.T) {
 		}
 		if after := storeKeys(t, st); len(after) < len(before) {
 			t.Errorf("objects disappeared: %d before, %d after", len(before), len(after))
+		}
+	})
+
+	// On a terminal (script(1) gives it one) restore-test and backup-fetch
+	// draw the progress bar, each phase on its own line.
+	t.Run("on a terminal", func(t *testing.T) {
+		onTerminal := func(args ...string) string {
+			t.Helper()
+			q := []string{pgtest.ShellQuote(walgoBin)}
+			for _, a := range args {
+				q = append(q, pgtest.ShellQuote(a))
+			}
+			line := strings.Join(q, " ")
+			cmd := src.Command(ctx, "script", "-qefc", line, "/dev/null")
+			cmd.Env = append(cmd.Env, env...)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s on a terminal: %v\n%s", line, err, out)
+			}
+			return string(out)
+		}
+		out := onTerminal("restore-test", "--work-dir", work, name)
+		for _, want := range []string{"restore-test download [==============================]", "ETA ", "restore-test replay", "restore-test check", "done in"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("restore-test on a terminal shows no %q:\n%q", want, out)
+			}
+		}
+		dir := filepath.Join(pgtest.OwnedDir(t, "terminal-restore"), "data")
+		out = onTerminal("backup-fetch", dir, name)
+		if !strings.Contains(out, "backup-fetch [==============================] ") || !strings.Contains(out, "/s  ETA ") {
+			t.Errorf("backup-fetch on a terminal shows no full bar:\n%q", out)
 		}
 	})
 

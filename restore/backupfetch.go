@@ -105,8 +105,11 @@ type BackupFetchOptions struct {
 	// RestoreCommand is the restore_command line to write, complete with
 	// "%f %p" (see RestoreCommand). Required.
 	RestoreCommand string
-	// ProgressInterval is how often progress is logged; 0 means every 10s.
-	ProgressInterval time.Duration
+	// Progress, if set, is called as partitions download, with the stored
+	// bytes read so far and the stored size of every partition to read
+	// (the whole delta chain). It is called from several goroutines at
+	// once and often: it must be quick and do its own throttling.
+	Progress func(done, total int64)
 	// Log receives progress and warnings; nil logs nothing.
 	Log *zap.Logger
 }
@@ -148,9 +151,6 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 		opts.Log = zap.NewNop()
 	}
 	opts.Concurrency = max(1, opts.Concurrency)
-	if opts.ProgressInterval <= 0 {
-		opts.ProgressInterval = 10 * time.Second
-	}
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
@@ -230,8 +230,7 @@ func restoreInto(ctx context.Context, store storage.Store, dir string, layers []
 		return nil, err
 	}
 	r := newRestorer(t, dir, store, opts)
-	stop := r.logProgress(layers, opts.ProgressInterval)
-	defer stop()
+	r.setTotal(layers)
 	for _, l := range layers {
 		if err := r.restoreLayer(ctx, l); err != nil {
 			return nil, err

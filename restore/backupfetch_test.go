@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -303,10 +304,28 @@ func TestBackupFetchFull(t *testing.T) {
 	sn := putBackup(t, s, spec{no: 2, parts: 3, ents: ents})
 	dir := filepath.Join(t.TempDir(), "data") // created by the restore
 	o := opts(dir)
-	o.Log, o.ProgressInterval = zaptest.NewLogger(t), time.Millisecond
+	o.Log = zaptest.NewLogger(t)
+	var mu sync.Mutex
+	var lastDone, lastTotal, calls int64
+	o.Progress = func(done, total int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		if done < lastDone || done > total {
+			t.Errorf("progress %d of %d after %d", done, total, lastDone)
+		}
+		lastDone, lastTotal = done, total
+		calls++
+	}
 	res, err := BackupFetch(ctx, s, o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var stored int64
+	for _, p := range sn.Parts {
+		stored += p.Size
+	}
+	if calls == 0 || lastDone != res.Downloaded || lastTotal != stored || lastDone != stored {
+		t.Errorf("progress: %d calls, last %d of %d; downloaded %d, stored %d", calls, lastDone, lastTotal, res.Downloaded, stored)
 	}
 	if res.Backup != sn.Name || len(res.Chain) != 1 || res.Files != 7 || res.Downloaded == 0 || res.Written < int64(len(big)) {
 		t.Errorf("result %+v", res)

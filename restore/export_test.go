@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -73,12 +72,11 @@ func ExtractChainForTest(ctx context.Context, dir string, tars ...[]byte) error 
 		return fmt.Errorf("%w: no layer", ErrInvalid)
 	}
 	opts := &BackupFetchOptions{
-		Dir:              dir,
-		Name:             Latest,
-		Concurrency:      2,
-		RestoreCommand:   "walgo wal-fetch %f %p",
-		ProgressInterval: time.Hour,
-		Log:              zap.NewNop(),
+		Dir:            dir,
+		Name:           Latest,
+		Concurrency:    2,
+		RestoreCommand: "walgo wal-fetch %f %p",
+		Log:            zap.NewNop(),
 	}
 	if _, err := restoreInto(ctx, st, dir, layers, nil, opts); err != nil {
 		if cerr := removeContents(dir); cerr != nil {

@@ -86,7 +86,7 @@ type sourceReader struct {
 	ctx   context.Context
 	r     io.Reader
 	n     int64
-	total *atomic.Int64 // also counts here, if set
+	count func(n int64) // also told of every read, if set
 	err   error
 }
 
@@ -100,8 +100,8 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	}
 	n, err := s.r.Read(p)
 	s.n += int64(n)
-	if s.total != nil {
-		s.total.Add(int64(n))
+	if s.count != nil && n > 0 {
+		s.count(int64(n))
 	}
 	if err != nil && err != io.EOF {
 		s.err = err
@@ -155,8 +155,9 @@ type restorer struct {
 
 	downloaded atomic.Int64
 	written    atomic.Int64
-	partsDone  atomic.Int64
 	codec      *codec.Codec
+	progress   func(done, total int64) // nil: none
+	total      int64                   // stored bytes of every layer's partitions
 }
 
 func newRestorer(t *destTree, dir string, store storage.Store, opts *BackupFetchOptions) *restorer {
@@ -167,6 +168,7 @@ func newRestorer(t *destTree, dir string, store storage.Store, opts *BackupFetch
 		log:      opts.Log,
 		conc:     opts.Concurrency,
 		codec:    opts.Codec,
+		progress: opts.Progress,
 		expect:   map[string]string{},
 		verified: map[string]string{},
 	}
@@ -214,11 +216,7 @@ func (r *restorer) restoreLayer(ctx context.Context, l *layer) error {
 
 func (r *restorer) restoreParts(ctx context.Context, st *layerState) error {
 	return forEach(ctx, st.sn.Parts, r.conc, func(ctx context.Context, p catalog.Part, buf []byte) error {
-		if err := r.restorePartRetrying(ctx, st, p, buf); err != nil {
-			return err
-		}
-		r.partsDone.Add(1)
-		return nil
+		return r.restorePartRetrying(ctx, st, p, buf)
 	})
 }
 
@@ -325,7 +323,7 @@ func (r *restorer) restorePart(ctx context.Context, st *layerState, part catalog
 	}
 	defer rc.Close()
 	h := sha256.New()
-	src := &sourceReader{ctx: ctx, r: io.TeeReader(rc, h), total: &r.downloaded}
+	src := &sourceReader{ctx: ctx, r: io.TeeReader(rc, h), count: r.countDownload}
 	dec, err := r.codec.Decode(ext, src)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", key, sourceError(src, err))
@@ -895,45 +893,23 @@ func (r *restorer) placeControlFile(l *layer) error {
 	return nil
 }
 
-// logProgress logs bytes and rates every interval until stop is called.
-func (r *restorer) logProgress(layers []*layer, every time.Duration) (stop func()) {
-	var total int64
-	parts := 0
+// countDownload adds n stored bytes read and reports the running total.
+// A partition started over counts again: the total is what was read.
+func (r *restorer) countDownload(n int64) {
+	d := r.downloaded.Add(n)
+	if r.progress != nil {
+		r.progress(d, max(r.total, d))
+	}
+}
+
+// setTotal sums the stored sizes of every layer's partitions: what
+// progress counts towards.
+func (r *restorer) setTotal(layers []*layer) {
 	for _, l := range layers {
-		parts += len(l.sn.Parts)
 		for _, p := range l.sn.Parts {
-			total += p.Size
+			r.total += p.Size
 		}
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		start := time.Now()
-		last, lastAt := int64(0), start
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				d := r.downloaded.Load()
-				pct := 100.0
-				if total > 0 {
-					pct = min(100, 100*float64(d)/float64(total))
-				}
-				r.log.Info("restore progress",
-					zap.Int64("downloaded_bytes", d), zap.Int64("total_bytes", total),
-					zap.String("percent", fmt.Sprintf("%.1f", pct)),
-					zap.Int64("written_bytes", r.written.Load()),
-					zap.Int64("bytes_per_s", int64(float64(d-last)/now.Sub(lastAt).Seconds())),
-					zap.Int64("average_bytes_per_s", int64(float64(d)/now.Sub(start).Seconds())),
-					zap.String("partitions", fmt.Sprintf("%d of %d", r.partsDone.Load(), parts)))
-				last, lastAt = d, now
-			}
-		}
-	})
-	return func() { close(done); wg.Wait() }
 }
 
 // readRootHead reads at most n bytes from the start of a file below root.

@@ -4,11 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/basebackup"
 	"github.com/walgo/walgo/ratelimit"
@@ -104,76 +102,4 @@ func backupConfig(c *cli.Context, e *env, dataDir string) (basebackup.Config, er
 		UserData:         userData,
 		WalgoVersion:     buildVersion(),
 	}, nil
-}
-
-// progress shows a bar with bytes, rate and ETA on a terminal, and a log
-// line every 10 seconds otherwise (Postgres' log, cron mail).
-type progress struct {
-	what     string
-	log      *zap.Logger
-	terminal bool
-	start    time.Time
-	mu       sync.Mutex
-	last     time.Time
-	drawn    bool
-}
-
-func newProgress(what string, log *zap.Logger) *progress {
-	fi, err := os.Stderr.Stat()
-	now := time.Now()
-	return &progress{what: what, log: log, terminal: err == nil && fi.Mode()&os.ModeCharDevice != 0, start: now, last: now}
-}
-
-// update shows done of total bytes; a negative total is unknown.
-func (p *progress) update(done, total int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	every := 10 * time.Second
-	if p.terminal {
-		every = 200 * time.Millisecond
-	}
-	if now.Sub(p.last) < every {
-		return
-	}
-	p.last = now
-	elapsed := now.Sub(p.start).Seconds()
-	rate := float64(done) / max(elapsed, 0.001)
-	if total < 0 { // unknown total (a pipe): bytes and rate only
-		if !p.terminal {
-			p.log.Info("progress", zap.String("op", p.what), zap.Int64("bytes", done), zap.String("rate", humanBytes(int64(rate))+"/s"))
-		} else {
-			fmt.Fprintf(os.Stderr, "\r%s %s  %s/s   ", p.what, humanBytes(done), humanBytes(int64(rate)))
-			p.drawn = true
-		}
-		return
-	}
-	eta := "?"
-	if rate > 0 && total >= done {
-		eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
-	}
-	if !p.terminal {
-		p.log.Info("progress", zap.String("op", p.what), zap.Int64("bytes", done), zap.Int64("total_bytes", total), zap.String("rate", humanBytes(int64(rate))+"/s"), zap.String("eta", eta))
-		return
-	}
-	frac := 0.0
-	if total > 0 {
-		frac = min(1, float64(done)/float64(total))
-	}
-	const width = 30
-	bar := make([]byte, width)
-	for i := range bar {
-		bar[i] = ' '
-		if float64(i) < frac*width {
-			bar[i] = '='
-		}
-	}
-	fmt.Fprintf(os.Stderr, "\r%s [%s] %s / %s  %s/s  ETA %s   ", p.what, bar, humanBytes(done), humanBytes(total), humanBytes(int64(rate)), eta)
-	p.drawn = true
-}
-
-func (p *progress) done() {
-	if p.terminal && p.drawn {
-		fmt.Fprintln(os.Stderr)
-	}
 }

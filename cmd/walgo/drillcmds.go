@@ -86,7 +86,10 @@ Any failure exits non-zero: a damaged backup with 5, naming the object.`,
 			if err != nil {
 				return err
 			}
+			progress := newProgress("restore-test", e.log)
+			opts.Phase, opts.Progress = progress.phase, progress.update
 			rep, err := drill.Run(c.Context, e.store, opts)
+			progress.done()
 			printDrillReport(c.App.Writer, rep, err)
 			return err
 		},

@@ -93,6 +93,7 @@ its first xid epoch.`,
 			if len(args) == 2 {
 				name = args[1]
 			}
+			progress := newProgress("backup-fetch", e.log)
 			res, err := restore.BackupFetch(c.Context, e.store, restore.BackupFetchOptions{
 				Dir:            dir,
 				Name:           name,
@@ -105,7 +106,9 @@ its first xid epoch.`,
 				Codec:          e.set.codec,
 				RestoreCommand: cmdline,
 				Log:            e.log,
+				Progress:       progress.update,
 			})
+			progress.done()
 			if err != nil {
 				return err
 			}

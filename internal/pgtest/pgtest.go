@@ -267,7 +267,7 @@ func (c *Cluster) TryStart() error {
 		if timeout <= 0 {
 			timeout = DefaultStartTimeout
 		}
-		opts := fmt.Sprintf("-p %d -k %s -h 127.0.0.1", c.port, shellQuote(c.dir))
+		opts := fmt.Sprintf("-p %d -k %s -h 127.0.0.1", c.port, ShellQuote(c.dir))
 		var out []byte
 		out, err = c.pgCtl(context.Background(), "start", "-w", "-t", strconv.Itoa(max(1, int(timeout.Seconds()))),
 			"-l", c.LogFile(), "-o", opts)
@@ -670,8 +670,9 @@ func isExecutable(p string) bool {
 // quoteConf quotes s as a postgresql.conf string value.
 func quoteConf(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-// shellQuote quotes s for /bin/sh (pg_ctl passes -o through a shell).
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+// ShellQuote quotes s as one word of a sh command line (pg_ctl passes -o
+// through a shell).
+func ShellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
