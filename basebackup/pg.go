@@ -76,6 +76,35 @@ func (s *server) checkArchiving(ctx context.Context) error {
 	return nil
 }
 
+// checkpointTimeline is the timeline of the cluster's last checkpoint (on a
+// standby, restartpoint): the one a backup starting there starts on.
+func (s *server) checkpointTimeline(ctx context.Context) (uint32, error) {
+	var tli uint32
+	if err := s.conn.QueryRow(ctx, `select timeline_id from pg_control_checkpoint()`).Scan(&tli); err != nil {
+		return 0, fmt.Errorf("read timeline: %w", err)
+	}
+	return tli, nil
+}
+
+// timeline is the timeline a backup started now will be on: a primary's
+// insert timeline (its last checkpoint may predate a promotion), a
+// standby's last restartpoint's.
+func (s *server) timeline(ctx context.Context) (uint32, error) {
+	var seg string
+	q := `select case when pg_is_in_recovery() then '' else pg_walfile_name(pg_current_wal_insert_lsn()) end`
+	if err := s.conn.QueryRow(ctx, q).Scan(&seg); err != nil {
+		return 0, fmt.Errorf("read timeline: %w", err)
+	}
+	if seg == "" {
+		return s.checkpointTimeline(ctx)
+	}
+	sg, err := wal.ParseSegment(seg)
+	if err != nil {
+		return 0, fmt.Errorf("read timeline: %w", err)
+	}
+	return sg.Timeline, nil
+}
+
 type startInfo struct {
 	lsn      wal.LSN
 	timeline uint32
@@ -97,8 +126,8 @@ func (s *server) start(ctx context.Context, label string, fast bool) (startInfo,
 	if st.lsn, err = wal.ParseLSN(lsn); err != nil {
 		return startInfo{}, fmt.Errorf("start backup: %w", err)
 	}
-	if err := s.conn.QueryRow(ctx, `select timeline_id from pg_control_checkpoint()`).Scan(&st.timeline); err != nil {
-		return startInfo{}, fmt.Errorf("read timeline: %w", err)
+	if st.timeline, err = s.checkpointTimeline(ctx); err != nil {
+		return startInfo{}, err
 	}
 	return st, nil
 }

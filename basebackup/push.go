@@ -63,7 +63,14 @@ type Config struct {
 
 // Push takes a base backup and returns its sentinel. Nothing is listed
 // unless every object, the backup's WAL and the manifest are stored.
-func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger) (*catalog.Sentinel, error) {
+//
+// It holds the cluster history's backup lock (catalog.AcquireBackupLock)
+// from before pg_backup_start to after the sentinel: a second Push of the
+// same cluster into the same repository fails with catalog.ErrLocked, and
+// retention sees the running backup's start LSN in the lock. If the lock
+// is lost (taken over, removed, not refreshed for catalog.LockStaleAfter)
+// the backup is abandoned with catalog.ErrLockLost.
+func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger) (sn *catalog.Sentinel, err error) {
 	if cfg.Codec == nil {
 		cfg.Codec = codec.New(nil, nil, nil)
 	}
@@ -85,6 +92,26 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	if err != nil {
 		return nil, err
 	}
+	tli, err := srv.timeline(ctx)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	lock, err := catalog.AcquireBackupLock(ctx, store, catalog.BackupLock{SystemID: srv.systemID, Timeline: tli,
+		Host: host, PID: os.Getpid(), DataDir: dataDir, WalgoVersion: cfg.WalgoVersion}, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if old := lock.TookOver; old != nil {
+		log.Warn("took over a stale backup lock", zap.String("lock", old.Key), zap.String("holder", old.Describe()))
+	}
+	ctx, stopLock := holdLock(ctx, lock, log)
+	defer func() {
+		if cause := stopLock(); err != nil && cause != nil {
+			err = cause
+		}
+	}()
+
 	parent, err := chooseParent(ctx, store, srv.systemID, cfg.DeltaMaxSteps)
 	if err != nil {
 		return nil, err
@@ -98,12 +125,16 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	}
 	var parentManifest *catalog.Manifest
 	if parent != nil {
+		// Retention keeps the parent of a running backup: say which it is
+		// before reading it.
+		if err := lock.Update(ctx, time.Now(), func(l *catalog.BackupLock) { l.DeltaParent = parent.Name }); err != nil {
+			return nil, err
+		}
 		if parentManifest, err = readManifest(ctx, store, cfg.Codec, parent); err != nil {
 			return nil, fmt.Errorf("delta parent %s: %w", parent.Name, err)
 		}
 	}
 
-	host, _ := os.Hostname()
 	start, err := srv.start(ctx, "walgo "+time.Now().UTC().Format(time.RFC3339), !cfg.SpreadCheckpoint)
 	if err != nil {
 		return nil, err
@@ -113,7 +144,19 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	if parent != nil {
 		parentName = parent.Name
 	}
-	name := catalog.BackupName(startSeg, parentName)
+	if start.timeline != tli {
+		return nil, fmt.Errorf("the cluster switched from timeline %d to %d while the backup started; run backup-push again", tli, start.timeline)
+	}
+	name, err := catalog.FreeBackupName(ctx, store, startSeg, parentName)
+	if err != nil {
+		return nil, err
+	}
+	err = lock.Update(ctx, time.Now(), func(l *catalog.BackupLock) {
+		l.Backup, l.DeltaParent, l.StartLSN, l.SegmentSize = name, parentName, start.lsn, srv.segSize
+	})
+	if err != nil {
+		return nil, err
+	}
 	log.Info("backup started", zap.String("backup", name), zap.Stringer("start_lsn", start.lsn), zap.Uint32("timeline", start.timeline), zap.String("delta_parent", parentName))
 
 	tbs, err := srv.tablespaces(ctx)
@@ -124,7 +167,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("walk %s: %w", dataDir, err)
 	}
-	sn := &catalog.Sentinel{
+	sn = &catalog.Sentinel{
 		Format:        catalog.SentinelFormat,
 		Name:          name,
 		StartLSN:      start.lsn,
@@ -183,7 +226,16 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		return nil, err
 	}
 	sn.ManifestKey, sn.ManifestSHA256 = mkey, msum
-	if err := catalog.WriteSentinel(ctx, store, sn); err != nil {
+	// Still ours? A lost lock means retention may have removed WAL.
+	if err := lock.Update(ctx, time.Now(), nil); err != nil {
+		return nil, err
+	}
+	if parent != nil {
+		if _, err := catalog.ReadSentinel(ctx, store, parent.Name); err != nil {
+			return nil, fmt.Errorf("delta parent %s is gone (%v): deleted while this backup ran? run backup-push again", parent.Name, err)
+		}
+	}
+	if err := catalog.CreateSentinel(ctx, store, sn); err != nil {
 		return nil, fmt.Errorf("write sentinel: %w", err)
 	}
 	log.Info("backup finished", zap.String("backup", name), zap.Stringer("finish_lsn", stop.lsn),

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,32 +49,101 @@ const sentinelSuffix = "_backup_stop_sentinel.json"
 // ErrFormat: a sentinel or manifest of a format this walgo does not know.
 var ErrFormat = errors.New("unknown backup format")
 
+// A backup is named after the WAL segment its start LSN is in:
+// base_<start segment> for a full backup, base_<start>_D_<parent's start>
+// for a delta. Two backups can start in the same segment (run one after the
+// other on an idle cluster, or on a standby with no new restartpoint): the
+// second and later get a sequence suffix, base_<start>[_D_<parent>]_<seq>,
+// seq 8 upper-case hex digits from 2. So names sort by start segment, and
+// backups that started in one segment sort in the order they were named.
+
+// BackupID is what a backup name says.
+type BackupID struct {
+	Start wal.Segment
+	// Parent is the delta parent's start segment; nil for a full backup.
+	Parent *wal.Segment
+	// Seq is 0 for the first backup named after this start (and parent),
+	// 2 and up for later ones.
+	Seq uint32
+}
+
+// Name spells the id.
+func (id BackupID) Name() string {
+	n := "base_" + id.Start.Name()
+	if id.Parent != nil {
+		n += "_D_" + id.Parent.Name()
+	}
+	if id.Seq > 1 {
+		n += fmt.Sprintf("_%08X", id.Seq)
+	}
+	return n
+}
+
+// ParseBackupName reads a backup name; it is the one definition of what a
+// backup name may be (and so what is safe to put in a key).
+func ParseBackupName(name string) (BackupID, error) {
+	bad := fmt.Errorf("%w: %q is not a backup name (base_<segment>[_D_<segment>][_<seq>])", wal.ErrBadName, name)
+	rest, ok := strings.CutPrefix(name, "base_")
+	if !ok || len(rest) < 24 {
+		return BackupID{}, bad
+	}
+	start, err := wal.ParseSegment(rest[:24])
+	if err != nil {
+		return BackupID{}, bad
+	}
+	id := BackupID{Start: start}
+	rest = rest[24:]
+	if p, ok := strings.CutPrefix(rest, "_D_"); ok {
+		if len(p) < 24 {
+			return BackupID{}, bad
+		}
+		ps, err := wal.ParseSegment(p[:24])
+		if err != nil {
+			return BackupID{}, bad
+		}
+		id.Parent, rest = &ps, p[24:]
+	}
+	if rest != "" {
+		q, ok := strings.CutPrefix(rest, "_")
+		if !ok || len(q) != 8 || !isUpperHex(q) {
+			return BackupID{}, bad
+		}
+		v, _ := strconv.ParseUint(q, 16, 32)
+		if v < 2 { // one spelling per name: the first has no suffix
+			return BackupID{}, bad
+		}
+		id.Seq = uint32(v)
+	}
+	return id, nil
+}
+
+func isUpperHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
 // BackupName names a full backup after its start segment, a delta after
-// its own and its parent's start segments.
+// its own and its parent's start segments (without a sequence suffix: see
+// FreeBackupName for a name no other backup has).
 func BackupName(start wal.Segment, parent string) string {
-	if parent == "" {
-		return "base_" + start.Name()
+	id := BackupID{Start: start}
+	if parent != "" {
+		if p, err := ParseBackupName(parent); err == nil {
+			id.Parent = &p.Start
+		}
 	}
-	p := strings.TrimPrefix(parent, "base_")
-	if i := strings.Index(p, "_D_"); i >= 0 {
-		p = p[:i]
-	}
-	return "base_" + start.Name() + "_D_" + p
+	return id.Name()
 }
 
 // ValidBackupName reports whether name could be a backup name (and so is
 // safe to put in a key).
 func ValidBackupName(name string) bool {
-	rest, ok := strings.CutPrefix(name, "base_")
-	if !ok || len(rest) < 24 || wal.Classify(rest[:24]) != wal.KindSegment {
-		return false
-	}
-	rest = rest[24:]
-	if rest == "" {
-		return true
-	}
-	p, ok := strings.CutPrefix(rest, "_D_")
-	return ok && len(p) == 24 && wal.Classify(p) == wal.KindSegment
+	_, err := ParseBackupName(name)
+	return err == nil
 }
 
 // PartKey is the key of tar partition n (1-based) of a backup.
@@ -240,7 +310,22 @@ func readSmall(ctx context.Context, s storage.Store, key string, limit int64) ([
 	return io.ReadAll(io.LimitReader(rc, limit))
 }
 
-// WriteSentinel stores a sentinel; after it, the backup exists.
+// CreateSentinel stores a new backup's sentinel; after it, the backup
+// exists. If a sentinel is already stored under its name it fails with
+// ErrNameTaken and overwrites nothing.
+func CreateSentinel(ctx context.Context, s storage.Store, sn *Sentinel) error {
+	b, err := EncodeSentinel(sn)
+	if err != nil {
+		return err
+	}
+	err = createObject(ctx, s, SentinelKey(sn.Name), b)
+	if errors.Is(err, errExists) {
+		return fmt.Errorf("%w: a sentinel for %s already exists in %s; nothing overwritten", ErrNameTaken, sn.Name, s)
+	}
+	return err
+}
+
+// WriteSentinel stores a sentinel, replacing the one stored (backup-mark).
 func WriteSentinel(ctx context.Context, s storage.Store, sn *Sentinel) error {
 	b, err := EncodeSentinel(sn)
 	if err != nil {

@@ -133,6 +133,8 @@ type Inventory struct {
 	// LeftoversError says why they could not be listed (a server that
 	// refuses to list multipart uploads); the plan then leaves them.
 	LeftoversError string
+	// Locks are the backup-push locks: the backups running now.
+	Locks []LockRecord
 }
 
 // ReadInventory lists a repository for PlanDelete. Backup objects are
@@ -142,7 +144,13 @@ type Inventory struct {
 // missing, which only makes the plan keep more.
 func ReadInventory(ctx context.Context, s storage.Store, cd *codec.Codec) (*Inventory, error) {
 	inv := &Inventory{Histories: map[uint32][]HistoryEntry{}, HistoryErrors: map[uint32]string{}}
-	err := s.List(ctx, BackupPrefix, func(oi storage.ObjectInfo) error {
+	// Locks first: a backup-push that starts later is caught by Apply.
+	locks, err := ListBackupLocks(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	inv.Locks = locks
+	err = s.List(ctx, BackupPrefix, func(oi storage.ObjectInfo) error {
 		inv.BackupObjects = append(inv.BackupObjects, oi)
 		return nil
 	})
@@ -249,6 +257,7 @@ type PlanTotals struct {
 	DeleteUnfinished  int   `json:"delete_unfinished"`
 	DeleteWALFiles    int   `json:"delete_wal_files"`
 	DeleteLeftovers   int   `json:"delete_leftovers"`
+	DeleteLocks       int   `json:"delete_stale_locks"`
 	DeleteObjects     int   `json:"delete_objects"`
 	DeleteBytes       int64 `json:"delete_bytes"`
 	KeepBackups       int   `json:"keep_backups"`
@@ -269,6 +278,8 @@ type Plan struct {
 	WAL []WALRange `json:"wal"`
 	// Leftovers lists what interrupted writes left behind.
 	Leftovers []LeftoverVerdict `json:"leftovers"`
+	// Locks lists the backup-push locks: running backups, and stale locks.
+	Locks []LockVerdict `json:"locks"`
 	// Unrecognized lists objects under the backup and WAL folders that are
 	// neither; they are always left alone.
 	Unrecognized []string `json:"unrecognized"`
@@ -284,6 +295,9 @@ type Plan struct {
 	foreignKeys []string
 	walDelete   []WALObject
 	sizes       map[string]int64 // of every key the plan deletes
+	hist        map[uint32][]HistoryEntry
+	segSize     int64
+	running     []runningBackup
 }
 
 // protector is a backup (finished and kept, or unfinished and left alone)
@@ -365,6 +379,14 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 	keep, err := selectKept(backups, byName, req)
 	if err != nil {
 		return nil, err
+	}
+	p.hist, p.segSize = inv.Histories, segSize
+	var busy map[string]string
+	p.running, busy = p.planLocks(inv.Locks, req, segSize)
+	for _, r := range p.running {
+		if r.parent != "" && byName[r.parent] != nil && keep[r.parent] == "" {
+			keep[r.parent] = "delta parent of " + r.name
+		}
 	}
 	// Permanent backups, then the chain of everything kept.
 	for _, b := range backups {
@@ -498,6 +520,9 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 		age := req.Now.Sub(u.Newest)
 		running := sentinelSeen[n] || age < req.MinAge
 		switch {
+		case busy[n] != "":
+			u.Reason = busy[n]
+			running = false // the lock protects its WAL
 		case sentinelSeen[n]:
 			u.Reason = "a sentinel was listed for it but could not be read back (a concurrent delete?): left alone"
 		case req.Mode == DeleteEverything:
@@ -515,7 +540,8 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 			p.Totals.DeleteBytes += u.Bytes
 		} else if running {
 			// It may be a running backup-push: keep the WAL it will need.
-			if s, err := wal.ParseSegment(strings.TrimPrefix(n, "base_")[:24]); err == nil {
+			if id, err := ParseBackupName(n); err == nil {
+				s := id.Start
 				protectors = append(protectors, protector{name: n, timeline: s.Timeline,
 					start: s.StartLSN(segSize), startPos: s.Name()[8:]})
 			}
@@ -802,10 +828,15 @@ func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector
 		switch {
 		case !ok:
 			return walVerdict{reason: "unparsable name: kept"}
+		case o.Kind == wal.KindHistory && !everything:
+			return walVerdict{reason: "timeline history: always kept"}
+		}
+		if by, ok := neededByRunning(hist, p.running, o); ok {
+			return walVerdict{reason: "needed by " + by}
+		}
+		switch {
 		case everything:
 			return walVerdict{delete: true, reason: "delete everything"}
-		case o.Kind == wal.KindHistory:
-			return walVerdict{reason: "timeline history: always kept"}
 		case leaveAll && unknownStart != "" && keptFinished > 0:
 			return walVerdict{reason: "a foreign backup may need it"}
 		case leaveAll:
@@ -883,8 +914,14 @@ type ApplyResult struct {
 	Objects    int   `json:"objects"`
 	Bytes      int64 `json:"bytes"`
 	// Skipped names unfinished backups whose sentinel appeared after the
-	// plan was made: they finished, so they were left alone.
+	// plan was made (they finished), or whose backup-push started since
+	// (they are running): they were left alone.
 	Skipped []string `json:"skipped"`
+	// KeptForRunning counts WAL files the plan deleted but a backup-push
+	// that started since needs: they were left alone.
+	KeptForRunning int `json:"kept_for_running_backups"`
+	// Locks counts stale backup-push locks removed.
+	Locks int `json:"stale_locks"`
 }
 
 // Apply carries out a plan made by PlanDelete. It first re-reads the
@@ -937,6 +974,19 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 		}
 	}
 
+	// A backup-push that started since the plan and builds on a backup
+	// the plan deletes (its lock names the parent).
+	locks, err := ListBackupLocks(ctx, s)
+	if err != nil {
+		return res, err
+	}
+	newRunning, _ := p.newRunning(ctx, locks)
+	for _, r := range append(newRunning, p.running...) {
+		if v := verdicts[r.parent]; v != nil && v.Delete {
+			return res, fmt.Errorf("%w: %s builds on %s, which the plan deletes; nothing deleted, run the command again", ErrChanged, r.name, r.parent)
+		}
+	}
+
 	d := &deleter{s: s, sizes: p.sizes, opts: opts}
 	done := func(err error) (ApplyResult, error) {
 		res.Objects, res.Bytes = d.objects, d.bytes
@@ -964,8 +1014,24 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 			return done(err)
 		}
 	}
+	// A backup-push that started since the plan was made: its partitions
+	// and the WAL it needs stay.
+	locks, err = ListBackupLocks(ctx, s)
+	if err != nil {
+		return done(err)
+	}
+	running, busy := p.newRunning(ctx, locks)
 	// 3. Unfinished leftovers, unless they finished meanwhile.
-	res.Unfinished, res.Skipped, err = d.unfinished(ctx, p.Unfinished, SentinelKey)
+	var unfinished []Unfinished
+	for _, u := range p.Unfinished {
+		if busy[u.Name] != "" {
+			res.Skipped = append(res.Skipped, u.Name)
+			continue
+		}
+		unfinished = append(unfinished, u)
+	}
+	n, skipped, err := d.unfinished(ctx, unfinished, SentinelKey)
+	res.Unfinished, res.Skipped = n, append(res.Skipped, skipped...)
 	if err != nil {
 		return done(err)
 	}
@@ -986,6 +1052,10 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 	// 5. WAL, oldest first, history last.
 	var walKeys, histKeys []string
 	for _, o := range p.walDelete {
+		if _, needed := neededByRunning(p.hist, running, o); needed {
+			res.KeptForRunning++
+			continue
+		}
 		if o.Kind == wal.KindHistory {
 			histKeys = append(histKeys, o.Key)
 		} else {
@@ -998,7 +1068,39 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 		}
 		res.WALFiles += len(ks)
 	}
+	// 6. Stale locks, if still the same and still stale.
+	for _, v := range p.Locks {
+		if !v.Delete {
+			continue
+		}
+		cur := lockByKey(locks, v.Key)
+		switch {
+		case cur == nil:
+			continue
+		case cur.Lock == nil && time.Since(cur.ModTime) <= LockStaleAfter:
+			continue
+		case cur.Lock != nil && cur.Lock.Token != v.token:
+			continue
+		case cur.Lock != nil:
+			if gone, _ := cur.Lock.Expired(time.Now()); !gone {
+				continue
+			}
+		}
+		if err := d.del(ctx, v.Key); err != nil {
+			return done(err)
+		}
+		res.Locks++
+	}
 	return done(nil)
+}
+
+func lockByKey(ls []LockRecord, key string) *LockRecord {
+	for i := range ls {
+		if ls[i].Key == key {
+			return &ls[i]
+		}
+	}
+	return nil
 }
 
 // deleter deletes the objects of a plan, counting them, for Apply and

@@ -52,6 +52,7 @@ const exitCodesHelp = `EXIT CODES:
    2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key)
    3  conflict: the archive holds this WAL file with different content (nothing overwritten)
       dump-restore, copy: the target database is not empty and --confirm is missing (nothing changed)
+      backup-push: another backup-push of this cluster holds the repository's lock
    4  storage unreachable, full or failing after retries
    5  corrupt or truncated data; wal-verify or backup-verify found a problem
    6  any other failure
@@ -76,7 +77,8 @@ func exitCode(err error) int {
 		errors.Is(err, pgserver.ErrRoot), errors.Is(err, pgserver.ErrNoServer),
 		errors.Is(err, logical.ErrInvalid), errors.Is(err, catalog.ErrForeign):
 		return exitUsage
-	case errors.Is(err, archive.ErrConflict), errors.Is(err, logical.ErrNotEmpty), errors.Is(err, logical.ErrExists):
+	case errors.Is(err, archive.ErrConflict), errors.Is(err, logical.ErrNotEmpty), errors.Is(err, logical.ErrExists),
+		errors.Is(err, catalog.ErrLocked), errors.Is(err, catalog.ErrNameTaken):
 		return exitConflict
 	case errors.Is(err, codec.ErrCorrupt), errors.Is(err, wal.ErrBadHeader):
 		return exitCorrupt
