@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -226,7 +227,7 @@ func AcquireBackupLock(ctx context.Context, s storage.Store, l BackupLock, now t
 		return nil, err
 	}
 	l.Format, l.Token, l.Started, l.Refreshed = LockFormat, hex.EncodeToString(tok[:]), now.UTC(), now.UTC()
-	if l.Process == "" {
+	if l.Process == "" && l.PID == os.Getpid() {
 		l.Process = thisProcess()
 	}
 	l.Key = BackupLockKey(l.SystemID, l.Timeline)

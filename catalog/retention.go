@@ -550,7 +550,7 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 	}
 
 	p.planWAL(inv, req, protectors, keptFinished, unknownStart)
-	p.planLeftovers(inv.Leftovers, req)
+	p.planLeftovers(inv.Leftovers, req, busy)
 	if inv.LeftoversError != "" {
 		p.Notes = append(p.Notes, "what interrupted writes left could not be listed, so it stays: "+inv.LeftoversError)
 	}
@@ -606,12 +606,15 @@ func (p *Plan) planForeign(fs []ForeignBackup, objs map[string][]storage.ObjectI
 // planLeftovers: garbage removes what interrupted writes left once it is
 // older than MinAge (a younger one may be a write still running), and
 // everything removes all of it.
-func (p *Plan) planLeftovers(ls []storage.Leftover, req DeleteRequest) {
+func (p *Plan) planLeftovers(ls []storage.Leftover, req DeleteRequest, busy map[string]string) {
 	p.Leftovers = []LeftoverVerdict{}
 	for _, l := range ls {
 		v := LeftoverVerdict{Leftover: l}
 		age := req.Now.Sub(l.ModTime)
+		name, _, _ := strings.Cut(strings.TrimPrefix(l.Key, BackupPrefix), "/")
 		switch {
+		case strings.HasPrefix(l.Key, BackupPrefix) && busy[name] != "":
+			v.Reason = "an upload of a running backup-push: " + busy[name]
 		case req.Mode == DeleteEverything:
 			v.Delete, v.Reason = true, "left by an interrupted write (delete everything)"
 		case age < req.MinAge:
@@ -1037,7 +1040,7 @@ func Apply(ctx context.Context, s storage.Store, p *Plan, opts ApplyOptions) (Ap
 	}
 	// 4. What interrupted writes left behind.
 	for _, v := range p.Leftovers {
-		if !v.Delete {
+		if name, _, _ := strings.Cut(strings.TrimPrefix(v.Key, BackupPrefix), "/"); !v.Delete || busy[name] != "" {
 			continue
 		}
 		if err := storage.RemoveLeftover(ctx, s, v.Leftover); err != nil {

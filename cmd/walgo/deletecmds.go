@@ -362,6 +362,12 @@ func printPlan(w io.Writer, p *catalog.Plan, confirm bool, store storage.Store) 
 				l.ModTime.UTC().Format(timeFmt), l.Reason)
 		}
 	}
+	if len(p.Locks) > 0 {
+		fmt.Fprintln(w, "\nbackup-push locks:")
+		for _, l := range p.Locks {
+			fmt.Fprintf(w, "  %s  %s (%s): %s\n", action(l.Delete), l.Key, orDash(l.Holder), l.Reason)
+		}
+	}
 	if len(p.Notes) > 0 {
 		fmt.Fprintln(w)
 		for _, n := range p.Notes {
