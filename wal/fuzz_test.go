@@ -177,7 +177,7 @@ func FuzzParseHeader(f *testing.F) {
 			return
 		}
 		if len(b) < HeaderSize || !ValidSegmentSize(int64(h.SegmentSize)) || h.Magic < 0xD000 || h.BlockSize == 0 ||
-			binary.LittleEndian.Uint16(b[2:])&xlpLongHeader == 0 {
+			binary.LittleEndian.Uint16(b[2:])&XLPLongHeader == 0 {
 			t.Fatalf("ParseHeader accepted %x as %+v", b[:min(len(b), HeaderSize)], h)
 		}
 		seg, err := ParseSegment(name)

@@ -169,9 +169,6 @@ func HistoryName(tli uint32) string { return fmt.Sprintf("%08X.history", tli) }
 // HeaderSize is how many bytes of a segment ParseHeader needs.
 const HeaderSize = 40
 
-// xlp_info bit marking the long header that starts every segment.
-const xlpLongHeader = 0x0002
-
 // Header is the long page header that starts every WAL segment
 // (XLogLongPageHeaderData).
 type Header struct {
@@ -204,7 +201,7 @@ func ParseHeader(b []byte) (Header, error) {
 		BlockSize:   le.Uint32(b[36:]),
 	}
 	info := le.Uint16(b[2:])
-	if info&xlpLongHeader == 0 || h.Magic < 0xD000 || !ValidSegmentSize(int64(h.SegmentSize)) || h.BlockSize == 0 {
+	if info&XLPLongHeader == 0 || h.Magic < 0xD000 || !ValidSegmentSize(int64(h.SegmentSize)) || h.BlockSize == 0 {
 		return Header{}, fmt.Errorf("%w: no long page header", ErrBadHeader)
 	}
 	return h, nil
