@@ -159,8 +159,30 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 		return nil, fmt.Errorf("%w: restore folder %s: %v", ErrInvalid, opts.Dir, err)
 	}
 
-	sn, err := chooseBackup(ctx, store, opts.Name, opts.Target)
+	x, err := catalog.ReadLineageIndex(ctx, store, opts.Codec)
 	if err != nil {
+		return nil, err
+	}
+	search := &targetSearch{store: store, opts: &opts, x: x}
+	name, lineage, err := search.place(ctx, opts.Name, nil)
+	if err != nil {
+		return nil, err
+	}
+	if name == "" {
+		name = opts.Name
+	}
+	sn, err := chooseBackup(ctx, store, name, opts.Target)
+	if err != nil {
+		return nil, err
+	}
+	if lineage == nil {
+		l := x.Lineage(sn.SystemID, sn.Timeline)
+		if ls := x.Of(sn); len(ls) > 0 {
+			l = ls[0]
+		}
+		lineage = &l
+	}
+	if err := search.checkEnd(ctx, sn, *lineage); err != nil {
 		return nil, err
 	}
 	chain, err := backupChain(ctx, store, sn)
