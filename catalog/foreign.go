@@ -241,10 +241,11 @@ func CheckSentinelKey(name string, sn *Sentinel) error {
 	if sn.Name != name {
 		return fmt.Errorf("%w: the sentinel stored as backup %s describes backup %s (copied over it?)", codec.ErrCorrupt, name, sn.Name)
 	}
-	seg, err := wal.ParseSegment(name[len("base_") : len("base_")+24])
+	id, err := ParseBackupName(name)
 	if err != nil {
-		return fmt.Errorf("%w: backup name %q: %v", codec.ErrCorrupt, name, err)
+		return fmt.Errorf("%w: %v", codec.ErrCorrupt, err)
 	}
+	seg := id.Start
 	if sn.Timeline != seg.Timeline {
 		return fmt.Errorf("%w: backup %s: its sentinel says timeline %d, its name timeline %d", codec.ErrCorrupt, name, sn.Timeline, seg.Timeline)
 	}
@@ -263,10 +264,11 @@ func CheckSentinelKey(name string, sn *Sentinel) error {
 			return fmt.Errorf("%w: backup %s: system identifier %q", codec.ErrCorrupt, name, sn.SystemID)
 		}
 	}
-	if sn.DeltaParent != "" {
-		if _, p, ok := strings.Cut(name, "_D_"); !ok || !strings.HasPrefix(strings.TrimPrefix(sn.DeltaParent, "base_"), p[:min(len(p), 24)]) {
-			return fmt.Errorf("%w: backup %s: its sentinel names delta parent %s, its name another", codec.ErrCorrupt, name, sn.DeltaParent)
-		}
+	switch parent, err := ParseBackupName(sn.DeltaParent); {
+	case sn.DeltaParent == "" && id.Parent != nil:
+		return fmt.Errorf("%w: backup %s: its name says delta, its sentinel names no parent", codec.ErrCorrupt, name)
+	case sn.DeltaParent != "" && (err != nil || id.Parent == nil || parent.Start != *id.Parent):
+		return fmt.Errorf("%w: backup %s: its sentinel names delta parent %s, its name another", codec.ErrCorrupt, name, sn.DeltaParent)
 	}
 	folder := BackupFolder(name)
 	if sn.ManifestKey != "" && !strings.HasPrefix(sn.ManifestKey, folder) {

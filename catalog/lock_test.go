@@ -153,7 +153,7 @@ func TestFreeBackupName(t *testing.T) {
 func TestCreateSentinelNeverOverwrites(t *testing.T) {
 	ctx := context.Background()
 	s := newFileStore(t)
-	sn := &Sentinel{Format: SentinelFormat, Name: "base_000000010000000000000003", SystemID: "1", Hostname: "first"}
+	sn := &Sentinel{Format: SentinelFormat, Name: "base_000000010000000000000003", SystemID: "1", Hostname: "first", Timeline: 1, StartLSN: 0x3000028, SegmentSize: 16 << 20}
 	if err := CreateSentinel(ctx, s, sn); err != nil {
 		t.Fatal(err)
 	}
@@ -247,5 +247,31 @@ func TestBackupLock(t *testing.T) {
 	put(t, s, key, []byte("not json"))
 	if _, err := AcquireBackupLock(ctx, s, info, late); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "delete it") {
 		t.Fatalf("unreadable lock: %v", err)
+	}
+}
+
+// TestCheckSentinelKeyNames: a sentinel under a suffixed name is checked
+// like any other; one under a delta's name that names no parent (or
+// another) is damaged.
+func TestCheckSentinelKeyNames(t *testing.T) {
+	mk := func(name, parent string) *Sentinel {
+		return &Sentinel{Format: SentinelFormat, Name: name, Timeline: 1, StartLSN: 0x3000028, SegmentSize: 16 << 20, SystemID: "1", DeltaParent: parent}
+	}
+	base := "base_000000010000000000000003"
+	delta := base + "_D_000000010000000000000002"
+	for _, tc := range []struct {
+		name, parent string
+		ok           bool
+	}{
+		{base + "_00000002", "", true},
+		{delta, "base_000000010000000000000002", true},
+		{delta + "_00000003", "base_000000010000000000000002_00000004", true},
+		{delta, "", false},
+		{delta, "base_000000010000000000000001", false},
+		{base, "base_000000010000000000000002", false},
+	} {
+		if err := CheckSentinelKey(tc.name, mk(tc.name, tc.parent)); (err == nil) != tc.ok {
+			t.Errorf("%s with parent %q: %v", tc.name, tc.parent, err)
+		}
 	}
 }
