@@ -56,9 +56,13 @@ from the server's environment or the config file.
 ("2026-11-24 10:00:00+00"); a time without a zone is UTC.
 --target-immediate stops recovery as soon as the backup is consistent:
 the database as of the end of the backup.
---target-xid is compared with each backup's next transaction id: give the
-full 64-bit id (txid_current(), pg_current_xact_id()) on a cluster past
-its first xid epoch.`,
+--target-name and --target-xid are looked up in the archived WAL (the
+restore point's record, the transaction's commit or abort), and the backup
+is the newest that finished before it; Postgres compares only the low 32
+bits of an xid. Before anything is restored, a name or xid the archive
+does not hold, a name used twice where recovery would see both, and a
+--target-time or --target-lsn past the end of the archived WAL are refused
+(exit 2) with how far the archive reaches.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "target-time", Usage: "recover to this `TIME` (RFC 3339, or YYYY-MM-DD HH:MM:SS[+TZ]; UTC without a zone)"},
 			&cli.StringFlag{Name: "target-lsn", Usage: "recover to this WAL location, e.g. 16/B374D848"},

@@ -49,7 +49,8 @@ const (
 const exitCodesHelp = `EXIT CODES:
    0  success
    1  not found (wal-fetch: the archive does not hold this file)
-   2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key)
+   2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key,
+      a recovery target the archived WAL does not reach)
    3  conflict: the archive holds this WAL file with different content (nothing overwritten)
       dump-restore, copy: the target database is not empty and --confirm is missing (nothing changed)
       backup-push: another backup-push of this cluster holds the repository's lock
