@@ -43,12 +43,13 @@ type Target struct {
 	Time *time.Time
 	// LSN stops recovery at this WAL location.
 	LSN *wal.LSN
-	// XID stops recovery after this transaction commits. It is compared
-	// with Sentinel.NextXID as given, so on a cluster past its first xid
-	// epoch pass the full 64-bit id (pg_current_xact_id()); Postgres itself
-	// uses only the low 32 bits.
+	// XID stops recovery after this transaction commits or aborts.
+	// BackupFetch finds its record in the archived WAL and restores the
+	// newest backup that finished before it; Postgres compares the low 32
+	// bits only.
 	XID *uint64
-	// Name stops recovery at this restore point (pg_create_restore_point).
+	// Name stops recovery at this restore point (pg_create_restore_point),
+	// found in the archived WAL the same way.
 	Name string
 	// Action is what Postgres does at the target: "promote" (the default
 	// when a target is set), "pause" or "shutdown".
