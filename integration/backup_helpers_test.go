@@ -57,3 +57,14 @@ func mustWalgoAs(t *testing.T, c *pgtest.Cluster, env []string, args ...string) 
 	}
 	return r
 }
+
+// smallCluster is an archiving cluster into r with pgbench's tables at
+// scale 1 and the marker table, and the settings for backup-push runs
+// without a disk rate limit.
+func smallCluster(t *testing.T, r repo) (*pgtest.Cluster, []string) {
+	t.Helper()
+	src := archivingCluster(t, r)
+	src.PgBench(t, "-i", "-s", "1", "-q")
+	src.SQL(t, markerSQL)
+	return src, append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...)
+}

@@ -122,15 +122,13 @@ func unfinishedFolders(t *testing.T, r repo, min int) []string {
 // restartpoint, get names of their own and every one restores.
 func TestBackupPushConcurrent(t *testing.T) {
 	r := fileRepo(t)
-	src := archivingCluster(t, r)
-	src.PgBench(t, "-i", "-s", "1", "-q")
-	src.SQL(t, markerSQL)
+	src, fast := smallCluster(t, r)
 
 	// A: slow, and held still once started so the second surely overlaps.
 	a := startWalgoAs(t, src, append([]string{"WALGO_DISK_RATE_LIMIT=4MB"}, r.env...), "backup-push")
 	a.waitLog(t, "backup started")
 	a.signal(t, syscall.SIGSTOP)
-	b := walgoAs(t, src, append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...), "backup-push")
+	b := walgoAs(t, src, fast, "backup-push")
 	a.signal(t, syscall.SIGCONT)
 	if b.code != 3 {
 		t.Errorf("second backup-push while one runs: exit %d, want 3 (refused)\n%s", b.code, b.stderr)
@@ -161,7 +159,6 @@ func TestBackupPushConcurrent(t *testing.T) {
 		out, err := sb.Exec(context.Background(), "select pg_is_in_recovery()")
 		return err == nil && out == "t"
 	}, "the standby to accept connections")
-	fast := append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...)
 	for range 2 {
 		mustWalgoAs(t, sb, fast, "backup-push")
 	}
@@ -232,10 +229,7 @@ func TestBackupPushConcurrent(t *testing.T) {
 // and both backups restore.
 func TestRetentionKeepsRunningBackup(t *testing.T) {
 	r := fileRepo(t)
-	src := archivingCluster(t, r)
-	src.PgBench(t, "-i", "-s", "1", "-q")
-	src.SQL(t, markerSQL)
-	fast := append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...)
+	src, fast := smallCluster(t, r)
 	mustWalgoAs(t, src, fast, "backup-push")
 	parent := listBackups(t, r)[0]
 	forkPoint := mark(t, src, 1)

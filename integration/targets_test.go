@@ -16,10 +16,7 @@ import (
 // anything is restored, saying how far the archive reaches.
 func TestTargetsInTheArchive(t *testing.T) {
 	r := fileRepo(t)
-	src := archivingCluster(t, r)
-	src.PgBench(t, "-i", "-s", "1", "-q")
-	src.SQL(t, markerSQL)
-	fast := append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...)
+	src, fast := smallCluster(t, r)
 	mustWalgoAs(t, src, fast, "backup-push")
 	first := listBackups(t, r)[0]
 
