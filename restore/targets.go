@@ -405,7 +405,17 @@ func (s *targetSearch) place(ctx context.Context, name string, pinned *catalog.L
 	what := targetWhat(t)
 	start := time.Now()
 	log := s.opts.Log
-	if name != "" && !strings.EqualFold(name, Latest) {
+	if strings.EqualFold(name, Latest) {
+		bs := s.x.Backups()
+		if pinned != nil {
+			bs = s.x.BackupsOf(*pinned)
+		}
+		if len(bs) == 0 {
+			return "", nil, fmt.Errorf("no backups: %w in %s", storage.ErrNotFound, s.store)
+		}
+		name = bs[len(bs)-1].Name
+	}
+	if name != "" {
 		sn, err := catalog.ReadSentinel(ctx, s.store, name)
 		if errors.Is(err, storage.ErrNotFound) {
 			return "", nil, fmt.Errorf("backup %q: %w in %s", name, storage.ErrNotFound, s.store)
