@@ -26,8 +26,9 @@ var ciSeeds = []uint64{1, 9, 6} // 9 runs without data checksums, 6 on S3
 // internal/torture): for each seed a workload with full and delta
 // backups, forks and points, then every point restored with walgo and
 // compared with the source. WALGO_TORTURE_SEEDS ("7", "1,5,9" or "1-50"),
-// WALGO_TORTURE_SCALE, WALGO_TORTURE_FEATURES ("all" or a list) and
-// WALGO_TORTURE_COVERAGE ("sample" or "exhaustive") change what it runs;
+// WALGO_TORTURE_SCALE, WALGO_TORTURE_FEATURES ("all" or a list),
+// WALGO_TORTURE_COVERAGE ("sample" or "exhaustive") and
+// WALGO_TORTURE_PARALLEL (restores at once) change what it runs;
 // bench/torture.sh runs many seeds that way.
 func TestTorture(t *testing.T) {
 	seeds, err := parseSeeds(os.Getenv("WALGO_TORTURE_SEEDS"))
@@ -49,6 +50,12 @@ func TestTorture(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	parallel := 0
+	if s := os.Getenv("WALGO_TORTURE_PARALLEL"); s != "" {
+		if parallel, err = strconv.Atoi(s); err != nil || parallel < 1 {
+			t.Fatalf("WALGO_TORTURE_PARALLEL=%q: want a positive number", s)
+		}
+	}
 	coverage := torture.Sample
 	switch s := os.Getenv("WALGO_TORTURE_COVERAGE"); s {
 	case "", "sample":
@@ -62,7 +69,7 @@ func TestTorture(t *testing.T) {
 			repro := fmt.Sprintf("WALGO_TORTURE_SEEDS=%d WALGO_TORTURE_SCALE=%d WALGO_TORTURE_FEATURES=%s WALGO_TORTURE_COVERAGE=%s go test ./integration -run '^TestTorture$' -count=1 -v -timeout 60m",
 				seed, scale, features, map[torture.Coverage]string{torture.Sample: "sample", torture.Exhaustive: "exhaustive"}[coverage])
 			rep := torture.Run(t, torture.Config{Seed: seed, Scale: scale, Features: features, Walgo: walgoBin,
-				Repro: repro, Coverage: coverage})
+				Repro: repro, Coverage: coverage, Parallel: parallel})
 			// bench/torture.sh reads this line.
 			t.Log(rep.Summary())
 			if rep.Failed() {

@@ -278,12 +278,21 @@ func (t *table) clone() *table { c := *t; return &c }
 // model is the generator's view of one cluster.
 type model struct {
 	tables   []*table
-	prepared []string        // open prepared transactions, oldest first
-	dbs      map[string]bool // the databases made from TemplateDatabase: in TablespaceName?
+	prepared []string // open prepared transactions, oldest first
+	// horizon: while any is open, the ids each table had when the oldest
+	// was prepared; VACUUM (FREEZE) freezes no row newer.
+	horizon map[string]int64
+	dbs     map[string]bool // the databases made from TemplateDatabase: in TablespaceName?
 }
 
 func (m *model) clone() *model {
 	c := &model{prepared: append([]string(nil), m.prepared...), dbs: map[string]bool{}}
+	if m.horizon != nil {
+		c.horizon = map[string]int64{}
+		for t, id := range m.horizon {
+			c.horizon[t] = id
+		}
+	}
 	for db, inTS := range m.dbs {
 		c.dbs[db] = inTS
 	}
@@ -302,6 +311,7 @@ type gen struct {
 	atPoint  map[int]*model // the model right after each point
 	chainLen []int          // per cluster: deltas since the last full backup (-1: no backup yet)
 	todo     []string       // kinds of step not made yet
+	tries    map[string]int // prerequisites made for each
 	dbNo     int
 	tableNo  int
 	gidNo    int
@@ -320,6 +330,7 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 		f:       f,
 		scale:   scale,
 		atPoint: map[int]*model{},
+		tries:   map[string]int{},
 	}
 	if f[ChecksumsOff] && g.rng.IntN(3) == 0 {
 		g.p.Checksums = false
@@ -342,7 +353,7 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 	g.sql(0, "checkpoint", "checkpoint")
 	g.backup(0)
 
-	rounds := 3 + scale
+	rounds := 2 + scale
 	forkAt, followAt := -1, -1
 	if f[Fork] {
 		forkAt = 1 + g.rng.IntN(rounds-2)
@@ -577,8 +588,11 @@ func (g *gen) op(c int) {
 			g.todo = append(g.todo[:i:i], g.todo[i+1:]...)
 			return
 		}
-		if pre, ok := byName[needs[name]]; ok && pre.do() {
-			return
+		if g.tries[name] < 3 {
+			if pre, ok := byName[needs[name]]; ok && pre.do() {
+				g.tries[name]++
+				return
+			}
 		}
 	}
 	total := 0
@@ -755,9 +769,12 @@ func (g *gen) vacuum(c int, t *table, freeze bool) {
 		g.sql(c, "vacuum", "vacuum "+t.name)
 		return
 	}
-	// Rows a prepared transaction holds cannot be frozen yet; only what
-	// is older than the oldest open one counts as cold.
-	if len(g.models[c].prepared) == 0 {
+	// An open prepared transaction holds the freeze horizon back: only
+	// the rows that were there when the oldest open one was prepared get
+	// frozen.
+	if limit, held := g.models[c].horizon[t.name]; held {
+		t.frozen = max(t.frozen, min(limit, t.nextID))
+	} else if len(g.models[c].prepared) == 0 {
 		t.frozen = t.nextID
 	}
 	g.sql(c, "vacuum freeze", "vacuum (freeze) "+t.name)
@@ -842,6 +859,13 @@ func (g *gen) prepare(c int) bool {
 	lo := t.minLive + g.rng.Int64N(from-t.minLive)
 	hi := min(from-1, lo+int64(g.rng.IntN(20)))
 	t.heldBy, t.heldLo, t.heldHi = gid, lo, hi
+	if len(m.prepared) == 0 {
+		m.horizon = map[string]int64{}
+		for _, x := range m.tables {
+			m.horizon[x.name] = x.nextID
+		}
+		m.horizon[t.name] = from
+	}
 	m.prepared = append(m.prepared, gid)
 	g.sql(c, "prepare transaction", fmt.Sprintf("begin; %s; update %s set v = v || 'p' where id between %d and %d; prepare transaction '%s'",
 		insertSQL(t, from, t.nextID, false), t.name, lo, hi, gid))
@@ -857,6 +881,9 @@ func (g *gen) finishPrepared(c int, commit bool) bool {
 	}
 	gid := m.prepared[0]
 	m.prepared = m.prepared[1:]
+	if len(m.prepared) == 0 {
+		m.horizon = nil
+	}
 	for _, t := range m.tables {
 		if t.heldBy == gid {
 			t.heldBy = ""

@@ -52,7 +52,7 @@ type Config struct {
 	// prints it.
 	Repro    string
 	Coverage Coverage
-	// Parallel is how many restores run at once; 0 means 2.
+	// Parallel is how many restores run at once; 0 means 3.
 	Parallel int
 	// Fault, when set, breaks restores on purpose between backup-fetch
 	// and the start of Postgres (see fault.go): the harness's own check
@@ -240,7 +240,7 @@ func Run(t *testing.T, cfg Config) *Report {
 		cfg.Features = AllFeatures()
 	}
 	if cfg.Parallel <= 0 {
-		cfg.Parallel = 2
+		cfg.Parallel = 3
 	}
 	if cfg.Scale <= 0 {
 		cfg.Scale = 1
