@@ -363,14 +363,16 @@ func Generate(seed uint64, scale int, f Features) *Plan {
 	}
 	for r := range rounds {
 		for c := range g.models {
+			// At least one point a round, before or after the backup.
 			for range 2 + g.rng.IntN(3+scale) {
 				g.op(c)
 			}
-			if g.rng.IntN(5) < 3 {
+			before := g.rng.IntN(2) == 0
+			if before {
 				g.point(c)
 			}
 			g.backup(c)
-			if g.rng.IntN(5) < 2 {
+			if !before || g.rng.IntN(4) == 0 {
 				g.op(c)
 				g.point(c)
 			}
