@@ -14,9 +14,7 @@ import (
 // ciFeatures are the workload features TestTorture runs in CI: every one
 // but those whose walgo fix is not in yet (see /work/coord/NOTES.md).
 var ciFeatures = torture.AllFeatures().Without(
-	torture.Fork,          // lineage: restores follow the fork's timeline, LATEST and targets pick the fork's backups
-	torture.NameTargets,   // targets: --target-name always picks the newest backup
-	torture.BeyondArchive, // targets: a target beyond the archive is restored (and Postgres fails later)
+	torture.Fork, // lineage: restores follow the fork's timeline, LATEST and targets pick the fork's backups
 )
 
 // ciSeeds are the seeds TestTorture runs in CI.
