@@ -22,8 +22,9 @@ type restoreCase struct {
 	backup *backup // the backup named on the command line; nil lets walgo choose
 	kind   TargetKind
 	want   *Fingerprint
-	// timeline is passed as --target-timeline when not 0: the history
-	// the point belongs to, as a user restoring it would name it.
+	// timeline names the history the restore is in (lineageFlag), as a
+	// user restoring a point where forks share the repository names it:
+	// the point's timeline (for an end-of-backup restore, the backup's).
 	timeline uint32
 	// refuse: the target is beyond the archive; backup-fetch must fail
 	// and leave nothing behind.
@@ -50,6 +51,9 @@ func (rc *restoreCase) describe() string {
 	return b.String()
 }
 
+// lineageFlag names the history a restore follows.
+const lineageFlag = "--target-timeline"
+
 // fetchArgs is the backup-fetch command line for a case, restoring into
 // dir with the tablespace mapped to tsDir.
 func (r *runner) fetchArgs(rc *restoreCase, dir, tsDir string) []string {
@@ -71,7 +75,7 @@ func (r *runner) fetchArgs(rc *restoreCase, dir, tsDir string) []string {
 		args = append(args, "--target-immediate")
 	}
 	if rc.timeline != 0 {
-		args = append(args, "--target-timeline", strconv.FormatUint(uint64(rc.timeline), 10))
+		args = append(args, lineageFlag, strconv.FormatUint(uint64(rc.timeline), 10))
 	}
 	if r.plan.Features[Tablespace] {
 		args = append(args, "--tablespace", TablespaceName+"="+tsDir)
@@ -106,7 +110,7 @@ func (r *runner) cases() []*restoreCase {
 	}
 	for _, b := range r.backups {
 		if f[Immediate] && b.fp != nil {
-			cs = append(cs, &restoreCase{id: fmt.Sprintf("b%d-immediate", b.Number), backup: b, kind: TargetImmediate, want: b.fp.Restored()})
+			cs = append(cs, &restoreCase{id: fmt.Sprintf("b%d-immediate", b.Number), backup: b, kind: TargetImmediate, want: b.fp.Restored(), timeline: b.Timeline})
 		}
 		if f[NamedBackups] && r.cfg.Coverage == Sample {
 			var ps []*point
@@ -151,16 +155,9 @@ func (r *runner) cases() []*restoreCase {
 	return cs
 }
 
-// namedCase restores point p from backup b. The timeline is named only
-// when the point is on another one than the backup (a fork's point from a
-// backup taken before the fork): then the backup alone cannot say which
-// history to follow.
+// namedCase restores point p from backup b, in p's history.
 func (r *runner) namedCase(p *point, b *backup, k TargetKind) *restoreCase {
-	rc := &restoreCase{id: fmt.Sprintf("p%d-%s-b%d", p.n, k, b.Number), point: p, backup: b, kind: k, want: p.fp.Restored()}
-	if b.Timeline != p.tl {
-		rc.timeline = p.tl
-	}
-	return rc
+	return &restoreCase{id: fmt.Sprintf("p%d-%s-b%d", p.n, k, b.Number), point: p, backup: b, kind: k, want: p.fp.Restored(), timeline: p.tl}
 }
 
 // restoreAll runs the cases, Config.Parallel at a time, each as a
