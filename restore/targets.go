@@ -381,10 +381,18 @@ type targetSearch struct {
 	store storage.Store
 	opts  *BackupFetchOptions
 	x     *catalog.LineageIndex
+	have  map[string]bool // archived segments, listed once
 }
 
 func (s *targetSearch) archive(ctx context.Context, l catalog.Lineage, bs []*catalog.Sentinel) (*walArchive, error) {
-	return newWALArchive(ctx, s.store, s.opts.Codec, l, targetSegmentSize(bs), s.opts.Concurrency)
+	if s.have == nil {
+		have, err := archivedSegments(ctx, s.store)
+		if err != nil {
+			return nil, err
+		}
+		s.have = have
+	}
+	return newWALArchive(s.store, s.opts.Codec, s.have, l, targetSegmentSize(bs), s.opts.Concurrency), nil
 }
 
 // place finds a name or xid target's record before the backup is chosen,

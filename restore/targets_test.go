@@ -187,10 +187,11 @@ func TestTargetSearchCost(t *testing.T) {
 		{"new", r.b2, 4}, // segments 4..7
 		{"old", r.b1, 7}, // 4..7, then 2..4
 	} {
-		a, err := newWALArchive(ctx, r.s, nil, l, targetSegSize, 2)
+		have, err := archivedSegments(ctx, r.s)
 		if err != nil {
 			t.Fatal(err)
 		}
+		a := newWALArchive(r.s, nil, have, l, targetSegSize, 2)
 		f, b, err := a.locate(ctx, []*catalog.Sentinel{r.b1, r.b2}, restorePointMatcher(tc.name), tc.name, true)
 		if err != nil || b.Name != tc.want.Name {
 			t.Fatalf("%s: %+v %v %v", tc.name, f, b, err)

@@ -35,22 +35,30 @@ type walArchive struct {
 // ahead.
 const maxScanMemory = 256 << 20
 
-func newWALArchive(ctx context.Context, store storage.Store, cd *codec.Codec, l catalog.Lineage, segSize int64, conc int) (*walArchive, error) {
-	if !wal.ValidSegmentSize(segSize) {
-		segSize = wal.DefaultSegmentSize
-	}
+// archivedSegments lists the repository's WAL once: the names of the
+// segments it holds.
+func archivedSegments(ctx context.Context, store storage.Store) (map[string]bool, error) {
 	objs, err := catalog.ListWAL(ctx, store)
 	if err != nil {
 		return nil, err
 	}
-	a := &walArchive{store: store, cd: cd, lineage: l, segSize: segSize, have: map[string]bool{},
-		conc: max(1, min(conc, int(maxScanMemory/segSize)))}
+	have := map[string]bool{}
 	for _, o := range objs {
 		if o.Kind == wal.KindSegment {
-			a.have[o.Name] = true
+			have[o.Name] = true
 		}
 	}
-	return a, nil
+	return have, nil
+}
+
+// newWALArchive reads lineage l's WAL from store; have is what
+// archivedSegments listed.
+func newWALArchive(store storage.Store, cd *codec.Codec, have map[string]bool, l catalog.Lineage, segSize int64, conc int) *walArchive {
+	if !wal.ValidSegmentSize(segSize) {
+		segSize = wal.DefaultSegmentSize
+	}
+	return &walArchive{store: store, cd: cd, lineage: l, segSize: segSize, have: have,
+		conc: max(1, min(conc, int(maxScanMemory/segSize)))}
 }
 
 // segment is the file recovery along the lineage reads for segment number
