@@ -115,16 +115,12 @@ func unfinishedFolders(t *testing.T, r repo, min int) []string {
 	return out
 }
 
-// TestBackupPushConcurrent: a second backup-push of the same cluster while
-// one runs is refused with who holds the lock, and overwrites nothing; a
-// stale lock is taken over, a fresh one held by another host is not (until
-// it is removed); backups from an idle standby, which all start at the same
-// restartpoint, get names of their own and every one restores.
-func TestBackupPushConcurrent(t *testing.T) {
-	r := fileRepo(t)
-	src, fast := smallCluster(t, r)
-
-	// A: slow, and held still once started so the second surely overlaps.
+// overlappingPushes runs a slow backup-push, held still once started, and
+// a second one meanwhile: the second is refused naming the first, which
+// then finishes as the only backup and leaves no lock behind. It returns
+// the first's name.
+func overlappingPushes(t *testing.T, r repo, src *pgtest.Cluster, fast []string) string {
+	t.Helper()
 	a := startWalgoAs(t, src, append([]string{"WALGO_DISK_RATE_LIMIT=4MB"}, r.env...), "backup-push")
 	a.waitLog(t, "backup started")
 	a.signal(t, syscall.SIGSTOP)
@@ -146,10 +142,30 @@ func TestBackupPushConcurrent(t *testing.T) {
 	if len(list) != 1 {
 		t.Fatalf("backups after the overlapping runs: %v, want one", list)
 	}
-	first := list[0]
-	if locks, _ := filepath.Glob(filepath.Join(r.root, catalog.LockPrefix, "*")); len(locks) != 0 {
-		t.Errorf("locks left after the backup finished: %v", locks)
+	for _, k := range storeKeys(t, r.openStore(t)) {
+		if strings.HasPrefix(k, catalog.LockPrefix) {
+			t.Errorf("lock left after the backup finished: %s", k)
+		}
 	}
+	return list[0]
+}
+
+// TestBackupPushLockS3: the same on a real S3 server.
+func TestBackupPushLockS3(t *testing.T) {
+	r := s3Repo(t)
+	src, fast := smallCluster(t, r)
+	overlappingPushes(t, r, src, fast)
+}
+
+// TestBackupPushConcurrent: a second backup-push of the same cluster while
+// one runs is refused with who holds the lock, and overwrites nothing; a
+// stale lock is taken over, a fresh one held by another host is not (until
+// it is removed); backups from an idle standby, which all start at the same
+// restartpoint, get names of their own and every one restores.
+func TestBackupPushConcurrent(t *testing.T) {
+	r := fileRepo(t)
+	src, fast := smallCluster(t, r)
+	first := overlappingPushes(t, r, src, fast)
 	archiveAll(t, src)
 
 	// An idle standby: its backups start at its last restartpoint, which
@@ -162,7 +178,7 @@ func TestBackupPushConcurrent(t *testing.T) {
 	for range 2 {
 		mustWalgoAs(t, sb, fast, "backup-push")
 	}
-	list = listBackups(t, r)
+	list := listBackups(t, r)
 	if len(list) != 3 {
 		t.Fatalf("after two standby backups: %v, want three backups", list)
 	}
