@@ -384,6 +384,13 @@ type targetSearch struct {
 	have  map[string]bool // archived segments, listed once
 }
 
+func (s *targetSearch) log() *zap.Logger {
+	if s.opts.Log == nil {
+		return zap.NewNop()
+	}
+	return s.opts.Log
+}
+
 func (s *targetSearch) archive(ctx context.Context, l catalog.Lineage, bs []*catalog.Sentinel) (*walArchive, error) {
 	if s.have == nil {
 		have, err := archivedSegments(ctx, s.store)
@@ -412,7 +419,7 @@ func (s *targetSearch) place(ctx context.Context, name string, pinned *catalog.L
 	}
 	what := targetWhat(t)
 	start := time.Now()
-	log := s.opts.Log
+	log := s.log()
 	if strings.EqualFold(name, Latest) {
 		bs := s.x.Backups()
 		if pinned != nil {
@@ -524,6 +531,6 @@ func (s *targetSearch) checkEnd(ctx context.Context, sn *catalog.Sentinel, l cat
 		return err
 	}
 	err = a.checkEnd(ctx, sn, t)
-	s.opts.Log.Info("checked the target against the archive", append(a.describeCost(time.Since(start)), zap.String("target", describeTarget(t)))...)
+	s.log().Info("checked the target against the archive", append(a.describeCost(time.Since(start)), zap.String("target", describeTarget(t)))...)
 	return err
 }

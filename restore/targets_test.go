@@ -201,3 +201,82 @@ func TestTargetSearchCost(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetSearchLineages: a fork (timeline 2, from timeline 1 in
+// segment 4) and the primary going on with timeline 1 share a repository.
+// A restore point is searched along each history: the fork's own is found
+// on timeline 2's segments, the primary's later one on timeline 1's, and
+// one made before they parted is the same target on both.
+func TestTargetSearchLineages(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	at := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
+	b := putBackup(t, s, spec{no: 2, segSize: targetSegSize, finish: at, ents: []ent{{path: "PG_VERSION", body: []byte("16\n")}}})
+	shared := func() *waltest.Writer {
+		w := waltest.NewWriter(targetSegSize, 8192, wal.SegmentFromNo(1, 2, targetSegSize))
+		for w.Pos() < b.FinishLSN {
+			w.Add(10, 0, 1, make([]byte, 60))
+		}
+		w.Switch()
+		w.RestorePoint("before_fork", at.Add(time.Minute))
+		w.Switch()
+		for range 10 {
+			w.Add(10, 0, 1, make([]byte, 60))
+		}
+		return w
+	}
+	store := func(w *waltest.Writer, tliFrom uint64, tli uint32) {
+		segs, data := w.Segments()
+		for i, sg := range segs {
+			if sg.No(targetSegSize) >= tliFrom {
+				sg.Timeline = tli
+			} else {
+				sg.Timeline = 1
+			}
+			put(t, s, catalog.WALKey(sg.Name(), codec.Zstd{}), encode(t, codec.Zstd{}, data[i]))
+		}
+	}
+	// The primary: timeline 1 on.
+	primary := shared()
+	primary.Switch()
+	primary.RestorePoint("primary_later", at.Add(2*time.Minute))
+	primary.Commit(7, at.Add(3*time.Minute))
+	store(primary, 99, 1)
+	// The fork: switches to timeline 2 in segment 4.
+	fork := shared()
+	switchAt := fork.Pos()
+	fork.Timeline = 2
+	fork.Switch()
+	fork.RestorePoint("fork_own", at.Add(2*time.Minute))
+	fork.Commit(8, at.Add(3*time.Minute))
+	store(fork, 4, 2)
+	put(t, s, catalog.WALKey(wal.HistoryName(2), codec.Zstd{}), encode(t, codec.Zstd{}, []byte("1\t"+switchAt.String()+"\tno recovery target specified\n")))
+
+	x, err := catalog.ReadLineageIndex(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		tli  uint32 // the lineage it is found on; 0: refused
+	}{
+		{"fork_own", 2},
+		{"primary_later", 1},
+		{"before_fork", 1}, // the same record on both: one target
+		{"nowhere", 0},
+	} {
+		o := opts(t.TempDir())
+		o.Target = Target{Name: tc.name}
+		search := &targetSearch{store: s, opts: &o, x: x}
+		name, l, err := search.place(ctx, "", nil)
+		if tc.tli == 0 {
+			if !errors.Is(err, ErrTargetUnreachable) {
+				t.Errorf("%s: %v, want ErrTargetUnreachable", tc.name, err)
+			}
+			continue
+		}
+		if err != nil || name != b.Name || l == nil || (l.Timeline != tc.tli && tc.name != "before_fork") {
+			t.Errorf("%s: backup %q lineage %+v, %v; want %s on timeline %d", tc.name, name, l, err, b.Name, tc.tli)
+		}
+	}
+}
