@@ -311,15 +311,21 @@ func readSmall(ctx context.Context, s storage.Store, key string, limit int64) ([
 }
 
 // CreateSentinel stores a new backup's sentinel; after it, the backup
-// exists. If a sentinel is already stored under its name it fails with
-// ErrNameTaken and overwrites nothing.
+// exists. If another sentinel is already stored under its name it fails
+// with ErrNameTaken and overwrites nothing; finding this very sentinel (a
+// retried create whose first attempt went through) is success.
 func CreateSentinel(ctx context.Context, s storage.Store, sn *Sentinel) error {
 	b, err := EncodeSentinel(sn)
 	if err != nil {
 		return err
 	}
-	err = createObject(ctx, s, SentinelKey(sn.Name), b)
+	key := SentinelKey(sn.Name)
+	err = createObject(ctx, s, key, b)
 	if errors.Is(err, errExists) {
+		// A retried write whose first attempt went through finds its own.
+		if stored, rerr := readSmall(ctx, s, key, int64(len(b))+1); rerr == nil && bytes.Equal(stored, b) {
+			return nil
+		}
 		return fmt.Errorf("%w: a sentinel for %s already exists in %s; nothing overwritten", ErrNameTaken, sn.Name, s)
 	}
 	return err

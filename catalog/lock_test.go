@@ -157,6 +157,9 @@ func TestCreateSentinelNeverOverwrites(t *testing.T) {
 	if err := CreateSentinel(ctx, s, sn); err != nil {
 		t.Fatal(err)
 	}
+	if err := CreateSentinel(ctx, s, sn); err != nil {
+		t.Fatalf("the same sentinel again (a retried write): %v", err)
+	}
 	other := *sn
 	other.Hostname = "second"
 	if err := CreateSentinel(ctx, s, &other); !errors.Is(err, ErrNameTaken) {
