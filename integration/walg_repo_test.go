@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/internal/pgtest"
 	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
 )
 
 // walgSentinel is a WAL-G 3.x (BackupSentinelDtoV2) sentinel for a backup
@@ -208,5 +210,65 @@ func TestSharedWithWALG(t *testing.T) {
 		if exists(t, r, key) {
 			t.Errorf("delete everything left %s", key)
 		}
+	}
+}
+
+// TestBackupNamedLikeAWALGBackup: WAL-G names its backups as walgo does
+// (base_<start segment>), so a walgo backup starting in the segment of a
+// WAL-G backup in the same repository gets a name of its own: WAL-G's
+// sentinel and folder stay as they were, and walgo's backup restores.
+func TestBackupNamedLikeAWALGBackup(t *testing.T) {
+	r := fileRepo(t)
+	src, fast := smallCluster(t, r)
+	sysID := src.SQL(t, "select system_identifier from pg_control_system()")
+	segSize, err := strconv.ParseInt(src.SQL(t, "select setting::bigint * 1 from pg_settings where name = 'wal_segment_size'"), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// WAL-G backups in the segment being written and the next two: the
+	// next backup starts in one of them.
+	seg, err := wal.ParseSegment(src.SQL(t, "select pg_walfile_name(pg_current_wal_insert_lsn())"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := map[string]string{} // name -> sentinel
+	for i := range 3 {
+		name := catalog.BackupName(seg, "")
+		planted[name] = walgSentinel(uint64(seg.StartLSN(segSize))+0x28, sysID, time.Date(2026, 11, 30, 9, 12, 31+i, 0, time.UTC))
+		plantWALG(t, r, name, planted[name])
+		seg = seg.Next(segSize)
+	}
+	mustWalgoAs(t, src, fast, "backup-push")
+	mark(t, src, 1)
+	want := state(t, src)
+	archiveAll(t, src)
+
+	list := listBackups(t, r)
+	if len(list) != 1 {
+		t.Fatalf("walgo's backups: %v, want one", list)
+	}
+	id, err := catalog.ParseBackupName(list[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := planted[catalog.BackupName(id.Start, "")]; !ok {
+		t.Fatalf("backup %s did not start in a segment of a WAL-G backup (%v): the test proves nothing", list[0], planted)
+	}
+	if id.Seq < 2 {
+		t.Errorf("backup %s starts where a WAL-G backup does and has no name of its own", list[0])
+	}
+	st := r.openStore(t)
+	for name, sentinel := range planted {
+		if got := string(readObject(t, st, catalog.SentinelKey(name))); got != sentinel {
+			t.Errorf("WAL-G's sentinel %s changed:\n%s", name, got)
+		}
+		if got := string(readObject(t, st, catalog.BackupFolder(name)+"tar_partitions/part_1.tar.lz4")); got != "not walgo's" {
+			t.Errorf("WAL-G's partition of %s changed: %q", name, got)
+		}
+	}
+	c := restoreAndStart(t, r, []string{list[0]})
+	waitPromoted(t, c)
+	if got := state(t, c); got != want {
+		t.Fatalf("restored %s: state differs\n got %s\nwant %s", list[0], got, want)
 	}
 }
