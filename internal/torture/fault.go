@@ -5,9 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 
 	"github.com/walgo/walgo/wal"
 )
@@ -71,12 +72,7 @@ func (SkipDeltaPage) Break(ctx context.Context, s *FaultSite) (bool, error) {
 	if err := s.Fetch(ctx, pdir, s.Parent); err != nil {
 		return false, fmt.Errorf("restore the parent %s: %w", s.Parent, err)
 	}
-	tables := make([]string, 0, len(s.Files))
-	for t := range s.Files {
-		tables = append(tables, t)
-	}
-	sort.Strings(tables)
-	for _, t := range tables {
+	for _, t := range slices.Sorted(maps.Keys(s.Files)) {
 		rel := s.Files[t]
 		cur, err1 := os.ReadFile(filepath.Join(s.Dir, rel))
 		old, err2 := os.ReadFile(filepath.Join(pdir, rel))
