@@ -319,10 +319,16 @@ func restoredBackup(stdout string) string {
 // prefetch may still be writing into its pg_wal for a moment after the
 // server stopped, so a folder that refills is tried again.
 func removeAll(t *testing.T, dir string) {
-	var err error
-	for range 50 {
+	var err, first error
+	for i := range 50 {
 		if err = os.RemoveAll(dir); err == nil {
+			if i > 0 {
+				t.Logf("torture: %s refilled after the server stopped; removed at try %d (%v)", dir, i+1, first)
+			}
 			return
+		}
+		if i == 0 {
+			first = err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
