@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -18,8 +19,9 @@ var (
 	// ErrStopTimeout: the backup's last WAL segment did not reach the
 	// repository in time: archive_command is failing or points elsewhere.
 	ErrStopTimeout = errors.New("timed out waiting for WAL archiving")
-	// ErrUnsupported: a Postgres version walgo does not back up.
-	ErrUnsupported = errors.New("unsupported PostgreSQL version")
+	// ErrUnsupported: a Postgres version walgo does not back up (the
+	// same error as pgdata.ErrUnsupportedVersion).
+	ErrUnsupported = pgdata.ErrUnsupportedVersion
 )
 
 // server is the Postgres session a backup holds open from start to stop.
@@ -51,9 +53,9 @@ func connect(ctx context.Context, dsn string) (*server, error) {
 		conn.Close(ctx)
 		return nil, fmt.Errorf("read server settings: %w", err)
 	}
-	if s.version < 120000 {
+	if err := pgdata.CheckVersion(s.version); err != nil {
 		conn.Close(ctx)
-		return nil, fmt.Errorf("%w: server_version_num %d (walgo backs up 12 and later)", ErrUnsupported, s.version)
+		return nil, fmt.Errorf("backup-push: %w", err)
 	}
 	return s, nil
 }

@@ -269,16 +269,26 @@ func resolve(ctx context.Context, store storage.Store, name string) (*catalog.Se
 	return all[len(all)-1], nil
 }
 
-// amcheck runs pg_amcheck on every database of the server.
+// amcheck checks every database of the server with amcheck: pg_amcheck
+// (heap, TOAST and B-tree indexes) on Postgres 14 and later, whose
+// amcheck has verify_heapam; on 13 every B-tree index against its table
+// (bt_index_check with heapallindexed), which is all its amcheck can do.
 func amcheck(ctx context.Context, srv *pgserver.Server, opts Options) error {
+	if major, _ := strconv.Atoi(srv.Version()); major != 0 && major < 14 {
+		return indexCheck(ctx, srv, opts)
+	}
+	bin, err := findAmcheck(srv.BinDir())
+	if err != nil {
+		return err
+	}
 	args := amcheckArgs(srv.SocketDir(), srv.Port(), srv.User(), opts.Concurrency, opts.HeapAllIndexed)
-	cmd := exec.CommandContext(ctx, filepath.Join(srv.BinDir(), "pg_amcheck"), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = clientEnv(os.Environ())
 	cmd.Dir = os.TempDir()
 	out := &tailBuffer{max: 64 << 10}
 	cmd.Stdout, cmd.Stderr = out, out
-	opts.Log.Info("checking the restored copy", zap.Strings("pg_amcheck", args))
-	err := cmd.Run()
+	opts.Log.Info("checking the restored copy", zap.String("pg_amcheck", bin), zap.Strings("args", args))
+	err = cmd.Run()
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -289,6 +299,23 @@ func amcheck(ctx context.Context, srv *pgserver.Server, opts Options) error {
 		return fmt.Errorf("pg_amcheck: %w", ctx.Err())
 	}
 	return fmt.Errorf("pg_amcheck: %w\n%s", err, out.String())
+}
+
+// ErrNoAmcheck: no pg_amcheck next to the server binaries nor in PATH.
+var ErrNoAmcheck = errors.New("no pg_amcheck")
+
+// findAmcheck is pg_amcheck next to the server binaries (a distribution's
+// bin folder has it), else the one in PATH: it is a client, and any
+// version of it (14 or later) checks any server from 14 on.
+func findAmcheck(serverBin string) (string, error) {
+	p := filepath.Join(serverBin, "pg_amcheck")
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+		return p, nil
+	}
+	if p, err := exec.LookPath("pg_amcheck"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%w in %s or PATH: restore-test checks the restored copy with pg_amcheck (PostgreSQL 14 or later's client tools, e.g. the postgresql-client package)", ErrNoAmcheck, serverBin)
 }
 
 func amcheckArgs(host string, port int, user string, jobs int, heapAllIndexed bool) []string {

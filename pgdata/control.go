@@ -27,12 +27,16 @@ type Control struct {
 }
 
 // ControlFileData offsets (src/include/catalog/pg_control.h) as Postgres
-// 13 to 16 lay it out on a 64-bit little-endian machine (pg_control_version
-// 1300; checked against Postgres 15): after the 8-byte system identifier,
-// versions, state and time, the checkpoint location and the 88-byte copy
-// of the last checkpoint record (to 128), the LSNs and settings, then the
-// block and segment sizes, float8ByVal, data_checksum_version, the 32-byte
-// mock authentication nonce and the CRC-32C of everything before it.
+// 13 to 18 lay it out on a 64-bit little-endian machine (checked against
+// real files of 13, 15, 17 and 18 in testdata): after the 8-byte system
+// identifier, versions, state and time, the checkpoint location and the
+// 88-byte copy of the last checkpoint record (to 128), the LSNs and
+// settings, then the block and segment sizes, float8ByVal,
+// data_checksum_version, the 32-byte mock authentication nonce and the
+// CRC-32C of everything before it. Postgres 17 (pg_control_version 1700)
+// put the checkpoint's new wal_level into padding, so nothing moved; 18
+// (1800) added default_char_signedness after data_checksum_version, which
+// moves the CRC 4 bytes on (ctlCRCOff18).
 const (
 	ctlSystemIDOff    = 0
 	ctlVersionOff     = 8
@@ -44,10 +48,23 @@ const (
 	ctlWALSegOff      = 228
 	ctlChecksumVerOff = 252
 	ctlCRCOff         = 288
+	ctlCRCOff18       = 292
 )
 
+// controlCRCOff is where the CRC-32C ends the struct of a pg_control_version
+// walgo knows (Postgres 13 to 18), or 0.
+func controlCRCOff(version uint32) int {
+	switch version {
+	case 1300, 1700:
+		return ctlCRCOff
+	case 1800:
+		return ctlCRCOff18
+	}
+	return 0
+}
+
 // ControlSize is how many bytes of pg_control ParseControl needs.
-const ControlSize = ctlCRCOff + 4
+const ControlSize = ctlCRCOff18 + 4
 
 // ErrControl: bytes that are not a pg_control walgo can read.
 var ErrControl = errors.New("unreadable pg_control")
@@ -66,8 +83,13 @@ func ParseControl(b []byte) (Control, error) {
 		return Control{}, fmt.Errorf("%w: only %d bytes", ErrControl, len(b))
 	}
 	le := binary.LittleEndian
-	if crc32.Checksum(b[:ctlCRCOff], castagnoli) != le.Uint32(b[ctlCRCOff:]) {
-		return Control{}, fmt.Errorf("%w: layout of pg_control_version %d not known (CRC does not match)", ErrControl, le.Uint32(b[ctlVersionOff:]))
+	version := le.Uint32(b[ctlVersionOff:])
+	off := controlCRCOff(version)
+	if off == 0 {
+		return Control{}, fmt.Errorf("%w: layout of pg_control_version %d not known", ErrControl, version)
+	}
+	if crc32.Checksum(b[:off], castagnoli) != le.Uint32(b[off:]) {
+		return Control{}, fmt.Errorf("%w: pg_control_version %d: CRC does not match (damaged)", ErrControl, version)
 	}
 	c := Control{
 		SystemID:            le.Uint64(b[ctlSystemIDOff:]),

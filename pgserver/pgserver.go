@@ -71,6 +71,7 @@ type Options struct {
 // Server is one running private Postgres server.
 type Server struct {
 	opts    Options
+	version string // major version, as PG_VERSION says it
 	binDir  string
 	dir     string // private folder: socket, log, hba file
 	port    int
@@ -133,7 +134,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, binDir: binDir, dir: dir, user: roleName, log: opts.Log}
+	s := &Server{opts: opts, binDir: binDir, dir: dir, user: roleName, log: opts.Log, version: version}
 	if err := s.writeAuthFiles(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -183,6 +184,9 @@ func (s *Server) User() string { return s.user }
 // BinDir is the folder of the server binaries, for client tools of the
 // same version (pg_dump, pg_amcheck).
 func (s *Server) BinDir() string { return s.binDir }
+
+// Version is the server's major version as PG_VERSION holds it ("15").
+func (s *Server) Version() string { return s.version }
 
 // LogFile is the server's log file, inside the private folder (removed by
 // Stop).

@@ -176,6 +176,9 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 	if err != nil {
 		return nil, err
 	}
+	if err := pgdata.CheckVersion(sn.PGVersion); err != nil {
+		return nil, fmt.Errorf("%w: backup %s: %w", ErrInvalid, sn.Name, err)
+	}
 	if lineage == nil {
 		l := x.Lineage(sn.SystemID, sn.Timeline)
 		if ls := x.Of(sn); len(ls) > 0 {

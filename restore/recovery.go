@@ -124,14 +124,6 @@ func (r *restorer) writeRecoveryFiles(sn *catalog.Sentinel, opts *BackupFetchOpt
 	header := fmt.Sprintf("# Recovery settings written by walgo backup-fetch for backup %s at %s\n",
 		sn.Name, time.Now().UTC().Format(time.RFC3339))
 	block := header + strings.Join(recoverySettings(opts), "\n") + "\n"
-	if sn.PGVersion > 0 && sn.PGVersion < 120000 {
-		// Before Postgres 12, recovery.conf both holds the settings and
-		// starts recovery.
-		if opts.Standby {
-			block += "standby_mode = 'on'\n"
-		}
-		return r.writeSynced("recovery.conf", []byte(block))
-	}
 	if err := r.appendAutoConf(block); err != nil {
 		return err
 	}

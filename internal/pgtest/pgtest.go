@@ -10,6 +10,12 @@
 // [Options.Env] reach the server and the archive_command/restore_command it
 // runs. Folders that such commands must write into come from [OwnedDir].
 //
+// A cluster runs the default installation's server (see [BinDir]) or, with
+// [Options.Major], a server of that major version (see [ServerBinDir]: the
+// relocatable builds scripts/install-pg.sh installs for the version matrix,
+// [MatrixMajors]). Client tools (psql, pgbench, pg_amcheck, ...) come from
+// the server's folder when it has them, else from the default installation.
+//
 // A missing PostgreSQL installation skips the test, unless CI=true or
 // WALGO_TEST_NO_SKIP=1 is set: then it fails.
 package pgtest
@@ -65,6 +71,10 @@ type Options struct {
 	// StartTimeout bounds how long Start waits for the server to be ready;
 	// 0 means DefaultStartTimeout.
 	StartTimeout time.Duration
+	// Major is the PostgreSQL major version of the server (13, ..., 18);
+	// 0 means the default installation's. OpenExisting takes it from the
+	// data directory's PG_VERSION when it is 0.
+	Major int
 }
 
 // Cluster is one PostgreSQL cluster: a data directory plus the folder that
@@ -75,6 +85,8 @@ type Cluster struct {
 	dataDir  string
 	port     int
 	autoPort bool
+	bin      string // the server's bin folder
+	major    int
 }
 
 // Require fails or skips the test when PostgreSQL cannot be run here: its
@@ -120,7 +132,7 @@ func New(t testing.TB, opt Options) *Cluster {
 	args := []string{"-D", c.dataDir, "-U", Superuser, "--auth=trust", "-E", "UTF8",
 		"--locale=C", "--no-sync"}
 	args = append(args, opt.InitdbArgs...)
-	if out, err := AsUser(context.Background(), nil, "initdb", args...).CombinedOutput(); err != nil {
+	if out, err := asUserIn(context.Background(), c.bin, nil, "initdb", args...).CombinedOutput(); err != nil {
 		t.Fatalf("pgtest: initdb %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 
@@ -166,6 +178,15 @@ func OpenExisting(t testing.TB, dataDir string, opt Options) *Cluster {
 		t.Fatalf("pgtest: %s is owned by uid %d but Postgres runs as %s (uid %d): call pgtest.Chown first",
 			abs, st.Uid, u.name, u.uid)
 	}
+	if opt.Major == 0 {
+		b, err := os.ReadFile(filepath.Join(abs, "PG_VERSION"))
+		if err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		if m, _ := strconv.Atoi(strings.TrimSpace(string(b))); m != DefaultMajor(t) {
+			opt.Major = m
+		}
+	}
 	c := newCluster(t, opt)
 	c.dataDir = abs
 	if len(opt.Conf) > 0 {
@@ -192,6 +213,10 @@ func newCluster(t testing.TB, opt Options) *Cluster {
 		t.Fatalf("pgtest: socket folder %s is too long for a unix socket (%d bytes): set TMPDIR to a shorter path", dir, n)
 	}
 	c := &Cluster{opt: opt, dir: dir, port: opt.Port}
+	c.bin, c.major = BinDir(t), DefaultMajor(t)
+	if opt.Major != 0 {
+		c.bin, c.major = ServerBinDir(t, opt.Major), opt.Major
+	}
 	if c.port == 0 {
 		c.autoPort = true
 		if c.port, err = freePort(); err != nil {
@@ -214,6 +239,13 @@ func newCluster(t testing.TB, opt Options) *Cluster {
 	})
 	return c
 }
+
+// Major is the PostgreSQL major version of the cluster's server.
+func (c *Cluster) Major() int { return c.major }
+
+// ServerBinDir is the folder of the cluster's server binaries (initdb,
+// pg_ctl, postgres); it may lack the client tools (see Command).
+func (c *Cluster) ServerBinDir() string { return c.bin }
 
 // DataDir returns the cluster's data directory (PGDATA).
 func (c *Cluster) DataDir() string { return c.dataDir }
@@ -329,16 +361,18 @@ func (c *Cluster) pgCtl(ctx context.Context, action string, args ...string) ([]b
 
 // serverCommand runs name as the Postgres user with the server environment.
 func (c *Cluster) serverCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
-	return AsUser(ctx, c.opt.Env, name, args...)
+	return asUserIn(ctx, c.bin, c.opt.Env, name, args...)
 }
 
 // Command returns a command that runs as the Postgres user with the
 // server's environment (Options.Env) plus ConnEnv, so psql, pgbench,
 // pg_basebackup or walgo itself reach this cluster without flags. A name
-// without a slash is looked up in the PostgreSQL bin folder first. See AsUser.
+// without a slash is looked up in the server's bin folder first, then in
+// the default installation's (client tools a server build may lack), then
+// in PATH; PATH holds the same folders first. See AsUser.
 func (c *Cluster) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	env := append(append([]string{}, c.opt.Env...), c.ConnEnv()...)
-	return AsUser(ctx, env, name, args...)
+	return asUserIn(ctx, c.bin, env, name, args...)
 }
 
 // Exec runs SQL through psql (-X, unaligned, tuples only, stop on the first
@@ -382,7 +416,10 @@ func (c *Cluster) PgBench(t testing.TB, args ...string) string {
 // state", "Latest checkpoint's TimeLineID").
 func (c *Cluster) ControlData(t testing.TB) map[string]string {
 	t.Helper()
-	out, err := AsUser(context.Background(), nil, "pg_controldata", "-D", c.dataDir).CombinedOutput()
+	if c.major != DefaultMajor(t) && !isExecutable(filepath.Join(c.bin, "pg_controldata")) {
+		t.Fatalf("pgtest: no pg_controldata for PostgreSQL %d in %s (another major's cannot read its pg_control)", c.major, c.bin)
+	}
+	out, err := asUserIn(context.Background(), c.bin, nil, "pg_controldata", "-D", c.dataDir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pgtest: pg_controldata -D %s: %v\n%s", c.dataDir, err, out)
 	}
@@ -405,10 +442,24 @@ func (c *Cluster) ControlData(t testing.TB) map[string]string {
 // without a slash is looked up in the PostgreSQL bin folder first, then in
 // PATH. If the Postgres user cannot be resolved the command fails to start.
 func AsUser(ctx context.Context, env []string, name string, args ...string) *exec.Cmd {
+	return asUserIn(ctx, "", env, name, args...)
+}
+
+// asUserIn is AsUser with serverBin ("" for none) looked in before the
+// default installation's folder, for names and in PATH.
+func asUserIn(ctx context.Context, serverBin string, env []string, name string, args ...string) *exec.Cmd {
+	var dirs []string
+	if serverBin != "" {
+		dirs = append(dirs, serverBin)
+	}
+	if dir, err := binDir(); err == nil && dir != serverBin {
+		dirs = append(dirs, dir)
+	}
 	if !strings.Contains(name, "/") {
-		if dir, err := binDir(); err == nil {
+		for _, dir := range dirs {
 			if p := filepath.Join(dir, name); isExecutable(p) {
 				name = p
+				break
 			}
 		}
 	}
@@ -419,10 +470,7 @@ func AsUser(ctx context.Context, env []string, name string, args ...string) *exe
 		cmd.Err = err
 		return cmd
 	}
-	path := os.Getenv("PATH")
-	if dir, err := binDir(); err == nil {
-		path = dir + string(os.PathListSeparator) + path
-	}
+	path := strings.Join(append(dirs, os.Getenv("PATH")), string(os.PathListSeparator))
 	cmd.Env = []string{"PATH=" + path, "HOME=" + u.home, "USER=" + u.name, "LOGNAME=" + u.name, "LC_ALL=C"}
 	if tmp := os.Getenv("TMPDIR"); tmp != "" {
 		cmd.Env = append(cmd.Env, "TMPDIR="+tmp)
