@@ -9,8 +9,10 @@ package catalog
 //
 //  1. The request selects the backups to keep: the N newest (by finish
 //     time, never by name), the N newest full backups and every delta
-//     built on them, those that finished at or after a time, none
-//     (everything), or all (garbage).
+//     built on them, those that finished at or after a time, those a
+//     recovery to any moment of a window needs (window: every backup that
+//     finished inside it and the newest that finished before it starts),
+//     none (everything), or all (garbage).
 //  2. Permanent backups are kept (only "everything" with Force deletes them).
 //  3. The whole delta chain of every kept backup is kept.
 //  4. A WAL segment (and a .partial or .backup file, by the segment it
@@ -65,6 +67,7 @@ const (
 	DeleteBefore                           // delete backups that finished before a time or a named backup
 	DeleteEverything                       // delete every backup and all WAL
 	DeleteGarbage                          // delete leftovers of unfinished backups and WAL no backup needs
+	DeleteWindow                           // keep what a recovery to any moment of the last Window needs
 )
 
 func (m DeleteMode) String() string {
@@ -79,6 +82,8 @@ func (m DeleteMode) String() string {
 		return "everything"
 	case DeleteGarbage:
 		return "garbage"
+	case DeleteWindow:
+		return "window"
 	}
 	return "unknown"
 }
@@ -94,9 +99,12 @@ type DeleteRequest struct {
 	// BeforeName (DeleteBefore), instead of Before: the named backup's
 	// finish time is the limit, so the backup itself is kept.
 	BeforeName string
+	// Window (DeleteWindow) is the recovery window: every moment from
+	// Now-Window to now stays restorable.
+	Window time.Duration
 	// Force (DeleteEverything) deletes permanent backups too.
 	Force bool
-	// Now is the current time, for MinAge.
+	// Now is the current time, for MinAge and Window.
 	Now time.Time
 	// MinAge: an unfinished backup whose newest object is younger than
 	// this may still be running: delete garbage leaves it alone, and every
@@ -687,6 +695,13 @@ func selectKept(backups []*Sentinel, byName map[string]*Sentinel, req DeleteRequ
 		if req.BeforeName != "" {
 			keep[req.BeforeName] = "the named backup"
 		}
+	case DeleteWindow:
+		if req.Window <= 0 || req.Now.IsZero() {
+			return nil, fmt.Errorf("%w: window needs a length of more than 0", ErrBadRequest)
+		}
+		for name, why := range windowKept(backups, req.Now.Add(-req.Window)) {
+			keep[name] = why
+		}
 	case DeleteEverything:
 	case DeleteGarbage:
 		for _, b := range backups {
@@ -698,8 +713,34 @@ func selectKept(backups []*Sentinel, byName map[string]*Sentinel, req DeleteRequ
 	return keep, nil
 }
 
+// windowKept is the recovery window's rule over backups (oldest finish
+// first), as Barman's RECOVERY WINDOW: a recovery to any moment since from
+// needs every backup that finished at or after it, and the newest that
+// finished before it, from which the moments between from and the next
+// backup's finish are replayed. Its WAL and delta chain are kept by the
+// rules after step 1.
+func windowKept(backups []*Sentinel, from time.Time) map[string]string {
+	keep := map[string]string{}
+	since := from.UTC().Format(time.RFC3339)
+	var before *Sentinel
+	for _, b := range backups {
+		if b.FinishTime.Before(from) {
+			before = b
+			continue
+		}
+		keep[b.Name] = "finished inside the recovery window (since " + since + ")"
+	}
+	if before != nil {
+		keep[before.Name] = "the newest backup that finished before the recovery window starts (" + since + "): recoveries to its first moments start from it"
+	}
+	return keep
+}
+
 func deleteReason(req DeleteRequest, b *Sentinel) string {
 	switch req.Mode {
+	case DeleteWindow:
+		return "finished before the recovery window (since " + req.Now.Add(-req.Window).UTC().Format(time.RFC3339) +
+			"), and a newer backup also did: no moment inside the window needs it"
 	case DeleteRetain:
 		return fmt.Sprintf("older than the %d newest backups", req.N)
 	case DeleteRetainFull:

@@ -160,6 +160,23 @@ func TestPlanDeleteBackups(t *testing.T) {
 		{"everything keeps permanents without force", []bk{f1, permDelta, f2}, DeleteRequest{Mode: DeleteEverything}, names(f2), nil},
 		{"everything --force", []bk{f1, permDelta, f2}, DeleteRequest{Mode: DeleteEverything, Force: true}, names(f1, permDelta, f2), nil},
 		{"garbage keeps every backup", chain, DeleteRequest{Mode: DeleteGarbage}, nil, nil},
+		// Recovery window: every backup finished inside it, the newest
+		// one finished before it starts, and their chains.
+		{"window keeps the newest before it and its chain", append(chain, f3),
+			DeleteRequest{Mode: DeleteWindow, Now: t0.Add(65 * time.Minute), Window: 20 * time.Minute}, names(f1, d1), nil},
+		{"window starting right after a delta", append(chain, f3),
+			DeleteRequest{Mode: DeleteWindow, Now: t0.Add(65 * time.Minute), Window: 10 * time.Minute}, names(f1, d1), nil},
+		{"a backup finished at the window's start is inside it", append(chain, f3),
+			DeleteRequest{Mode: DeleteWindow, Now: t0.Add(65 * time.Minute), Window: 35 * time.Minute}, nil, nil},
+		{"window just after a full", []bk{f1, f2, f3},
+			DeleteRequest{Mode: DeleteWindow, Now: t0.Add(65 * time.Minute), Window: 34 * time.Minute}, names(f1), nil},
+		{"window older than every backup", append(chain, f3),
+			DeleteRequest{Mode: DeleteWindow, Now: t0.Add(65 * time.Minute), Window: 24 * time.Hour}, nil, nil},
+		{"window with no backup inside keeps the newest", append(chain, f3),
+			DeleteRequest{Mode: DeleteWindow, Now: t0.Add(10 * 24 * time.Hour), Window: 7 * 24 * time.Hour}, names(chain...), nil},
+		{"window keeps permanents", []bk{permOld, f2, f3},
+			DeleteRequest{Mode: DeleteWindow, Now: t0.Add(65 * time.Minute), Window: 4 * time.Minute}, names(f2), nil},
+		{"window of 0 is refused", chain, DeleteRequest{Mode: DeleteWindow, Now: t0}, nil, ErrBadRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -164,7 +164,8 @@ func matrixCore(t *testing.T, major int) {
 	t.Run("follower and fork", func(t *testing.T) {
 		t.Run("follower", func(t *testing.T) {
 			t.Parallel()
-			f := restoreAndStart(t, r, []string{delta2.Name, "--standby"}, "hot_standby = on")
+			// Timeline 1 pinned: the fork beside it archives timeline 2.
+			f := restoreAndStart(t, r, []string{delta2.Name, "--standby", "--target-timeline", "1"}, "hot_standby = on")
 			if got := f.SQL(t, "select pg_is_in_recovery()"); got != "t" {
 				t.Fatalf("follower is not in recovery: %s", got)
 			}

@@ -30,12 +30,18 @@ var (
 	ErrInvalid = errors.New("invalid request")
 )
 
-// toolPath is a client program in binDir, or looked up in PATH.
+// toolPath is a client program in binDir, or looked up in PATH when
+// binDir has none: a server build may hold the server alone (pg_dump of
+// another major refuses a newer server itself, with a clear message).
 func toolPath(binDir, name string) string {
 	if binDir == "" {
 		return name
 	}
-	return filepath.Join(binDir, name)
+	p := filepath.Join(binDir, name)
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return name
+	}
+	return p
 }
 
 // toolCommand builds a command for a client program connecting with dsn:

@@ -126,6 +126,34 @@ no point in time before the oldest kept backup's finish can be restored.
 				},
 			},
 			{
+				Name:      "window",
+				Usage:     "keep every backup and all WAL needed to restore to any moment of the last DURATION (a recovery window: 7d, 2w, 36h)",
+				ArgsUsage: "DURATION",
+				Description: `A recovery window, as Barman's RECOVERY WINDOW OF 7 DAYS: every moment
+from DURATION ago until now stays restorable. It keeps every backup that
+finished inside the window, the newest backup that finished before the
+window starts (recoveries to the window's first moments start from it),
+permanent backups, the chains of all of them, and the WAL they need; it
+deletes older backups and the WAL no kept backup needs. DURATION is a
+whole number of weeks (w), days (d), hours (h) or minutes (m), or a sum of
+them ("7d", "1w3d", "36h", "90m"). Ages come from the sentinels' finish
+times.
+
+` + deleteHelp,
+				Flags: deleteFlags(minAgeFlag(), includeForeignFlag()),
+				Action: func(c *cli.Context) error {
+					args := cmdArgs(c)
+					if len(args) != 1 {
+						return fmt.Errorf("%w: delete window takes one DURATION, e.g. 7d", errUsage)
+					}
+					w, err := parseWindow(args[0])
+					if err != nil {
+						return fmt.Errorf("%w: delete window: %v", errUsage, err)
+					}
+					return runDelete(c, catalog.DeleteRequest{Mode: catalog.DeleteWindow, Window: w})
+				},
+			},
+			{
 				Name:  "everything",
 				Usage: "delete every backup and all WAL (permanent backups and what they need stay unless --force)",
 				Description: `Deletes every backup, every unfinished backup's objects and all WAL,
@@ -164,6 +192,30 @@ are stored, and billed, until aborted).
 			},
 		},
 	}
+}
+
+// parseWindow reads a recovery window: a sum of whole weeks, days, hours
+// and minutes ("7d", "1w3d", "36h"), more than zero.
+func parseWindow(s string) (time.Duration, error) {
+	units := map[byte]time.Duration{'w': 7 * 24 * time.Hour, 'd': 24 * time.Hour, 'h': time.Hour, 'm': time.Minute}
+	var total time.Duration
+	rest := strings.ToLower(strings.TrimSpace(s))
+	for rest != "" {
+		i := 0
+		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
+			i++
+		}
+		if i == 0 || i == len(rest) || units[rest[i]] == 0 || i > 6 {
+			return 0, fmt.Errorf("%q is not a duration such as 7d, 2w, 1w3d, 36h or 90m", s)
+		}
+		n, _ := strconv.Atoi(rest[:i])
+		total += time.Duration(n) * units[rest[i]]
+		rest = rest[i+1:]
+	}
+	if total <= 0 {
+		return 0, fmt.Errorf("%q: the window must be longer than 0", s)
+	}
+	return total, nil
 }
 
 // retainArgs reads the arguments of "CMD retain N", or of "CMD retain

@@ -22,7 +22,8 @@ import (
 
 const scheduleHelp = `A long-running agent: every day at --backup-at it runs backup-push (same
 flags and WALGO_* settings), then, with --retain N, the same retention as
-"walgo delete retain N --confirm", then, with --drill, a restore drill of
+"walgo delete retain N --confirm" (or, with --retain-window 7d, as "walgo
+delete window 7d --confirm"), then, with --drill, a restore drill of
 the new backup (as restore-test: restore into a temporary folder, recover,
 pg_amcheck, clean up). Run it as the database's OS user (e.g. postgres),
 under systemd or in a container, with the PG* settings backup-push needs.
@@ -66,6 +67,7 @@ func scheduleCommand() *cli.Command {
 	flags := []cli.Flag{
 		&cli.StringFlag{Name: "backup-at", EnvVars: []string{"WALGO_BACKUP_AT"}, Usage: "run every day at `TIME`: \"HH:MM[:SS] [ZONE]\", e.g. \"02:00 PDT\" or \"02:00 Europe/Berlin\""},
 		&cli.IntFlag{Name: "retain", EnvVars: []string{"WALGO_RETAIN"}, Usage: "after each backup, keep the `N` newest backups (delete retain N --confirm); 0 = delete nothing"},
+		&cli.StringFlag{Name: "retain-window", EnvVars: []string{"WALGO_RETAIN_WINDOW"}, Usage: "after each backup, keep what a recovery to any moment of the last `DURATION` needs (delete window DURATION --confirm), e.g. 7d; not with --retain"},
 		&cli.BoolFlag{Name: "drill", EnvVars: []string{"WALGO_DRILL"}, Usage: "after each backup, restore it into a temporary folder and check it (restore-test)"},
 		&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"WALGO_METRICS_ADDR"}, Usage: "serve Prometheus metrics at http://`HOST:PORT`/metrics (default: off)"},
 		&cli.DurationFlag{Name: "max-late", EnvVars: []string{"WALGO_MAX_LATE"}, Value: schedule.DefaultMaxLate, Usage: "skip a run that cannot start within this of its time (machine asleep, clock jumped)"},
@@ -97,6 +99,15 @@ func runSchedule(c *cli.Context) error {
 	if retain < 0 {
 		return fmt.Errorf("%w: --retain must be 0 (off) or more, not %d", errUsage, retain)
 	}
+	var window time.Duration
+	if w := c.String("retain-window"); w != "" {
+		if retain > 0 {
+			return fmt.Errorf("%w: --retain and --retain-window are two retention rules: give one", errUsage)
+		}
+		if window, err = parseWindow(w); err != nil {
+			return fmt.Errorf("%w: --retain-window: %v", errUsage, err)
+		}
+	}
 	e, err := setup(c, true)
 	if err != nil {
 		return err
@@ -105,10 +116,10 @@ func runSchedule(c *cli.Context) error {
 	if _, err := backupConfig(c, e, os.Getenv("PGDATA")); err != nil {
 		return err
 	}
-	a := &agent{c: c, e: e, retain: retain, drill: c.Bool("drill"), minAge: c.Duration("min-age")}
+	a := &agent{c: c, e: e, retain: retain, window: window, drill: c.Bool("drill"), minAge: c.Duration("min-age")}
 	a.metrics = &schedule.Metrics{
 		Info: map[string]string{"backup_at": spec.String(), "zone": spec.Location.String(),
-			"retain": strconv.Itoa(retain), "drill": strconv.FormatBool(a.drill), "version": buildVersion()},
+			"retain": strconv.Itoa(retain), "retain_window": window.String(), "drill": strconv.FormatBool(a.drill), "version": buildVersion()},
 		Archiver: func(ctx context.Context) (schedule.ArchiverStats, error) {
 			return schedule.ReadArchiver(ctx, c.String("pg-dsn"))
 		},
@@ -165,6 +176,7 @@ type agent struct {
 	c       *cli.Context
 	e       *env
 	retain  int
+	window  time.Duration // recovery window retention, instead of retain
 	drill   bool
 	minAge  time.Duration
 	metrics *schedule.Metrics
@@ -197,8 +209,11 @@ func (a *agent) run(ctx context.Context) error {
 	}
 
 	var errs []error
-	if a.retain > 0 {
+	if a.retain > 0 || a.window > 0 {
 		req := catalog.DeleteRequest{Mode: catalog.DeleteRetain, N: a.retain, MinAge: a.minAge}
+		if a.window > 0 {
+			req = catalog.DeleteRequest{Mode: catalog.DeleteWindow, Window: a.window, MinAge: a.minAge}
+		}
 		err := applyDelete(ctx, a.e, req, true, false, a.c.App.Writer)
 		if ctx.Err() != nil {
 			return err
