@@ -20,10 +20,20 @@ import (
 // waits for the primary to archive its last segment, and restores to the
 // primary's data at a later point. Without archive_timeout on an idle
 // primary that segment never comes: the backup gives up with a message
-// that says what to do, and lists nothing.
+// that says what to do, and lists nothing. On 13 (pg_start_backup's
+// non-exclusive form on the standby) and 15 (pg_backup_start).
 func TestStandbyBackup(t *testing.T) {
+	for _, major := range []int{13, 15} {
+		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
+			t.Parallel()
+			standbyBackup(t, major)
+		})
+	}
+}
+
+func standbyBackup(t *testing.T, major int) {
 	r := fileRepo(t)
-	primary := archivingCluster(t, r, "log_statement = 'all'", "archive_timeout = '1s'",
+	primary := matrixCluster(t, r, major, []string{"-k"}, "log_statement = 'all'", "archive_timeout = '1s'",
 		fmt.Sprintf("log_line_prefix = '%s'", "%m [%p] "))
 	primary.PgBench(t, "-i", "-s", "2", "-q")
 	primary.SQL(t, markerSQL)
@@ -35,6 +45,16 @@ func TestStandbyBackup(t *testing.T) {
 	out, err := primary.Command(context.Background(), "pg_basebackup", "-D", dir, "-R", "-X", "stream", "-c", "fast").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pg_basebackup: %v\n%s", err, out)
+	}
+	// -R's primary_conninfo names options of pg_basebackup's libpq (15:
+	// sslsni) that an older server's walreceiver refuses: a plain one.
+	auto, err := os.OpenFile(filepath.Join(dir, "postgresql.auto.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(auto, "primary_conninfo = 'host=127.0.0.1 port=%d user=postgres'\n", primary.Port())
+	if err := auto.Close(); err != nil {
+		t.Fatal(err)
 	}
 	standby := pgtest.OpenExisting(t, dir, pgtest.Options{Env: r.env, Conf: []string{"hot_standby = on", "log_statement = 'none'", "archive_mode = off"}})
 	standby.Start(t)
@@ -93,7 +113,7 @@ func TestStandbyBackup(t *testing.T) {
 	if got := state(t, c); got != m.checksums {
 		t.Fatalf("restored standby backup differs from the primary\n got %s\nwant %s", got, m.checksums)
 	}
-	amcheck(t, c)
+	matrixAmcheck(t, c)
 
 	// An idle primary without archive_timeout never archives the segment
 	// the standby's backup ends in.
