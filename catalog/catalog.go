@@ -304,14 +304,42 @@ func ListWALCopies(ctx context.Context, s storage.Store, name string) (copies []
 	if err != nil {
 		return nil, nil, fmt.Errorf("list %s: %w", prefix, err)
 	}
-	rank := func(ext string) int {
-		if i := slices.Index(readExts, ext); i >= 0 {
-			return i
-		}
-		return len(readExts) // the bare name last
-	}
-	sort.SliceStable(copies, func(i, j int) bool { return rank(copies[i].Ext) < rank(copies[j].Ext) })
+	sort.SliceStable(copies, func(i, j int) bool { return copyRank(copies[i].Ext) < copyRank(copies[j].Ext) })
 	return copies, unknown, nil
+}
+
+// copyRank orders the copies of one WAL file, best first: walgo's codecs
+// in their order, encrypted after plain, then WAL-G's and WAL-E's, the
+// bare name last.
+func copyRank(ext string) int {
+	if i := slices.Index(readExts, ext); i >= 0 {
+		return i
+	}
+	return len(readExts)
+}
+
+// ListWALSegments lists, with one LIST, the archived segments whose names
+// start with namePrefix (e.g. the 16 characters of a timeline and log id:
+// at most 256 segments of 16 MiB), each with its best copy as
+// ListWALCopies would choose it. Segments stored only with an extension
+// walgo cannot read are left out (OpenWAL reports them).
+func ListWALSegments(ctx context.Context, s storage.Store, namePrefix string) (map[string]WALObject, error) {
+	out := map[string]WALObject{}
+	err := s.List(ctx, WALPrefix+namePrefix, func(oi storage.ObjectInfo) error {
+		o, ok := ParseWALKey(oi.Key)
+		if !ok || o.Kind != wal.KindSegment {
+			return nil
+		}
+		o.Size = oi.Size
+		if cur, seen := out[o.Name]; !seen || copyRank(o.Ext) < copyRank(cur.Ext) {
+			out[o.Name] = o
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", WALPrefix+namePrefix, err)
+	}
+	return out, nil
 }
 
 // otherWALFile reports whether name+rest is (a copy of) another WAL file

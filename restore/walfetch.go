@@ -126,11 +126,17 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	return nil
 }
 
+// startPrefetch tells the background prefetch that Postgres is at
+// segment name, and starts one if none runs.
 func (f *Fetcher) startPrefetch(name, walDir string, segSize int64) {
 	if f.cfg.Prefetch <= 0 || f.cfg.StartPrefetch == nil {
 		return
 	}
-	if err := f.cfg.StartPrefetch(name, walDir, segSize); err != nil {
+	start, err := notePosition(walDir, name, segSize)
+	if err == nil && start {
+		err = f.cfg.StartPrefetch(name, walDir, segSize)
+	}
+	if err != nil {
 		f.log.Warn("start prefetch", zap.String("wal", name), zap.Error(err))
 	}
 }
@@ -150,11 +156,18 @@ func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) 
 		f.log.Warn("ignoring copies stored with an extension walgo does not read", zap.String("wal", name),
 			zap.String("using", found.Key), zap.Strings("ignored", found.Unreadable))
 	}
+	return f.fetchObject(ctx, found.WALObject, found.Body, name, dest, h)
+}
+
+// fetchObject downloads the stored copy o of name into dest (see
+// download), from rc if it is already open. A copy that is gone is a
+// storage failure (catalog.ErrVanished).
+func (f *Fetcher) fetchObject(ctx context.Context, o catalog.WALObject, rc io.ReadCloser, name, dest string, h hash.Hash) (int64, error) {
 	// The store retries opening an object, not reading it: a body cut off
 	// by the network starts over here, so one broken transfer never makes
 	// Postgres stop recovery.
-	o, rc := found.WALObject, found.Body
 	var n int64
+	var err error
 	for attempt := 1; ; attempt++ {
 		if h != nil {
 			h.Reset()
@@ -421,116 +434,6 @@ func readSidecar(p string) (sum, tag string, ok bool) {
 	}
 	sum, tag, _ = strings.Cut(strings.TrimSpace(string(b)), " ")
 	return sum, tag, true
-}
-
-// Prefetch fetches the Prefetch segments after seg on its timeline into the
-// prefetch folder of walDir, each with its sha256 beside it. Only one
-// prefetch runs per folder at a time; a second returns at once. It stops at
-// the first segment the archive does not hold yet.
-func (f *Fetcher) Prefetch(ctx context.Context, seg string, walDir string, segSize int64) error {
-	cur, err := wal.ParseSegment(seg)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if !wal.ValidSegmentSize(segSize) {
-		return fmt.Errorf("%w: segment size %d", ErrInvalid, segSize)
-	}
-	dir := PrefetchDir(walDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("prefetch: %w", err)
-	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return fmt.Errorf("prefetch: %w", err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil // another prefetch is running
-	}
-
-	var want []wal.Segment
-	next := cur
-	for range f.cfg.Prefetch {
-		next = next.Next(segSize)
-		want = append(want, next)
-	}
-	cleanPrefetch(dir, want)
-
-	jobs := make(chan wal.Segment)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	stopAt := uint64(1<<64 - 1) // first segment found missing
-	for range min(f.cfg.Concurrency, len(want)) {
-		wg.Go(func() {
-			for s := range jobs {
-				mu.Lock()
-				skip := s.No(segSize) > stopAt
-				mu.Unlock()
-				if skip {
-					continue
-				}
-				err := f.prefetchOne(ctx, dir, s.Name())
-				if err != nil {
-					mu.Lock()
-					if errors.Is(err, storage.ErrNotFound) {
-						stopAt = min(stopAt, s.No(segSize))
-					} else if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	for _, s := range want {
-		jobs <- s
-	}
-	close(jobs)
-	wg.Wait()
-	return firstErr
-}
-
-func (f *Fetcher) prefetchOne(ctx context.Context, dir, name string) error {
-	p := filepath.Join(dir, name)
-	if _, tag, ok := readSidecar(p); ok && tag == f.tag {
-		return nil // already here
-	}
-	// Another repository's copy, if any, is replaced.
-	os.Remove(p + sidecarExt)
-	start := time.Now()
-	h := sha256.New()
-	// The tmp name keeps a half-written copy from ever being taken.
-	n, err := f.download(ctx, name, p, h)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(p+sidecarExt, []byte(hex.EncodeToString(h.Sum(nil))+" "+f.tag+"\n"), 0o600); err != nil {
-		os.Remove(p)
-		return fmt.Errorf("prefetch %s: %w", name, err)
-	}
-	f.log.Debug("prefetched", zap.String("wal", name), zap.Int64("bytes", n), zap.Duration("took", time.Since(start)))
-	return nil
-}
-
-// cleanPrefetch removes what will never be asked for: segments outside the
-// window (already replayed, of another timeline, too far ahead) and
-// leftovers of interrupted downloads.
-func cleanPrefetch(dir string, want []wal.Segment) {
-	keep := map[string]bool{".lock": true}
-	for _, s := range want {
-		keep[s.Name()] = true
-		keep[s.Name()+sidecarExt] = true
-	}
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if !keep[e.Name()] {
-			os.Remove(filepath.Join(dir, e.Name()))
-		}
-	}
 }
 
 // InStandby reports whether the cluster that restore_command's dest belongs

@@ -511,6 +511,30 @@ func OwnedMemDir(t testing.TB, name string) string {
 	return ownedDir(t, "/dev/shm", name)
 }
 
+// OwnedSmallFS is an empty file system of size bytes (a tmpfs mounted
+// for the test, unmounted when it ends) owned by the Postgres user: a
+// small pg_wal (backup-fetch --waldir) to see what fills it. Mounting
+// needs root: elsewhere the test is skipped, or fails in CI.
+func OwnedSmallFS(t testing.TB, name string, size int64) string {
+	t.Helper()
+	Require(t)
+	if os.Geteuid() != 0 {
+		unavailable(t, errors.New("mounting a tmpfs needs root"))
+	}
+	u, _ := pgUser()
+	dir := ownedDir(t, "", name)
+	opts := fmt.Sprintf("size=%d,mode=0700,uid=%d,gid=%d", size, u.uid, u.gid)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", opts, "walgo-test", dir).CombinedOutput(); err != nil {
+		t.Fatalf("pgtest: mount a tmpfs on %s: %v\n%s", dir, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("pgtest: umount %s: %v\n%s", dir, err, out)
+		}
+	})
+	return dir
+}
+
 func ownedDir(t testing.TB, parent, name string) string {
 	t.Helper()
 	dir, err := makeOwnedDir(parent, "walgo-"+sanitize(name)+"-")

@@ -1,0 +1,182 @@
+package restore
+
+import (
+	"context"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/wal"
+)
+
+// fakeSpace makes fsSpace report a file system of size bytes on which
+// only the prefetch folder's files take room, and free bytes besides.
+func fakeSpace(t *testing.T, dir string, size, free int64) {
+	t.Helper()
+	old := fsSpace
+	t.Cleanup(func() { fsSpace = old })
+	fsSpace = func(string) (int64, int64, error) {
+		used := int64(0)
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if fi, err := e.Info(); err == nil {
+				used += fi.Size()
+			}
+		}
+		return free - used, size, nil
+	}
+}
+
+// prefetched lists the complete prefetched segments in walDir's folder.
+func prefetched(walDir string) []string {
+	var out []string
+	ents, _ := os.ReadDir(PrefetchDir(walDir))
+	for _, e := range ents {
+		if wal.Classify(e.Name()) == wal.KindSegment {
+			if _, err := os.Stat(filepath.Join(PrefetchDir(walDir), e.Name()+sidecarExt)); err == nil {
+				out = append(out, e.Name())
+			}
+		}
+	}
+	return out
+}
+
+// TestPrefetchDiskBudget: the prefetch downloads only while pg_wal's file
+// system keeps the reserve free, and removes the segments furthest ahead
+// when Postgres' own files leave less than that.
+func TestPrefetchDiskBudget(t *testing.T) {
+	ctx := context.Background()
+	s, f, dir := setup(t, 8)
+	archiveSegs(t, s, "000000010000000000000010", 9, codec.Zstd{})
+	size := int64(64 * segSize)
+	reserve := reserveFor(segSize, size) // 4 segments
+	// Room for the reserve and 2.5 segments more: 2 are fetched.
+	fakeSpace(t, PrefetchDir(dir), size, reserve+5*segSize/2)
+	if err := f.Prefetch(ctx, "000000010000000000000010", dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := prefetched(dir), []string{"000000010000000000000011", "000000010000000000000012"}; !slices.Equal(got, want) {
+		t.Fatalf("prefetched %v, want %v", got, want)
+	}
+	// Plenty of room: the whole window.
+	fakeSpace(t, PrefetchDir(dir), size, size)
+	if err := f.Prefetch(ctx, "000000010000000000000010", dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	if got := prefetched(dir); len(got) != 8 || got[7] != "000000010000000000000018" {
+		t.Fatalf("prefetched %v, want 11..18", got)
+	}
+	// Postgres filled pg_wal: free space below the reserve by 1.5
+	// segments, so the two furthest ahead go.
+	fakeSpace(t, PrefetchDir(dir), size, 8*segSize+reserve-3*segSize/2)
+	if err := f.Prefetch(ctx, "000000010000000000000010", dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	if got := prefetched(dir); len(got) != 6 || got[5] != "000000010000000000000016" {
+		t.Fatalf("prefetched %v, want 11..16", got)
+	}
+}
+
+// TestPrefetchRequests: a prefetch lists the log id once and GETs each
+// listed segment once; the segments the listing did not show cost
+// nothing more.
+func TestPrefetchRequests(t *testing.T) {
+	ctx := context.Background()
+	s, _, dir := setup(t, 0)
+	cs := &counting{Store: s}
+	f := NewFetcher(cs, FetchConfig{Codec: codec.New(codec.Zstd{}, nil, nil), Prefetch: 8, Concurrency: 3}, zap.NewNop())
+	archiveSegs(t, s, "000000010000000000000010", 5, codec.Zstd{}) // 10..14
+	if err := f.Prefetch(ctx, "000000010000000000000010", dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	if got := prefetched(dir); len(got) != 4 {
+		t.Fatalf("prefetched %v, want 11..14", got)
+	}
+	if got, want := cs.counts(), map[string]int{"list": 1, "get": 4}; !maps.Equal(got, want) {
+		t.Errorf("requests %v, want %v", got, want)
+	}
+}
+
+// recoveringCluster makes walDir's data directory look like a cluster in
+// recovery: recovery.signal, and a postmaster.pid of this (live) process.
+// It returns the signal file's path.
+func recoveringCluster(t *testing.T, walDir string) string {
+	t.Helper()
+	data := filepath.Dir(walDir)
+	if err := os.WriteFile(filepath.Join(data, "postmaster.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"+data+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sig := filepath.Join(data, "recovery.signal")
+	if err := os.WriteFile(sig, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return sig
+}
+
+// TestPrefetchServesRecovery: in a recovering cluster one prefetch
+// follows the position wal-fetch records (dropping what replay passed,
+// fetching further), and at promotion it stops and removes its folder;
+// when the server stops, too.
+func TestPrefetchServesRecovery(t *testing.T) {
+	for _, end := range []string{"promotion", "server stops"} {
+		t.Run(end, func(t *testing.T) {
+			ctx := context.Background()
+			s, _, dir := setup(t, 0)
+			f := NewFetcher(s, FetchConfig{Prefetch: 3, Concurrency: 2}, zaptest.NewLogger(t))
+			archiveSegs(t, s, "000000010000000000000010", 10, codec.Zstd{}) // 10..19
+			sig := recoveringCluster(t, dir)
+			done := make(chan error, 1)
+			go func() { done <- f.Prefetch(ctx, "000000010000000000000010", dir, segSize) }()
+			waitFor(t, func() bool { return len(prefetched(dir)) == 3 }, "11..13 prefetched")
+			if got := prefetched(dir); got[0] != "000000010000000000000011" {
+				t.Fatalf("prefetched %v", got)
+			}
+			// wal-fetch served 14: the window moves to 15..17.
+			if _, err := notePosition(dir, "000000010000000000000014", segSize); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{"000000010000000000000015", "000000010000000000000016", "000000010000000000000017"}
+			waitFor(t, func() bool { return slices.Equal(prefetched(dir), want) }, "15..17 prefetched, 11..13 gone")
+			select {
+			case err := <-done:
+				t.Fatalf("prefetch returned while the cluster recovers: %v", err)
+			default:
+			}
+			if end == "promotion" {
+				os.Remove(sig)
+			} else {
+				os.Remove(filepath.Join(filepath.Dir(dir), "postmaster.pid"))
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("prefetch still runs after the recovery ended")
+			}
+			if _, err := os.Stat(PrefetchDir(dir)); !os.IsNotExist(err) {
+				t.Errorf("prefetch folder left after %s: %v", end, err)
+			}
+		})
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
