@@ -122,6 +122,9 @@ type Config struct {
 	// MaxInFlight bounds the requests handled at once (default 256);
 	// further requests wait for a slot.
 	MaxInFlight int
+	// Delay holds every request this long before anything else happens
+	// to it: the round trip of a far object store (see SetDelay).
+	Delay time.Duration
 	// Observe, if set, is called with every request and the fault drawn
 	// for it (None for a request passed through; a Truncate that found no
 	// body of a known length to cut is reported as drawn), before the fault
@@ -141,6 +144,13 @@ type Stats struct {
 	ResetAfter    int64 // of which after the server had handled the request
 	Stall         int64
 	Truncate      int64
+	// ByOp counts the requests by S3 operation kind: GET (an object),
+	// LIST (ListObjects), HEAD, PUT, POST (multipart steps, DeleteObjects),
+	// DELETE, and the method itself for anything else.
+	ByOp map[string]int64
+	// BytesIn and BytesOut count request and response body bytes the proxy
+	// passed on.
+	BytesIn, BytesOut int64
 	// LostUploadIDs counts S3 CreateMultipartUpload requests the server
 	// handled whose answer (the upload id) a reset or a truncation kept
 	// from the client: each can leave an incomplete multipart upload that
@@ -184,6 +194,10 @@ type Proxy struct {
 	mu    sync.Mutex
 	rng   *rand.Rand
 	rates Rates
+	delay time.Duration
+	byOp  map[string]int64
+
+	bytesIn, bytesOut atomic.Int64
 
 	requests, forwarded                 atomic.Int64
 	internalError, slowDown             atomic.Int64
@@ -231,6 +245,8 @@ func Start(cfg Config) (*Proxy, error) {
 		served:   make(chan struct{}),
 		rng:      rand.New(rand.NewPCG(cfg.Seed, 0x5eed_fa17)),
 		rates:    cfg.Rates,
+		delay:    cfg.Delay,
+		byOp:     map[string]int64{},
 		tr: &http.Transport{
 			Proxy:                 nil,
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
@@ -275,9 +291,49 @@ func (p *Proxy) SetRates(r Rates) error {
 	return nil
 }
 
+// SetDelay changes how long each request that arrives from now on is
+// held before it is handled.
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	p.delay = d
+	p.mu.Unlock()
+}
+
+// ResetStats sets every counter back to zero.
+func (p *Proxy) ResetStats() {
+	p.mu.Lock()
+	p.byOp = map[string]int64{}
+	p.mu.Unlock()
+	for _, c := range []*atomic.Int64{&p.requests, &p.forwarded, &p.internalError, &p.slowDown, &p.reset,
+		&p.resetAfter, &p.stall, &p.truncated, &p.lostUploadIDs, &p.bytesIn, &p.bytesOut} {
+		c.Store(0)
+	}
+}
+
+// opKind names a request's S3 operation kind for Stats.ByOp.
+func opKind(r *http.Request) string {
+	q := r.URL.Query()
+	switch {
+	case r.Method == http.MethodGet && (q.Has("list-type") || q.Has("prefix") || q.Has("delimiter") || q.Has("uploads") || strings.Trim(r.URL.Path, "/") == "" || !strings.Contains(strings.Trim(r.URL.Path, "/"), "/")):
+		return "LIST"
+	case r.Method == http.MethodGet:
+		return "GET"
+	}
+	return r.Method
+}
+
 // Stats returns the counters so far.
 func (p *Proxy) Stats() Stats {
+	p.mu.Lock()
+	byOp := make(map[string]int64, len(p.byOp))
+	for k, v := range p.byOp {
+		byOp[k] = v
+	}
+	p.mu.Unlock()
 	return Stats{
+		ByOp:          byOp,
+		BytesIn:       p.bytesIn.Load(),
+		BytesOut:      p.bytesOut.Load(),
 		Requests:      p.requests.Load(),
 		Forwarded:     p.forwarded.Load(),
 		InternalError: p.internalError.Load(),
@@ -344,6 +400,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { <-p.slots }()
 	p.requests.Add(1)
+	p.mu.Lock()
+	p.byOp[opKind(r)]++
+	delay := p.delay
+	p.mu.Unlock()
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			abort(w)
+			return
+		}
+	}
 
 	f, after, frac := p.pick()
 	if p.observe != nil {
@@ -416,6 +486,8 @@ func (p *Proxy) forward(ctx context.Context, r *http.Request) (*http.Response, e
 	out.ContentLength = r.ContentLength
 	if r.ContentLength == 0 {
 		out.Body = nil
+	} else if out.Body != nil {
+		out.Body = &countingBody{ReadCloser: out.Body, n: &p.bytesIn}
 	}
 	out.Close = false
 	resp, err := p.tr.RoundTrip(out)
@@ -465,7 +537,9 @@ func (p *Proxy) pass(w http.ResponseWriter, r *http.Request, frac float64) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	if cut < 0 {
-		if _, err := io.Copy(w, resp.Body); err != nil {
+		n, err := io.Copy(w, resp.Body)
+		p.bytesOut.Add(n)
+		if err != nil {
 			abort(w)
 		}
 		return
@@ -544,4 +618,16 @@ func reset(w http.ResponseWriter) {
 // without completing the response.
 func abort(http.ResponseWriter) {
 	panic(http.ErrAbortHandler)
+}
+
+// countingBody counts the bytes read from a request body.
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (c *countingBody) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }

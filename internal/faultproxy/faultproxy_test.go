@@ -413,3 +413,47 @@ func TestS3StoreThroughFaults(t *testing.T) {
 		t.Error("no fault injected")
 	}
 }
+
+// TestDelayAndCounts: every request waits the delay; requests are counted
+// by S3 operation kind, with the body bytes each way; ResetStats zeroes.
+func TestDelayAndCounts(t *testing.T) {
+	u := newUpstream(t)
+	p := start(t, Config{Target: u.URL, Delay: 30 * time.Millisecond})
+	c := client(10 * time.Second)
+	do := func(method, path, body string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, p.URL+path, strings.NewReader(body))
+		start := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if d := time.Since(start); d < 30*time.Millisecond {
+			t.Errorf("%s %s answered after %v, before the delay", method, path, d)
+		}
+	}
+	do(http.MethodGet, "/blob", "")
+	do(http.MethodGet, "/bucket?list-type=2&prefix=wal_005/", "")
+	do(http.MethodHead, "/bucket/key", "")
+	do(http.MethodPut, "/bucket/key", "12345")
+	do(http.MethodGet, "/bucket/key", "")
+	s := p.Stats()
+	// "/blob" has no bucket/key shape: a LIST by its path, as the
+	// bucket's own GET is.
+	want := map[string]int64{"LIST": 2, "HEAD": 1, "PUT": 1, "GET": 1}
+	for op, n := range want {
+		if s.ByOp[op] != n {
+			t.Errorf("%s: %d requests, want %d (%v)", op, s.ByOp[op], n, s.ByOp)
+		}
+	}
+	if s.BytesIn != 5 || s.BytesOut < 1000 {
+		t.Errorf("bytes in %d (want 5), out %d (want at least 1000)", s.BytesIn, s.BytesOut)
+	}
+	p.ResetStats()
+	p.SetDelay(0)
+	if s := p.Stats(); s.Requests != 0 || len(s.ByOp) != 0 || s.BytesOut != 0 {
+		t.Errorf("after ResetStats: %+v", s)
+	}
+}
