@@ -148,6 +148,8 @@ type prefetcher struct {
 	rate     float64 // segments replayed per second (EWMA), 0 = unknown
 	transfer float64 // seconds one download takes (EWMA), 0 = unknown
 
+	supervised bool // serving a recovering cluster (see supervise)
+
 	listed  map[string]*logListing // by log prefix (timeline + log id)
 	flight  map[string]bool        // segment names downloading
 	done    chan fetchDone
@@ -206,6 +208,7 @@ func (f *Fetcher) Prefetch(ctx context.Context, seg string, walDir string, segSi
 		// Run by hand, outside a recovering cluster: one window, then out.
 		return p.once()
 	}
+	p.supervised = true
 	return p.supervise()
 }
 
@@ -238,8 +241,16 @@ func (p *prefetcher) once() error {
 	p.evict()
 	p.start()
 	for len(p.flight) > 0 {
-		p.finished(<-p.done)
+		select {
+		case d := <-p.done:
+			p.finished(d)
+		case <-p.ctx.Done():
+			return p.ctx.Err()
+		}
 		p.start()
+	}
+	if err := p.ctx.Err(); err != nil {
+		return err
 	}
 	return p.failErr
 }
@@ -265,6 +276,9 @@ func (p *prefetcher) supervise() error {
 		p.readPosition()
 		p.evict()
 		p.start()
+		if p.failErr != nil {
+			return p.failErr
+		}
 		select {
 		case <-p.ctx.Done():
 			return p.ctx.Err()
@@ -448,6 +462,12 @@ func (p *prefetcher) lookup(s wal.Segment) (catalog.WALObject, bool) {
 	}
 	objs, err := catalog.ListWALSegments(p.ctx, p.f.store, prefix)
 	if err != nil {
+		// A prefetch run by hand fails with it; one serving a recovery
+		// tries again later (wal-fetch itself reports the outage).
+		if p.ctx.Err() != nil || !p.supervised {
+			p.fail(err)
+			return catalog.WALObject{}, false
+		}
 		p.log.Warn("prefetch: list the archive", zap.String("prefix", prefix), zap.Error(err))
 		objs = nil
 	}
@@ -461,6 +481,13 @@ func (p *prefetcher) lookup(s wal.Segment) (catalog.WALObject, bool) {
 	return o, ok
 }
 
+// fail records the first failure that stops the prefetch.
+func (p *prefetcher) fail(err error) {
+	if p.failErr == nil {
+		p.failErr = err
+	}
+}
+
 // finished books a download's end.
 func (p *prefetcher) finished(d fetchDone) {
 	delete(p.flight, d.name)
@@ -472,11 +499,12 @@ func (p *prefetcher) finished(d fetchDone) {
 		delete(p.listed, d.name[:16])
 	case errors.Is(d.err, syscall.ENOSPC):
 		p.log.Debug("prefetch: pg_wal is full", zap.String("wal", d.name))
+	case p.ctx.Err() != nil || !p.supervised:
+		p.fail(d.err)
 	default:
+		// Serving a recovery: wal-fetch fetches this one itself and
+		// reports what fails; the prefetch goes on.
 		p.log.Warn("prefetch failed", zap.String("wal", d.name), zap.Error(d.err))
-		if p.failErr == nil {
-			p.failErr = d.err
-		}
 	}
 }
 
