@@ -5,8 +5,8 @@
 //
 //	latencyproxy -target http://127.0.0.1:7070 -delay 10ms
 //
-// It prints "proxy URL" and "control URL" lines, then serves until stdin
-// closes or it gets SIGTERM. The control URL answers GET /stats (JSON:
+// It prints "proxy URL" and "control URL" lines, then serves until it
+// gets SIGTERM or SIGINT. The control URL answers GET /stats (JSON:
 // requests, by_op, bytes_in, bytes_out), POST /reset (counters to zero)
 // and POST /delay?d=30ms.
 package main
@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -59,12 +58,7 @@ func main() {
 	})
 	go http.Serve(ln, mux)
 	fmt.Printf("proxy %s\ncontrol http://%s\n", p.URL, ln.Addr())
-	done := make(chan struct{})
-	go func() { io.Copy(io.Discard, os.Stdin); close(done) }()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case <-done:
-	case <-sig:
-	}
+	<-sig
 }
