@@ -21,7 +21,8 @@ import (
 // pg_backup_start/pg_backup_stop: each exists only on its side of 15, so a
 // backup on each major shows walgo called the right one. PostgreSQL 18's
 // cluster is made without -k: its initdb turns data checksums on by
-// default, and the deltas must be taken as deltas.
+// default, and the deltas must be taken as deltas. From 17 on,
+// summarize_wal is on.
 func TestMatrix(t *testing.T) {
 	for _, major := range pgtest.MatrixMajors(t) {
 		t.Run(fmt.Sprintf("pg%d", major), func(t *testing.T) {
@@ -56,7 +57,13 @@ func matrixCore(t *testing.T, major int) {
 	if major >= 18 {
 		initdb = nil // checksums are initdb's default
 	}
-	src := matrixCluster(t, r, major, initdb)
+	var conf []string
+	if major >= 17 {
+		// WAL summaries on (walgo leaves them alone): a restored
+		// cluster's summarizer must find its pg_wal/summaries.
+		conf = append(conf, "summarize_wal = on")
+	}
+	src := matrixCluster(t, r, major, initdb, conf...)
 	if got := src.SQL(t, "select current_setting('server_version_num')::int / 10000"); got != fmt.Sprint(major) {
 		t.Fatalf("server is PostgreSQL %s, want %d", got, major)
 	}
@@ -151,6 +158,10 @@ func matrixCore(t *testing.T, major int) {
 			waitPromoted(t, c)
 			check(t, c, final)
 			matrixAmcheck(t, c)
+			if major >= 17 {
+				// Fails if the restore lacks pg_wal/summaries.
+				c.SQL(t, "select count(*) from pg_available_wal_summaries()")
+			}
 		})
 		t.Run("restore-test", func(t *testing.T) {
 			t.Parallel()
