@@ -6,6 +6,8 @@ package archive
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +23,6 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
-	"github.com/walgo/walgo/ratelimit"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
@@ -42,9 +43,16 @@ type Config struct {
 	// Concurrency is how many files are pushed at once: the one asked for
 	// plus up to Concurrency-1 look-ahead .ready files. 1 turns look-ahead off.
 	Concurrency int
-	// Limiter caps upload bytes/s across all files; nil means no limit.
-	Limiter *ratelimit.Limiter
+	// Now is the clock (time.Now when nil), for the age of the cached
+	// repository description.
+	Now func() time.Time
 }
+
+// repoCacheTTL is how long wal-push trusts its cached copy of the
+// repository description (pg_wal/walgo/repository) before reading the
+// repository's own again: a repository deleted or created again under the
+// same URL is noticed within that time, at the cost of one read per TTL.
+const repoCacheTTL = 5 * time.Minute
 
 // Pusher pushes WAL files to one store.
 type Pusher struct {
@@ -61,6 +69,9 @@ func New(store storage.Store, cfg Config, log *zap.Logger) *Pusher {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Pusher{store: store, cfg: cfg, log: log}
 }
 
@@ -76,6 +87,15 @@ type Result struct {
 // Push archives the WAL file at path (archive_command's %p). It returns nil
 // only once the file is durably stored, or the archive already holds the
 // same content. Different content already archived is ErrConflict.
+//
+// Requests: a new file costs one create, nothing else. A file the archive
+// holds costs the create that fails and one Stat, whose metadata (the
+// plain content's sha256) confirms it without reading it back. A file a
+// look-ahead push stored costs one read of the repository description,
+// which proves the marker was made in this very repository. The
+// repository description is otherwise read at most once per repoCacheTTL
+// (cached in pg_wal/walgo/repository). A missing repository fails with
+// catalog.ErrNoRepository and stores nothing.
 func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	start := time.Now()
 	abs, err := filepath.Abs(path)
@@ -87,12 +107,27 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %s: %q is not a WAL file name", ErrInvalid, path, name)
 	}
 	walDir := filepath.Dir(abs)
-	marks := markers{dir: filepath.Join(walDir, "walgo", "pushed"), store: p.store.String()}
+	own := filepath.Join(walDir, "walgo")
+	marks := markers{dir: filepath.Join(own, "pushed"), store: p.store.String()}
+	cache := repoCache{path: filepath.Join(own, "repository"), store: p.store.String()}
 
-	if marks.take(name) {
-		p.log.Info("already pushed by look-ahead", zap.String("wal", name), zap.Duration("took", time.Since(start)))
-		return Result{Name: name, Skipped: true}, nil
+	if id, ok := marks.take(name); ok {
+		repo, err := p.repository(ctx, cache, true)
+		if err != nil {
+			return Result{Name: name}, err
+		}
+		if id == repo.ID {
+			p.log.Info("already pushed by look-ahead", zap.String("wal", name), zap.Duration("took", time.Since(start)))
+			return Result{Name: name, Skipped: true}, nil
+		}
+		p.log.Warn("look-ahead marker was made in another repository (emptied or created again since): pushing the file again",
+			zap.String("wal", name), zap.String("marker_repository", id), zap.String("repository", repo.ID))
 	}
+	repo, err := p.repository(ctx, cache, false)
+	if err != nil {
+		return Result{Name: name}, err
+	}
+	store := repo.Store(p.store, p.log)
 
 	var ahead []string
 	if p.cfg.Concurrency > 1 {
@@ -103,10 +138,10 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	var wg sync.WaitGroup
 	for i, n := range ahead {
 		wg.Go(func() {
-			results[i], errs[i] = p.pushFile(ctx, filepath.Join(walDir, n))
+			results[i], errs[i] = p.pushFile(ctx, store, filepath.Join(walDir, n))
 		})
 	}
-	res, err := p.pushFile(ctx, abs)
+	res, err := p.pushFile(ctx, store, abs)
 	wg.Wait()
 
 	// A look-ahead failure is not this call's failure: Postgres will ask
@@ -116,7 +151,7 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 			p.log.Warn("look-ahead push failed", zap.String("wal", n), zap.Error(errs[i]))
 			continue
 		}
-		if merr := marks.put(n); merr != nil {
+		if merr := marks.put(n, repo.ID); merr != nil {
 			p.log.Warn("record look-ahead push", zap.String("wal", n), zap.Error(merr))
 			continue
 		}
@@ -132,8 +167,29 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	return res, nil
 }
 
-// pushFile stores one file, or checks that the archive's copy is identical.
-func (p *Pusher) pushFile(ctx context.Context, path string) (Result, error) {
+// repository returns the repository description: the cached copy unless
+// fresh is set or the copy is older than repoCacheTTL, and otherwise the
+// repository's own, which then refreshes the cache.
+func (p *Pusher) repository(ctx context.Context, cache repoCache, fresh bool) (catalog.Repository, error) {
+	now := p.cfg.Now()
+	if !fresh {
+		if r, ok := cache.load(now); ok {
+			return r, nil
+		}
+	}
+	r, err := catalog.ReadRepository(ctx, p.store)
+	if err != nil {
+		return r, err
+	}
+	if err := cache.save(r, now); err != nil {
+		p.log.Debug("cache the repository description", zap.Error(err))
+	}
+	return r, nil
+}
+
+// pushFile stores one file with a create-only write, or, when the archive
+// holds it already, checks that the archived copy is identical.
+func (p *Pusher) pushFile(ctx context.Context, store storage.Store, path string) (Result, error) {
 	start := time.Now()
 	name := filepath.Base(path)
 	kind := wal.Classify(name)
@@ -156,48 +212,118 @@ func (p *Pusher) pushFile(ctx context.Context, path string) (Result, error) {
 			return res, fmt.Errorf("%w: %s: %w", ErrInvalid, path, err)
 		}
 	}
-
-	existing, err := catalog.FindWAL(ctx, p.store, name, p.cfg.Codec)
+	sum, err := plainSum(f)
 	if err != nil {
-		return res, fmt.Errorf("push %s: %w", name, err)
+		return res, fmt.Errorf("%w: %s: %v", ErrInvalid, path, err)
 	}
-	if len(existing) > 0 {
-		same, err := p.sameContent(ctx, existing[0], f)
+	key := catalog.WALKey(name, p.cfg.Codec)
+
+	if kind == wal.KindHistory {
+		// A history file decides which timeline a recovery follows: one
+		// stored under another codec must not get a twin with other
+		// content. They are few and small; one listing is cheap.
+		copies, _, err := catalog.ListWALCopies(ctx, store, name)
+		if err != nil {
+			return res, fmt.Errorf("push %s: %w", name, err)
+		}
+		for _, o := range copies {
+			if o.Key == key {
+				continue
+			}
+			if same, err := p.sameContent(ctx, store, o, f, sum); err != nil {
+				return res, fmt.Errorf("push %s: compare with archived copy %s: %w", name, o.Key, err)
+			} else if !same {
+				return res, fmt.Errorf("push %s: %w (%s in %s); refusing to store another", name, ErrConflict, o.Key, p.store)
+			}
+			res.Skipped, res.Stored = true, o.Size
+			return res, nil
+		}
+	}
+
+	replaced := false
+	for vanished := 0; ; {
+		n, err := p.create(ctx, store, key, f, sum)
+		if err == nil {
+			res.Stored = n
+			p.log.Debug("stored", zap.String("wal", name), zap.String("key", key), zap.Int64("stored_bytes", n), zap.Duration("took", time.Since(start)))
+			return res, nil
+		}
+		if !errors.Is(err, storage.ErrExists) {
+			return res, fmt.Errorf("push %s: %w", name, err)
+		}
+		oi, err := store.Stat(ctx, key)
+		if errors.Is(err, storage.ErrNotFound) && vanished < len(vanishedWaits) {
+			// Refused as taken, yet not there: another push of the name is
+			// being published (a server may refuse before the winner's
+			// object is visible) or a damaged copy was just removed.
+			// Look again shortly.
+			if err := sleepCtx(ctx, vanishedWaits[vanished]); err != nil {
+				return res, fmt.Errorf("push %s: %w", name, err)
+			}
+			vanished++
+			continue
+		}
+		if err != nil {
+			return res, fmt.Errorf("push %s: stat archived copy: %w", name, err)
+		}
+		o, _ := catalog.ParseWALKey(key)
+		o.Size = oi.Size
+		same, err := p.sameInfo(ctx, store, o, oi, f, sum)
 		switch {
 		case err == nil && same:
-			res.Skipped = true
-			res.Stored = existing[0].Size
+			res.Skipped, res.Stored = true, oi.Size
 			p.log.Debug("already archived with identical content", zap.String("wal", name))
 			return res, nil
 		case err == nil:
-			return res, fmt.Errorf("push %s: %w (%s in %s); refusing to overwrite it", name, ErrConflict, existing[0].Key, p.store)
-		case errors.Is(err, codec.ErrCorrupt) && kind != wal.KindHistory:
+			return res, fmt.Errorf("push %s: %w (%s in %s); refusing to overwrite it", name, ErrConflict, key, p.store)
+		case errors.Is(err, codec.ErrCorrupt) && kind != wal.KindHistory && !replaced:
 			// A damaged copy holds nothing worth keeping; the local file
 			// is the only good one, so store it in its place.
-			p.log.Warn("archived copy is damaged; replacing it", zap.String("wal", name), zap.String("key", existing[0].Key), zap.Error(err))
-			for _, o := range existing {
-				if derr := p.store.Delete(ctx, o.Key); derr != nil {
-					return res, fmt.Errorf("push %s: remove damaged copy: %w", name, derr)
-				}
+			p.log.Warn("archived copy is damaged; replacing it", zap.String("wal", name), zap.String("key", key), zap.Error(err))
+			if derr := store.Delete(ctx, key); derr != nil {
+				return res, fmt.Errorf("push %s: remove damaged copy: %w", name, derr)
 			}
+			replaced = true
 		default:
 			return res, fmt.Errorf("push %s: compare with archived copy: %w", name, err)
 		}
 	}
+}
 
-	body := &compressor{ctx: ctx, f: f, codec: p.cfg.Codec, limiter: p.cfg.Limiter}
+// vanishedWaits are the pauses before looking again at a name whose create
+// was refused but whose object Stat does not find.
+var vanishedWaits = []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// create compresses f into a create-only write of key carrying the plain
+// content's sha256, and returns the bytes stored.
+func (p *Pusher) create(ctx context.Context, store storage.Store, key string, f *os.File, sum string) (int64, error) {
+	body := &compressor{ctx: ctx, f: f, codec: p.cfg.Codec}
 	if err := body.Rewind(); err != nil {
-		return res, fmt.Errorf("push %s: %w", name, err)
+		return 0, err
 	}
-	key := catalog.WALKey(name, p.cfg.Codec)
-	err = p.store.Put(ctx, key, body)
+	err := store.Create(ctx, key, body, storage.Metadata{catalog.MetaPlainSHA256: sum})
 	body.stop()
-	if err != nil {
-		return res, fmt.Errorf("push %s: %w", name, err)
+	return body.n, err
+}
+
+// plainSum is the hex sha256 of f's content.
+func plainSum(f *os.File) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
+		return "", fmt.Errorf("read: %w", err)
 	}
-	res.Stored = body.n
-	p.log.Debug("stored", zap.String("wal", name), zap.String("key", key), zap.Int64("stored_bytes", body.n), zap.Duration("took", time.Since(start)))
-	return res, nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // checkSegment refuses a file whose size and first page do not make it the
@@ -221,10 +347,23 @@ func checkSegment(f *os.File, name string, size int64) error {
 	return h.Check(seg, size)
 }
 
-// sameContent compares the archived object with the local file by sha256
-// of their plain bytes.
-func (p *Pusher) sameContent(ctx context.Context, o catalog.WALObject, f *os.File) (bool, error) {
-	rc, err := p.store.Get(ctx, o.Key)
+// sameContent compares the archived object o with the local file: by the
+// sha256 in its metadata (one Stat), or, for an object stored without it
+// (an older walgo, WAL-G), by reading it back.
+func (p *Pusher) sameContent(ctx context.Context, store storage.Store, o catalog.WALObject, f *os.File, sum string) (bool, error) {
+	oi, err := store.Stat(ctx, o.Key)
+	if err != nil {
+		return false, err
+	}
+	return p.sameInfo(ctx, store, o, oi, f, sum)
+}
+
+// sameInfo is sameContent with the object's Stat done.
+func (p *Pusher) sameInfo(ctx context.Context, store storage.Store, o catalog.WALObject, oi storage.ObjectInfo, f *os.File, sum string) (bool, error) {
+	if s := oi.Metadata[catalog.MetaPlainSHA256]; s != "" {
+		return s == sum, nil
+	}
+	rc, err := store.Get(ctx, o.Key)
 	if err != nil {
 		return false, err
 	}
@@ -238,24 +377,19 @@ func (p *Pusher) sameContent(ctx context.Context, o catalog.WALObject, f *os.Fil
 	if _, err := io.Copy(remote, dec); err != nil {
 		return false, err
 	}
-	local := sha256.New()
-	if _, err := io.Copy(local, io.NewSectionReader(f, 0, 1<<62)); err != nil {
-		return false, fmt.Errorf("read local file: %w", err)
-	}
-	return string(remote.Sum(nil)) == string(local.Sum(nil)), nil
+	return hex.EncodeToString(remote.Sum(nil)) == sum, nil
 }
 
 // compressor is a Put body that compresses a file as it is read, and can
 // start over for a retry (storage.Rewinder).
 type compressor struct {
-	ctx     context.Context
-	f       *os.File
-	codec   *codec.Codec
-	limiter *ratelimit.Limiter
-	pr      *io.PipeReader
-	r       io.Reader
-	done    chan struct{}
-	n       int64
+	ctx   context.Context
+	f     *os.File
+	codec *codec.Codec
+	pr    *io.PipeReader
+	r     io.Reader
+	done  chan struct{}
+	n     int64
 }
 
 var _ storage.Rewinder = (*compressor)(nil)
@@ -264,7 +398,7 @@ func (c *compressor) Rewind() error {
 	c.stop()
 	pr, pw := io.Pipe()
 	c.pr, c.n, c.done = pr, 0, make(chan struct{})
-	c.r = c.limiter.Reader(c.ctx, pr)
+	c.r = pr
 	src := io.NewSectionReader(c.f, 0, 1<<62)
 	go func(done chan struct{}) {
 		defer close(done)
@@ -325,9 +459,10 @@ func readyAfter(walDir, name string, n int) []string {
 }
 
 // markers is walgo's own record of files pushed ahead of Postgres' call,
-// in a folder inside pg_wal. Each names the store it was pushed to, so a
-// change of storage never trusts an old marker. Postgres' .done files are
-// never touched.
+// in a folder inside pg_wal. Each names the store it was pushed to and the
+// repository's ID, so neither a change of storage nor a repository created
+// again under the same URL makes an old marker trusted. Postgres' .done
+// files are never touched.
 type markers struct {
 	dir   string
 	store string
@@ -335,25 +470,30 @@ type markers struct {
 
 func (m markers) path(name string) string { return filepath.Join(m.dir, name) }
 
-func (m markers) put(name string) error {
+func (m markers) put(name, repoID string) error {
 	if err := os.MkdirAll(m.dir, 0o700); err != nil {
 		return err
 	}
 	tmp := m.path("." + name + ".tmp")
-	if err := os.WriteFile(tmp, []byte(m.store+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tmp, []byte(m.store+"\n"+repoID+"\n"), 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, m.path(name))
 }
 
-// take reports whether name was pushed ahead to this store, and forgets it.
-func (m markers) take(name string) bool {
+// take forgets the marker of name, and returns the repository ID it was
+// made in if it was made for this store.
+func (m markers) take(name string) (repoID string, ok bool) {
 	b, err := os.ReadFile(m.path(name))
 	if err != nil {
-		return false
+		return "", false
 	}
 	os.Remove(m.path(name))
-	return strings.TrimSpace(string(b)) == m.store
+	store, id, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if store != m.store || id == "" {
+		return "", false
+	}
+	return id, true
 }
 
 // clean drops markers whose .ready file is gone: Postgres archived those
@@ -369,4 +509,49 @@ func (m markers) clean(walDir string) {
 			os.Remove(m.path(e.Name()))
 		}
 	}
+}
+
+// repoCache is wal-push's copy of the repository description, in
+// pg_wal/walgo/repository, so that pushing a new file needs no read.
+type repoCache struct {
+	path  string
+	store string
+}
+
+type cachedRepo struct {
+	Store      string             `json:"store"`
+	Repository catalog.Repository `json:"repository"`
+	Read       time.Time          `json:"read"`
+}
+
+// load returns the cached description if it is of this store and younger
+// than repoCacheTTL.
+func (c repoCache) load(now time.Time) (catalog.Repository, bool) {
+	b, err := os.ReadFile(c.path)
+	if err != nil {
+		return catalog.Repository{}, false
+	}
+	var cr cachedRepo
+	if json.Unmarshal(b, &cr) != nil || cr.Store != c.store || cr.Repository.ID == "" {
+		return catalog.Repository{}, false
+	}
+	if age := now.Sub(cr.Read); age < 0 || age >= repoCacheTTL {
+		return catalog.Repository{}, false
+	}
+	return cr.Repository, true
+}
+
+func (c repoCache) save(r catalog.Repository, now time.Time) error {
+	b, err := json.Marshal(cachedRepo{Store: c.store, Repository: r, Read: now})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
+		return err
+	}
+	tmp := c.path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.path)
 }

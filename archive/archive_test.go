@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -20,9 +21,13 @@ import (
 
 const segSize = 1 << 20 // smallest legal size keeps the tests fast
 
+// newStore is a new, empty repository in a temp folder.
 func newStore(t *testing.T) *file.Store {
 	s, err := file.New(t.TempDir())
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := catalog.InitRepository(context.Background(), s, "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -31,7 +36,7 @@ func newStore(t *testing.T) *file.Store {
 // stored returns the plain content archived for name.
 func stored(t *testing.T, s storage.Store, name string) []byte {
 	t.Helper()
-	objs, err := catalog.FindWAL(context.Background(), s, name, nil)
+	objs, _, err := catalog.ListWALCopies(context.Background(), s, name)
 	if err != nil || len(objs) != 1 {
 		t.Fatalf("find %s: %v, %d objects", name, err, len(objs))
 	}
@@ -182,7 +187,7 @@ func TestLookAhead(t *testing.T) {
 	}
 }
 
-// A marker left from another repository must not stand for a push to this one.
+// A marker left from another storage must not stand for a push to this one.
 func TestMarkerOfAnotherStoreIgnored(t *testing.T) {
 	ctx := context.Background()
 	dir := waltest.PgWal(t)
@@ -190,7 +195,7 @@ func TestMarkerOfAnotherStoreIgnored(t *testing.T) {
 	path := waltest.WriteFile(t, dir, n, waltest.Segment(t, n, segSize, 4))
 	waltest.WriteFile(t, filepath.Join(dir, "archive_status"), n+".ready", nil)
 	os.MkdirAll(filepath.Join(dir, "walgo", "pushed"), 0o700)
-	waltest.WriteFile(t, filepath.Join(dir, "walgo", "pushed"), n, []byte("file:///somewhere/else\n"))
+	waltest.WriteFile(t, filepath.Join(dir, "walgo", "pushed"), n, []byte("file:///somewhere/else\n0123\n"))
 
 	s := newStore(t)
 	res, err := New(s, Config{Concurrency: 1}, zap.NewNop()).Push(ctx, path)

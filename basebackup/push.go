@@ -388,7 +388,7 @@ func writeManifest(ctx context.Context, store storage.Store, comp *codec.Codec, 
 func waitArchived(ctx context.Context, store storage.Store, segment string, timeout time.Duration, standby bool) error {
 	start := time.Now()
 	for {
-		found, err := catalog.FindWAL(ctx, store, segment, nil)
+		found, _, err := catalog.ListWALCopies(ctx, store, segment)
 		if err != nil {
 			return err
 		}

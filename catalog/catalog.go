@@ -11,7 +11,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/storage"
@@ -72,49 +71,6 @@ func ParseWALKey(key string) (o WALObject, ok bool) {
 		}
 	}
 	return WALObject{}, false
-}
-
-// FindWAL returns every stored copy of one WAL file that walgo could have
-// written (one per codec it was ever written with), preferring the
-// extension of pref first. It asks for each possible key at once rather
-// than listing the folder, so its cost does not grow with the archive: a
-// file:// archive of 100,000 segments would otherwise be read whole on
-// every wal-push. Readers use OpenWAL, which also finds what other tools
-// stored.
-func FindWAL(ctx context.Context, s storage.Store, name string, pref Ext) ([]WALObject, error) {
-	exts := codec.AllExts()
-	found := make([]*WALObject, len(exts))
-	errs := make([]error, len(exts))
-	var wg sync.WaitGroup
-	for i, ext := range exts {
-		wg.Go(func() {
-			key := WALPrefix + name + "." + ext
-			oi, err := s.Stat(ctx, key)
-			switch {
-			case errors.Is(err, storage.ErrNotFound):
-			case err != nil:
-				errs[i] = err
-			default:
-				found[i] = &WALObject{Name: name, Kind: wal.Classify(name), Key: key, Ext: ext, Size: oi.Size}
-			}
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, fmt.Errorf("find %s: %w", name, err)
-		}
-	}
-	var out []WALObject
-	for _, o := range found {
-		if o != nil {
-			out = append(out, *o)
-		}
-	}
-	sort.SliceStable(out, func(i, j int) bool {
-		return pref != nil && !isNil(pref) && out[i].Ext == pref.Ext() && out[j].Ext != pref.Ext()
-	})
-	return out, nil
 }
 
 // ListWAL returns every archived WAL file, sorted by name.

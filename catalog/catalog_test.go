@@ -93,16 +93,12 @@ func TestFindAndListWAL(t *testing.T) {
 	put(WALKey("000000010000000000000002", codec.Zstd{}))
 	put("basebackups_005/x/part_001.tar.zst")
 
-	got, err := FindWAL(ctx, s, "000000010000000000000001", codec.Zstd{})
+	got, _, err := ListWALCopies(ctx, s, "000000010000000000000001")
 	if err != nil || len(got) != 2 || got[0].Ext != "zst" || got[1].Ext != "lz4" {
-		t.Errorf("FindWAL prefers zst: %+v, %v", got, err)
+		t.Errorf("ListWALCopies: %+v, %v", got, err)
 	}
-	got, _ = FindWAL(ctx, s, "000000010000000000000001", codec.LZ4{})
-	if len(got) != 2 || got[0].Ext != "lz4" {
-		t.Errorf("FindWAL prefers lz4: %+v", got)
-	}
-	if got, _ := FindWAL(ctx, s, "000000010000000000000009", codec.Zstd{}); len(got) != 0 {
-		t.Errorf("FindWAL missing: %+v", got)
+	if got, _, _ := ListWALCopies(ctx, s, "000000010000000000000009"); len(got) != 0 {
+		t.Errorf("ListWALCopies of a missing file: %+v", got)
 	}
 	all, err := ListWAL(ctx, s)
 	if err != nil || len(all) != 3 {

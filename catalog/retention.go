@@ -1157,12 +1157,18 @@ type deleter struct {
 	mu      sync.Mutex
 	objects int
 	bytes   int64
+	noBatch bool // the storage refused a batch delete
 }
 
 func (d *deleter) del(ctx context.Context, key string) error {
 	if err := d.s.Delete(ctx, key); err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
+	d.deleted(key)
+	return nil
+}
+
+func (d *deleter) deleted(key string) {
 	d.mu.Lock()
 	d.objects++
 	d.bytes += d.sizes[key]
@@ -1170,11 +1176,27 @@ func (d *deleter) del(ctx context.Context, key string) error {
 	if d.opts.OnDelete != nil {
 		d.opts.OnDelete(key)
 	}
-	return nil
 }
 
-// all deletes keys, Concurrency at a time.
+// all deletes keys in order: storage.MaxBatchDelete per request where the
+// storage deletes in batches (S3 DeleteObjects), else Concurrency single
+// deletes at a time.
 func (d *deleter) all(ctx context.Context, keys []string) error {
+	for len(keys) > 0 && !d.noBatch {
+		batch := keys[:min(len(keys), storage.MaxBatchDelete)]
+		err := storage.BatchDelete(ctx, d.s, batch)
+		if errors.Is(err, storage.ErrUnsupported) {
+			d.noBatch = true
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("delete %d objects from %s: %w", len(batch), batch[0], err)
+		}
+		for _, k := range batch {
+			d.deleted(k)
+		}
+		keys = keys[len(batch):]
+	}
 	return parallel(ctx, max(d.opts.Concurrency, 1), keys, d.del)
 }
 

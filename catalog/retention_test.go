@@ -17,6 +17,7 @@ import (
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
+	"github.com/walgo/walgo/storage/storagetest"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -768,5 +769,65 @@ func TestLeftovers(t *testing.T) {
 	}
 	if got := listAll(t, s); !slices.Equal(got, []string{WALKey(seg(1, 1), codec.Zstd{})}) {
 		t.Errorf("objects after garbage: %v", got)
+	}
+}
+
+// refusing is a storage whose server refuses batch deletes.
+type refusing struct{ storage.Store }
+
+func (r refusing) Unwrap() storage.Store { return r.Store }
+
+func (r refusing) DeleteBatch(context.Context, []string) error {
+	return fmt.Errorf("delete batch: %w: NotImplemented", storage.ErrUnsupported)
+}
+
+// TestApplyBatches: a delete removes up to storage.MaxBatchDelete objects
+// per request where the storage allows it, one at a time where it refuses,
+// with the same result.
+func TestApplyBatches(t *testing.T) {
+	ctx := context.Background()
+	f1 := bk{tli: 1, seg: 2, finish: 10}
+	f2 := bk{tli: 1, seg: 1050, finish: 40}
+	w := segs(1, 1, 1100)
+	for _, tc := range []struct {
+		name    string
+		wrap    func(storage.Store) storage.Store
+		batches int
+		singles int
+	}{
+		// 1 sentinel alone; 1 backup object; 1049 WAL files in 2 batches.
+		{"batches", func(s storage.Store) storage.Store { return s }, 3, 1},
+		{"refused", func(s storage.Store) storage.Store { return refusing{s} }, 1, 1 + 1 + 1049},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, err := file.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			seed(t, fs, inventory([]bk{f1, f2}, w, nil))
+			inv, err := ReadInventory(ctx, fs, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := PlanDelete(inv, DeleteRequest{Mode: DeleteRetain, N: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &storagetest.Counter{Store: tc.wrap(fs)}
+			res, err := Apply(ctx, c, p, ApplyOptions{Concurrency: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Backups != 1 || res.WALFiles != 1049 || res.Objects != 1051 {
+				t.Errorf("result %+v", res)
+			}
+			n := c.Counts()
+			if n["delete batch"] != tc.batches || n["delete"] != tc.singles {
+				t.Errorf("requests %v, want %d batch deletes and %d single ones", n, tc.batches, tc.singles)
+			}
+			if left := listAll(t, fs); len(left) != 2+51 {
+				t.Errorf("%d objects left, want 53", len(left))
+			}
+		})
 	}
 }

@@ -23,7 +23,9 @@ import (
 const smallSeg = 1 << 20 // a legal wal_segment_size; keeps synthetic files small
 
 // openStore opens the repository with the library, to plant or inspect
-// objects behind walgo's back.
+// objects behind walgo's back. On a file repository what it writes is
+// handed to the Postgres user, as if that user had written it: objects are
+// 0600, and walgo running as that user must read them.
 func (r repo) openStore(t *testing.T) storage.Store {
 	t.Helper()
 	if r.kind == "file" {
@@ -31,9 +33,30 @@ func (r repo) openStore(t *testing.T) storage.Store {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return s
+		return &pgOwned{Store: s, t: t, root: r.root}
 	}
 	return r.s3Store(t)
+}
+
+// pgOwned gives everything written through it to the Postgres user.
+type pgOwned struct {
+	storage.Store
+	t    *testing.T
+	root string
+}
+
+func (p *pgOwned) Unwrap() storage.Store { return p.Store }
+
+func (p *pgOwned) Put(ctx context.Context, key string, r io.Reader) error {
+	err := p.Store.Put(ctx, key, r)
+	pgtest.Chown(p.t, p.root)
+	return err
+}
+
+func (p *pgOwned) Create(ctx context.Context, key string, r io.Reader, meta storage.Metadata) error {
+	err := p.Store.Create(ctx, key, r, meta)
+	pgtest.Chown(p.t, p.root)
+	return err
 }
 
 func readObject(t *testing.T, s storage.Store, key string) []byte {
@@ -233,7 +256,7 @@ func TestPushKilledMidUpload(t *testing.T) {
 	cmd.Wait()
 
 	st := r.openStore(t)
-	objs, err := catalog.FindWAL(context.Background(), st, name, nil)
+	objs, _, err := catalog.ListWALCopies(context.Background(), st, name)
 	if err != nil || len(objs) != 0 {
 		t.Fatalf("after kill -9: %d objects under the final name (%v)", len(objs), err)
 	}

@@ -303,3 +303,33 @@ func TestDump(t *testing.T) {
 		}
 	})
 }
+
+// TestDumpBeyondPartLimit: with S3's part limit lowered to 3 (as 10,000 is
+// for S3: 78 GiB at 8 MiB parts), a dump-push whose stored dump is larger
+// than 3 parts of 8 MiB is stored whole, because the parts grow as the
+// stream goes on, and dump-fetch reads it back checksum-verified.
+func TestDumpBeyondPartLimit(t *testing.T) {
+	r := s3Repo(t)
+	src := archivingCluster(t, r)
+	// Random hex: about 2:1 for pg_dump's and walgo's compression, so
+	// 64 MB of it stores as well over 24 MiB.
+	src.SQL(t, "create table blob as select g, md5(random()::text) || md5(random()::text) v from generate_series(1, 1000000) g")
+	env := append([]string{"WALGO_PG_BINDIR=" + pgtest.BinDir(t), "WALGO_S3_MAX_PARTS=3"}, r.env...)
+	mustWalgoAs(t, src, env, "dump-push")
+	list := listDumps(t, env)
+	if len(list) != 1 {
+		t.Fatalf("dump-list: %+v", list)
+	}
+	if list[0].StoredSize <= 3*8<<20 {
+		t.Fatalf("stored dump is %d bytes: not beyond 3 parts of 8 MiB, the test proves nothing", list[0].StoredSize)
+	}
+	out := filepath.Join(pgtest.OwnedDir(t, "dumpout"), "blob.dump")
+	mustWalgo(t, env, "dump-fetch", list[0].Name, out)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(b); int64(len(b)) != list[0].Size || hex.EncodeToString(sum[:]) != list[0].SHA256 {
+		t.Errorf("fetched %d bytes, sha256 %x; the sentinel says %d, %s", len(b), sum, list[0].Size, list[0].SHA256)
+	}
+}

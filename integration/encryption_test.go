@@ -11,6 +11,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/internal/pgtest"
 	"github.com/walgo/walgo/storage"
@@ -55,7 +56,7 @@ func TestEncryptedPITR(t *testing.T) {
 	var objects, encrypted int
 	err := st.List(ctx, "", func(oi storage.ObjectInfo) error {
 		objects++
-		if strings.HasSuffix(oi.Key, "_backup_stop_sentinel.json") {
+		if strings.HasSuffix(oi.Key, "_backup_stop_sentinel.json") || oi.Key == catalog.RepositoryKey {
 			return nil
 		}
 		if !strings.HasSuffix(oi.Key, ".age") {

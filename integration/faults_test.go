@@ -239,8 +239,12 @@ func TestArchiveThroughFaults(t *testing.T) {
 		uploadsLeft, uploadsLeftAfterBackup, backedUp.LostUploadIDs,
 		len(fetchErrors), strings.Join(codes, ", "), backupOutcome, backupRetries,
 		archived, fetched, backedUp)
-	if archived.Faults() == 0 || retries == 0 {
-		t.Errorf("no fault injected or no retry seen: %v, %d retries", archived, retries)
+	// A fault on an upload's request is resent by the SDK from memory,
+	// within one attempt, with no retry line in the log (wal-push is one
+	// PutObject per segment): that every segment arrived, checked above,
+	// is the proof that the faults were survived.
+	if archived.Faults() == 0 {
+		t.Errorf("no fault injected: %v, %d retries", archived, retries)
 	}
 	if int64(uploadsLeftAfterBackup) > backedUp.LostUploadIDs {
 		t.Errorf("%d incomplete multipart uploads left, more than the %d whose id the proxy kept from walgo",

@@ -59,15 +59,44 @@ type repo struct {
 	cfg  s3.Config
 }
 
-// fileRepo is a file:// repository the Postgres user can write.
+// fileRepo is a new file:// repository the Postgres user can write, made
+// by `walgo init` run as that user (objects are 0600, folders 0700: the
+// user that archives must own them).
 func fileRepo(t *testing.T) repo {
+	r := fileStorage(t)
+	r.init(t)
+	return r
+}
+
+// fileStorage is fileRepo's folder, with no repository in it yet.
+func fileStorage(t *testing.T) repo {
 	dir := pgtest.OwnedDir(t, "repo")
 	url := "file://" + dir
 	return repo{kind: "file", url: url, env: []string{"WALGO_STORAGE=" + url}, root: dir}
 }
 
-// s3Repo is an s3:// repository in a fresh bucket of a real S3 server.
+// s3Repo is a new s3:// repository in a fresh bucket of a real S3 server,
+// made by `walgo init`.
 func s3Repo(t *testing.T) repo {
+	r := s3Storage(t)
+	r.init(t)
+	return r
+}
+
+// init runs `walgo init` for r, as the Postgres user, and fails the test
+// unless it exits 0.
+func (r repo) init(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := pgtest.AsUser(ctx, r.env, walgoBin, "init")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("walgo init %s: %v\n%s", r.url, err, out)
+	}
+}
+
+// s3Storage is s3Repo's bucket and prefix, with no repository in it yet.
+func s3Storage(t *testing.T) repo {
 	srv := s3test.Start(t)
 	bucket := srv.Bucket(t)
 	url := "s3://" + bucket + "/cluster-a"

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/ratelimit"
 )
 
 // PhaseRestoring is reported when pg_dump's output has all been handed to
@@ -31,7 +32,10 @@ type CopyOptions struct {
 	Phase func(string)
 	// BinDir holds pg_dump and pg_restore; empty looks them up in PATH.
 	BinDir string
-	Log    *zap.Logger
+	// Limiter caps the bytes/s passed to pg_restore (the network rate
+	// limit, as for every upload); nil means no limit.
+	Limiter *ratelimit.Limiter
+	Log     *zap.Logger
 }
 
 // CopyResult says what Copy did.
@@ -128,7 +132,7 @@ func Copy(ctx context.Context, opts CopyOptions) (*CopyResult, error) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		counter := &codec.SumWriter{W: in, Progress: opts.Progress} // counts only
-		_, pipeErr = io.CopyBuffer(counter, out, make([]byte, copyBuffer))
+		_, pipeErr = io.CopyBuffer(counter, opts.Limiter.Reader(ctx, out), make([]byte, copyBuffer))
 		res.Bytes = counter.N
 		if pipeErr != nil {
 			failed("pipe")

@@ -159,6 +159,20 @@ func (s *memStore) Put(_ context.Context, key string, r io.Reader) error {
 	return nil
 }
 
+func (s *memStore) Create(_ context.Context, key string, r io.Reader, _ storage.Metadata) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.objects[key]; ok {
+		return fmt.Errorf("%s: %w", key, storage.ErrExists)
+	}
+	s.objects[key] = b
+	return nil
+}
+
 func (s *memStore) Get(_ context.Context, key string) (io.ReadCloser, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -37,6 +37,8 @@ WALGO_STORAGE=file://$DEMO/repo
 WALGO_COMPRESSION=zstd
 CONF
 export WALGO_CONFIG="$DEMO/walgo.conf"
+echo "== walgo init (creates the repository once; nothing else creates one)"
+run "$WALGO" --config "$DEMO/walgo.conf" init
 
 echo "== initdb and start Postgres on 127.0.0.1:$PORT"
 run "$PGBIN/initdb" -D "$DEMO/data" -U postgres --auth=trust -k >/dev/null

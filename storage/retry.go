@@ -79,11 +79,13 @@ const TransferAttempts = 5
 
 // WithRetry wraps s so that transient failures are retried with exponential
 // backoff and jitter, and every attempt runs under a timeout (see
-// RetryOptions). An error wrapping ErrNotFound, ErrPermanent or ErrFull, a failure of
-// the caller's Put body and the cancellation of the caller's ctx are never
-// retried. Once the attempts are used up the error wraps ErrUnreachable and
-// says how many attempts were made. Each retry is logged at warn level.
-// The wrapper is a Sweeper whatever s is (one without leftovers).
+// RetryOptions). An error wrapping ErrNotFound, ErrPermanent, ErrFull,
+// ErrExists or ErrUnsupported, a failure of the caller's Put body and the
+// cancellation of the caller's ctx are never retried. Once the attempts are
+// used up the error wraps ErrUnreachable and says how many attempts were
+// made. Each retry is logged at warn level. Calls of optional capabilities
+// below it (an Interceptor) are retried the same way, under OpTimeout per
+// attempt.
 func WithRetry(s Store, opts RetryOptions, log *zap.Logger) Store {
 	if log == nil {
 		log = zap.NewNop()
@@ -99,6 +101,23 @@ type retryStore struct {
 
 // String names the wrapped store.
 func (r *retryStore) String() string { return r.s.String() }
+
+// Unwrap returns the wrapped store.
+func (r *retryStore) Unwrap() Store { return r.s }
+
+// Intercept retries call under OpTimeout per attempt.
+func (r *retryStore) Intercept(ctx context.Context, op, key string, call func(ctx context.Context) error) error {
+	return r.do(ctx, op, key, true, nil, func(ctx context.Context) error {
+		actx, cancel := context.WithTimeoutCause(ctx, r.opts.OpTimeout, r.opCause(op))
+		defer cancel()
+		err := call(actx)
+		var ce CallerError
+		if errors.As(err, &ce) {
+			return errNoRetry{err}
+		}
+		return timedOut(ctx, actx, err)
+	})
+}
 
 // errNoRetry marks an attempt error that must be returned as it is.
 type errNoRetry struct{ err error }
@@ -130,7 +149,8 @@ func (r *retryStore) do(ctx context.Context, op, key string, canRetry bool, rewi
 			}
 			return err
 		}
-		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrPermanent) || errors.Is(err, ErrFull) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrPermanent) || errors.Is(err, ErrFull) ||
+			errors.Is(err, ErrExists) || errors.Is(err, ErrUnsupported) {
 			return err
 		}
 		if n >= limit {
@@ -212,6 +232,21 @@ func (r *retryStore) idleCause() error {
 // io.Seeker: it is rewound to where it started before each retry. Each
 // attempt is cancelled once no data has moved for IdleTimeout.
 func (r *retryStore) Put(ctx context.Context, key string, body io.Reader) error {
+	return r.write(ctx, "put", key, body, func(ctx context.Context, body io.Reader) error {
+		return r.s.Put(ctx, key, body)
+	})
+}
+
+// Create retries like Put. An attempt that went through although its
+// answer was lost makes the next one fail with ErrExists, as Create's
+// contract says.
+func (r *retryStore) Create(ctx context.Context, key string, body io.Reader, meta Metadata) error {
+	return r.write(ctx, "create", key, body, func(ctx context.Context, body io.Reader) error {
+		return r.s.Create(ctx, key, body, meta)
+	})
+}
+
+func (r *retryStore) write(ctx context.Context, op, key string, body io.Reader, send func(ctx context.Context, body io.Reader) error) error {
 	var rewind func() error
 	switch b := body.(type) {
 	case Rewinder:
@@ -224,11 +259,11 @@ func (r *retryStore) Put(ctx context.Context, key string, body io.Reader) error 
 			}
 		}
 	}
-	return r.do(ctx, "put", key, rewind != nil, rewind, func(ctx context.Context) error {
+	return r.do(ctx, op, key, rewind != nil, rewind, func(ctx context.Context) error {
 		actx, w := newWatchdog(ctx, r.opts.IdleTimeout, r.idleCause(), false)
 		defer w.stop()
 		pb := &putBody{body: BodyReader{R: body}, w: w}
-		err := r.s.Put(WithProgress(actx, w.kick), key, pb)
+		err := send(WithProgress(actx, w.kick), pb)
 		if err == nil {
 			return nil
 		}
@@ -362,41 +397,6 @@ func (r *retryStore) List(ctx context.Context, prefix string, fn func(ObjectInfo
 	})
 }
 
-// Leftovers lists the wrapped store's leftovers (none if it is no
-// Sweeper), retrying the listing as a whole under OpTimeout per attempt
-// without repeating what fn has seen.
-func (r *retryStore) Leftovers(ctx context.Context, prefix string, fn func(Leftover) error) error {
-	seen := map[string]bool{}
-	return r.do(ctx, "leftovers", prefix, true, nil, func(ctx context.Context) error {
-		actx, cancel := context.WithTimeoutCause(ctx, r.opts.OpTimeout, r.opCause("leftovers"))
-		defer cancel()
-		var fnErr error
-		err := LeftoversOf(actx, r.s, prefix, func(l Leftover) error {
-			if seen[l.ID] {
-				return nil
-			}
-			if fnErr = fn(l); fnErr != nil {
-				return fnErr
-			}
-			seen[l.ID] = true
-			return nil
-		})
-		if err != nil && fnErr != nil {
-			return errNoRetry{err}
-		}
-		return timedOut(ctx, actx, err)
-	})
-}
-
-// RemoveLeftover retries under OpTimeout per attempt.
-func (r *retryStore) RemoveLeftover(ctx context.Context, l Leftover) error {
-	return r.do(ctx, "remove leftover", l.Key, true, nil, func(ctx context.Context) error {
-		actx, cancel := context.WithTimeoutCause(ctx, r.opts.OpTimeout, r.opCause("remove leftover"))
-		defer cancel()
-		return timedOut(ctx, actx, RemoveLeftover(actx, r.s, l))
-	})
-}
-
 // Delete retries under OpTimeout per attempt.
 func (r *retryStore) Delete(ctx context.Context, key string) error {
 	return r.do(ctx, "delete", key, true, nil, func(ctx context.Context) error {
@@ -523,6 +523,17 @@ type logStore struct {
 // String names the wrapped store.
 func (l *logStore) String() string { return l.s.String() }
 
+// Unwrap returns the wrapped store.
+func (l *logStore) Unwrap() Store { return l.s }
+
+// Intercept logs the call of an optional capability like the Store's own.
+func (l *logStore) Intercept(ctx context.Context, op, key string, call func(ctx context.Context) error) error {
+	start := time.Now()
+	err := call(ctx)
+	l.done("storage "+op, key, start, err)
+	return err
+}
+
 func (l *logStore) done(msg, key string, start time.Time, err error, extra ...zap.Field) {
 	ce := l.log.Check(zap.DebugLevel, msg)
 	if ce == nil {
@@ -544,6 +555,14 @@ func (l *logStore) Put(ctx context.Context, key string, r io.Reader) error {
 	start := time.Now()
 	err := l.s.Put(ctx, key, r)
 	l.done("storage put", key, start, err)
+	return err
+}
+
+// Create logs the call and passes it on.
+func (l *logStore) Create(ctx context.Context, key string, r io.Reader, meta Metadata) error {
+	start := time.Now()
+	err := l.s.Create(ctx, key, r, meta)
+	l.done("storage create", key, start, err)
 	return err
 }
 
@@ -599,22 +618,6 @@ func (l *logStore) List(ctx context.Context, prefix string, fn func(ObjectInfo) 
 	return err
 }
 
-// Leftovers logs the call and passes it on.
-func (l *logStore) Leftovers(ctx context.Context, prefix string, fn func(Leftover) error) error {
-	start := time.Now()
-	err := LeftoversOf(ctx, l.s, prefix, fn)
-	l.done("storage leftovers", prefix, start, err)
-	return err
-}
-
-// RemoveLeftover logs the call and passes it on.
-func (l *logStore) RemoveLeftover(ctx context.Context, lo Leftover) error {
-	start := time.Now()
-	err := RemoveLeftover(ctx, l.s, lo)
-	l.done("storage remove leftover", lo.Key, start, err, zap.String("id", lo.ID))
-	return err
-}
-
 // Delete logs the call and passes it on.
 func (l *logStore) Delete(ctx context.Context, key string) error {
 	start := time.Now()
@@ -624,6 +627,6 @@ func (l *logStore) Delete(ctx context.Context, key string) error {
 }
 
 var (
-	_ Sweeper = (*retryStore)(nil)
-	_ Sweeper = (*logStore)(nil)
+	_ Interceptor = (*retryStore)(nil)
+	_ Interceptor = (*logStore)(nil)
 )

@@ -25,6 +25,7 @@ import (
 // to that method. A nil function succeeds.
 type fake struct {
 	put  func(ctx context.Context, n int, key string, r io.Reader) error
+	crt  func(ctx context.Context, n int, key string, r io.Reader, meta storage.Metadata) error
 	get  func(ctx context.Context, n int, key string) (io.ReadCloser, error)
 	stat func(ctx context.Context, n int, key string) (storage.ObjectInfo, error)
 	list func(ctx context.Context, n int, prefix string, fn func(storage.ObjectInfo) error) error
@@ -57,6 +58,15 @@ func (f *fake) Put(ctx context.Context, key string, r io.Reader) error {
 		return err
 	}
 	return f.put(ctx, n, key, r)
+}
+
+func (f *fake) Create(ctx context.Context, key string, r io.Reader, meta storage.Metadata) error {
+	n := f.count("create")
+	if f.crt == nil {
+		_, err := io.Copy(io.Discard, r)
+		return err
+	}
+	return f.crt(ctx, n, key, r, meta)
 }
 
 func (f *fake) Get(ctx context.Context, key string) (io.ReadCloser, error) {
@@ -104,6 +114,13 @@ func failing(errFor func(n int) error) *fake {
 			_, err := io.Copy(io.Discard, r)
 			return err
 		},
+		crt: func(_ context.Context, n int, _ string, r io.Reader, _ storage.Metadata) error {
+			if err := errFor(n); err != nil {
+				return err
+			}
+			_, err := io.Copy(io.Discard, r)
+			return err
+		},
 		get: func(_ context.Context, n int, _ string) (io.ReadCloser, error) {
 			if err := errFor(n); err != nil {
 				return nil, err
@@ -127,6 +144,8 @@ func call(ctx context.Context, s storage.Store, op string) error {
 	switch op {
 	case "put":
 		return s.Put(ctx, "k", bytes.NewReader([]byte("data")))
+	case "create":
+		return s.Create(ctx, "k", bytes.NewReader([]byte("data")), storage.Metadata{"a": "b"})
 	case "get":
 		rc, err := s.Get(ctx, "k")
 		if err != nil {
@@ -146,7 +165,7 @@ func call(ctx context.Context, s storage.Store, op string) error {
 	panic("unknown op " + op)
 }
 
-var ops = []string{"put", "get", "stat", "list", "delete"}
+var ops = []string{"put", "create", "get", "stat", "list", "delete"}
 
 func fastOpts() storage.RetryOptions {
 	return storage.RetryOptions{
@@ -196,6 +215,18 @@ func TestRetryOutcomes(t *testing.T) {
 			name:      "not found not retried",
 			errFor:    func(int) error { return fmt.Errorf("op k: %w", storage.ErrNotFound) },
 			wantIs:    storage.ErrNotFound,
+			wantCalls: 1,
+		},
+		{
+			name:      "exists not retried",
+			errFor:    func(int) error { return fmt.Errorf("op k: %w", storage.ErrExists) },
+			wantIs:    storage.ErrExists,
+			wantCalls: 1,
+		},
+		{
+			name:      "unsupported not retried",
+			errFor:    func(int) error { return fmt.Errorf("op k: %w", storage.ErrUnsupported) },
+			wantIs:    storage.ErrUnsupported,
 			wantCalls: 1,
 		},
 		{
@@ -727,7 +758,7 @@ func TestWithLogging(t *testing.T) {
 		}
 		got = append(got, fmt.Sprintf("%s %v", e.Message, fields["key"]))
 	}
-	want := []string{"storage put k", "storage get k", "storage get closed k", "storage stat k", "storage list ", "storage delete k"}
+	want := []string{"storage put k", "storage create k", "storage get k", "storage get closed k", "storage stat k", "storage list ", "storage delete k"}
 	if !slices.Equal(got, want) {
 		t.Errorf("logged %q, want %q", got, want)
 	}

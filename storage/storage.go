@@ -28,6 +28,11 @@ var (
 	// the file backend, a full server or a bucket quota on S3). Not retried:
 	// someone must make room.
 	ErrFull = errors.New("storage full")
+	// ErrExists: Create found an object under its key and wrote nothing.
+	ErrExists = errors.New("object already exists")
+	// ErrUnsupported: the store (or the server behind it) does not offer an
+	// optional operation; the caller does without it.
+	ErrUnsupported = errors.New("not supported by this storage")
 )
 
 // MarkFull wraps err in ErrFull when the operating system said the disk or
@@ -39,11 +44,51 @@ func MarkFull(err error) error {
 	return fmt.Errorf("%w: %w", ErrFull, err)
 }
 
+// Metadata is a few short strings stored with an object when Create writes
+// it, and returned by Stat: S3 user metadata, extended attributes on the
+// file backend. Names are lowercase ASCII letters, digits and '-' (S3
+// lowercases them anyway); values are printable ASCII. At most MaxMetadata
+// bytes of names and values in all.
+type Metadata map[string]string
+
+// MaxMetadata bounds the total size of an object's Metadata (S3 allows 2 KiB
+// of user metadata, ext4 one 4 KiB block of extended attributes).
+const MaxMetadata = 1024
+
+// Check reports metadata a backend must refuse, wrapping ErrPermanent.
+func (m Metadata) Check() error {
+	total := 0
+	for k, v := range m {
+		total += len(k) + len(v)
+		if k == "" {
+			return fmt.Errorf("%w: empty metadata name", ErrPermanent)
+		}
+		for _, c := range k {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("%w: metadata name %q: want lowercase letters, digits and '-'", ErrPermanent, k)
+			}
+		}
+		for _, c := range v {
+			if c < ' ' || c > '~' {
+				return fmt.Errorf("%w: metadata %s: value is not printable ASCII", ErrPermanent, k)
+			}
+		}
+	}
+	if total > MaxMetadata {
+		return fmt.Errorf("%w: metadata of %d bytes, at most %d", ErrPermanent, total, MaxMetadata)
+	}
+	return nil
+}
+
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {
 	Key     string
 	Size    int64
 	ModTime time.Time
+	// Metadata is what Create stored with the object. Stat fills it in
+	// (nil when there is none: an object written by Put, by an older
+	// walgo, by another tool); List leaves it nil.
+	Metadata Metadata
 }
 
 // Store is an object store holding immutable blobs under slash-separated
@@ -56,11 +101,26 @@ type Store interface {
 	// under key. Put returns only once the object is durable.
 	Put(ctx context.Context, key string, r io.Reader) error
 
+	// Create stores everything r yields under key, with meta (may be nil),
+	// only if no object is there: the one way to write a key that must
+	// never be overwritten (WAL, locks, sentinels). It is atomic and
+	// durable as Put. If an object exists under key, Create returns an
+	// error wrapping ErrExists and leaves that object untouched; r may have
+	// been read in part or not at all. Of two Creates of one key at the same
+	// time exactly one succeeds, the other gets ErrExists. A retried Create
+	// whose earlier attempt went through also gets ErrExists: callers that
+	// retry compare what is stored (Stat's Metadata) with what they meant to
+	// write. Bad metadata (see Metadata) fails with ErrPermanent.
+	//
+	// S3 servers that ignore the If-None-Match condition overwrite instead;
+	// see WithCheckedCreate for the fallback once that is known.
+	Create(ctx context.Context, key string, r io.Reader, meta Metadata) error
+
 	// Get opens the object for reading. It returns an error wrapping
 	// ErrNotFound if there is no such key. The caller closes the reader.
 	Get(ctx context.Context, key string) (io.ReadCloser, error)
 
-	// Stat returns the object's size and time, or ErrNotFound.
+	// Stat returns the object's size, time and metadata, or ErrNotFound.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 
 	// List calls fn for every object whose key starts with prefix, in
@@ -72,43 +132,6 @@ type Store interface {
 
 	// String names the store for logs and messages (no secrets).
 	String() string
-}
-
-// Leftover is what an interrupted Put can leave behind where List does not
-// show it: a file backend's temp file, an S3 multipart upload that was
-// never completed or aborted (its parts are stored, and billed).
-type Leftover struct {
-	Key     string    // the key the Put was writing
-	ID      string    // what names it to the backend: a temp file, an upload ID
-	Size    int64     // bytes it holds, if known
-	ModTime time.Time // its last write (temp file) or start (upload)
-}
-
-// Sweeper is implemented by stores whose interrupted Puts can leave
-// Leftovers behind, so that delete garbage can remove them.
-type Sweeper interface {
-	// Leftovers calls fn for every leftover whose key starts with prefix.
-	// A Put still running shows too: judge by ModTime.
-	Leftovers(ctx context.Context, prefix string, fn func(Leftover) error) error
-	// RemoveLeftover removes one; one already gone is not an error.
-	RemoveLeftover(ctx context.Context, l Leftover) error
-}
-
-// LeftoversOf lists s's leftovers under prefix; a store that is no
-// Sweeper has none.
-func LeftoversOf(ctx context.Context, s Store, prefix string, fn func(Leftover) error) error {
-	if sw, ok := s.(Sweeper); ok {
-		return sw.Leftovers(ctx, prefix, fn)
-	}
-	return nil
-}
-
-// RemoveLeftover removes l from s, if s is a Sweeper.
-func RemoveLeftover(ctx context.Context, s Store, l Leftover) error {
-	if sw, ok := s.(Sweeper); ok {
-		return sw.RemoveLeftover(ctx, l)
-	}
-	return nil
 }
 
 // Rewinder is implemented by Put bodies that can start over from their first

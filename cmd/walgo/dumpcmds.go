@@ -17,6 +17,7 @@ import (
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/drill"
 	"github.com/walgo/walgo/logical"
+	"github.com/walgo/walgo/ratelimit"
 	"github.com/walgo/walgo/storage"
 )
 
@@ -344,8 +345,9 @@ No repository is needed.
 					phaseShown = true
 					fmt.Fprintf(os.Stderr, "copy: %s (%s in %s)\n", phase, humanBytes(sent), time.Since(progress.start).Round(100*time.Millisecond))
 				},
-				BinDir: c.String("pg-bindir"),
-				Log:    e.log,
+				BinDir:  c.String("pg-bindir"),
+				Limiter: ratelimit.New(e.set.netRate),
+				Log:     e.log,
 			})
 			if !phaseShown {
 				progress.done()

@@ -50,8 +50,10 @@ const exitCodesHelp = `EXIT CODES:
    0  success
    1  not found (wal-fetch: the archive does not hold this file)
    2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key,
-      a recovery target the archived WAL does not reach)
+      a recovery target the archived WAL does not reach,
+      no repository at WALGO_STORAGE: create one with walgo init)
    3  conflict: the archive holds this WAL file with different content (nothing overwritten)
+      init: the storage holds a repository already
       dump-restore, copy: the target database is not empty and --confirm is missing (nothing changed)
       backup-push: another backup-push of this cluster holds the repository's lock
    4  storage unreachable, full or failing after retries
@@ -71,14 +73,14 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, storage.ErrNotFound):
 		return exitNotFound
-	case errors.Is(err, errUsage), errors.Is(err, archive.ErrInvalid), errors.Is(err, restore.ErrInvalid),
+	case errors.Is(err, errUsage), errors.Is(err, catalog.ErrNoRepository), errors.Is(err, archive.ErrInvalid), errors.Is(err, restore.ErrInvalid),
 		errors.Is(err, wal.ErrBadName), errors.Is(err, codec.ErrUnknown),
 		errors.Is(err, codec.ErrNoKey), errors.Is(err, codec.ErrWrongKey),
 		errors.Is(err, basebackup.ErrArchivingOff), errors.Is(err, basebackup.ErrBadDataDir), errors.Is(err, basebackup.ErrUnsupported),
 		errors.Is(err, pgserver.ErrRoot), errors.Is(err, pgserver.ErrNoServer),
 		errors.Is(err, logical.ErrInvalid), errors.Is(err, catalog.ErrForeign):
 		return exitUsage
-	case errors.Is(err, archive.ErrConflict), errors.Is(err, logical.ErrNotEmpty), errors.Is(err, logical.ErrExists),
+	case errors.Is(err, archive.ErrConflict), errors.Is(err, catalog.ErrRepositoryExists), errors.Is(err, logical.ErrNotEmpty), errors.Is(err, logical.ErrExists),
 		errors.Is(err, catalog.ErrLocked), errors.Is(err, catalog.ErrNameTaken):
 		return exitConflict
 	case errors.Is(err, codec.ErrCorrupt), errors.Is(err, wal.ErrBadHeader):
@@ -185,6 +187,7 @@ func newApp(g *guard) *cli.App {
 			return fmt.Errorf("%w: unknown command %q%s; see walgo --help", errUsage, c.Args().First(), hint)
 		},
 		Commands: []*cli.Command{
+			initCommand(),
 			walPushCommand(),
 			walFetchCommand(g),
 			walPrefetchCommand(),
@@ -208,9 +211,29 @@ type env struct {
 	set   *settings
 	log   *zap.Logger
 	store storage.Store
+	repo  catalog.Repository // set by setup with needRepo
 }
 
-func setup(c *cli.Context, needStore bool) (*env, error) {
+// setup parses the settings and, with needRepo, opens the repository: a
+// storage that holds none is refused (catalog.ErrNoRepository), so that no
+// command but init ever writes into, or reads "nothing" from, a place that
+// is not a repository.
+func setup(c *cli.Context, needRepo bool) (*env, error) {
+	e, err := setupStore(c, needRepo)
+	if err != nil || !needRepo {
+		return e, err
+	}
+	if e.repo, err = catalog.ReadRepository(c.Context, e.store); err != nil {
+		return nil, err
+	}
+	e.store = e.repo.Store(e.store, e.log)
+	return e, nil
+}
+
+// setupStore is setup that opens the storage, if needStore, without
+// reading the repository: for init, and for the hooks, which check the
+// repository their own cheaper way.
+func setupStore(c *cli.Context, needStore bool) (*env, error) {
 	set, err := parseSettings(c)
 	if err != nil {
 		return nil, err

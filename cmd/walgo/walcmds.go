@@ -13,17 +13,59 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/archive"
 	"github.com/walgo/walgo/catalog"
-	"github.com/walgo/walgo/ratelimit"
 	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
+
+func initCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "init",
+		Usage: "create the repository WALGO_STORAGE names (once, before archiving starts)",
+		Description: `Creates the repository: for file://, the folder (0700) if it is missing;
+then walgo_repository.json, which holds the repository's id, its creation
+time and format, and what the storage was found to do (a probe object is
+written twice: does the second create-only write fail, as it must? is its
+metadata kept?). Every other command refuses a storage without it, so an
+unmounted volume or a mistyped prefix is never written to, nor taken for an
+empty archive. A prefix that holds WAL-G's or an older walgo's objects may
+be initialised in place: nothing else is touched. Exits 3 if the storage
+holds a repository already.`,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return fmt.Errorf("%w: init takes no arguments (the repository is WALGO_STORAGE)", errUsage)
+			}
+			e, err := setupStore(c, false)
+			if err != nil {
+				return err
+			}
+			st, err := e.set.createStore(c.Context, e.log)
+			if err != nil {
+				return err
+			}
+			r, err := catalog.InitRepository(c.Context, st, buildVersion(), time.Now())
+			if err != nil {
+				return err
+			}
+			if !r.Storage.CreateOnly {
+				e.log.Warn("this storage server ignores create-only writes (If-None-Match): walgo checks before each write instead, and two writers racing for one name can still replace each other; use a server that honours conditional writes")
+			}
+			if !r.Storage.Metadata {
+				e.log.Warn("this storage keeps no object metadata: a repeated wal-push compares by reading the archived copy back (with an age identity when encrypted)")
+			}
+			fmt.Fprintf(c.App.Writer, "created repository %s in %s (create-only writes: %v, metadata: %v)\n",
+				r.ID, st, r.Storage.CreateOnly, r.Storage.Metadata)
+			return nil
+		},
+	}
+}
 
 func walPushCommand() *cli.Command {
 	return &cli.Command{
@@ -45,14 +87,15 @@ so that Postgres' next calls return at once.`,
 			// several times per segment.
 			debug.SetGCPercent(-1)
 			debug.SetMemoryLimit(48 << 20)
-			e, err := setup(c, true)
+			// The pusher checks the repository itself, without a read
+			// per call (see archive.Pusher.Push).
+			e, err := setupStore(c, true)
 			if err != nil {
 				return err
 			}
 			p := archive.New(e.store, archive.Config{
 				Codec:       e.set.codec,
 				Concurrency: e.set.uploadConc,
-				Limiter:     ratelimit.New(e.set.netRate),
 			}, e.log)
 			if _, err = p.Push(c.Context, args[0]); err != nil {
 				return err
@@ -99,11 +142,20 @@ every failure exits 1 instead, so the standby retries and keeps running.`,
 			if len(args) != 2 {
 				return fmt.Errorf("%w: wal-fetch takes NAME and DEST (restore_command's %%f %%p)", errUsage)
 			}
-			e, err := setup(c, true)
+			// The repository is read only on a miss (below): a hit stays
+			// one request.
+			e, err := setupStore(c, true)
 			if err != nil {
 				return err
 			}
 			err = newFetcher(e, prefetchStarter(c, e)).Fetch(c.Context, args[0], args[1])
+			if errors.Is(err, storage.ErrNotFound) {
+				// "Not in the archive" ends recovery: say it only of a
+				// repository that exists, never of a mistyped prefix.
+				if _, rerr := catalog.ReadRepository(c.Context, e.store); rerr != nil {
+					return fmt.Errorf("wal-fetch %s: %w", args[0], rerr)
+				}
+			}
 			if errors.Is(err, storage.ErrNotFound) {
 				// Expected by Postgres: exit 1 and say nothing on stderr.
 				g.notFound = true
@@ -229,7 +281,7 @@ func walPrefetchCommand() *cli.Command {
 					return fmt.Errorf("%w: wal-prefetch setting %s: %v", errUsage, name, err)
 				}
 			}
-			e, err := setup(c, true)
+			e, err := setupStore(c, true)
 			if err != nil {
 				return err
 			}

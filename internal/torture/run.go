@@ -337,6 +337,9 @@ func (r *runner) setup(ctx context.Context) error {
 	} else {
 		r.repoEnv = []string{"WALGO_STORAGE=file://" + pgtest.OwnedDir(r.t, "torture-repo")}
 	}
+	if res, err := r.walgo(ctx, nil, "init"); err != nil || res.code != 0 {
+		return fmt.Errorf("walgo init: %v (exit %d): %s", err, res.code, res.stderr)
+	}
 	ts := pgtest.OwnedDir(r.t, "torture-ts")
 	var initdb []string
 	conf := []string{

@@ -11,10 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
-	"time"
-
-	"go.uber.org/zap/zaptest"
 
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
@@ -23,7 +21,7 @@ import (
 
 func newFile(t *testing.T) *file.Store {
 	t.Helper()
-	s, err := file.New(filepath.Join(t.TempDir(), "repo"))
+	s, err := file.Init(filepath.Join(t.TempDir(), "repo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,14 +32,10 @@ func TestConformance(t *testing.T) {
 	storagetest.Run(t, func(t *testing.T) storage.Store { return newFile(t) })
 }
 
-// TestConformanceWrapped runs the suite through the retry and logging
-// wrappers, as walgo uses the store.
+// TestConformanceWrapped runs the suite through every wrapper, as walgo
+// uses the store.
 func TestConformanceWrapped(t *testing.T) {
-	storagetest.Run(t, func(t *testing.T) storage.Store {
-		log := zaptest.NewLogger(t)
-		opts := storage.RetryOptions{Attempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}
-		return storage.WithLogging(storage.WithRetry(newFile(t), opts, log), log)
-	})
+	storagetest.Run(t, func(t *testing.T) storage.Store { return storagetest.Wrap(t, newFile(t)) })
 }
 
 func TestNewEmptyPath(t *testing.T) {
@@ -73,7 +67,7 @@ func files(t *testing.T, dir string) []string {
 func TestKeysCannotLeaveRoot(t *testing.T) {
 	base := t.TempDir()
 	root := filepath.Join(base, "repo")
-	s, err := file.New(root)
+	s, err := file.Init(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +88,7 @@ func TestKeysCannotLeaveRoot(t *testing.T) {
 
 func TestPutLeavesNoTempFiles(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
-	s, err := file.New(root)
+	s, err := file.Init(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +114,7 @@ func TestPutLeavesNoTempFiles(t *testing.T) {
 // stays on disk but is never listed or readable as an object.
 func TestListHidesStrayTempFiles(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
-	s, err := file.New(root)
+	s, err := file.Init(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +142,7 @@ func TestListHidesStrayTempFiles(t *testing.T) {
 // leftover.
 func TestLeftovers(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
-	s, err := file.New(root)
+	s, err := file.Init(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,3 +218,114 @@ func TestLeftovers(t *testing.T) {
 type errReader struct{ err error }
 
 func (e *errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// TestConformanceCounted runs the suite through storagetest.Counter, which
+// must pass everything on, optional capabilities included.
+func TestConformanceCounted(t *testing.T) {
+	storagetest.Run(t, func(t *testing.T) storage.Store { return &storagetest.Counter{Store: newFile(t)} })
+}
+
+// TestModes: objects are 0600 and folders 0700 whatever the umask lets
+// through, so unencrypted WAL is readable by the repository's owner only.
+func TestModes(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	root := filepath.Join(t.TempDir(), "repo")
+	s, err := file.Init(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Put(ctx, "a/b/put", strings.NewReader("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, "a/c/created", strings.NewReader("x"), storage.Metadata{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	for rel, want := range map[string]fs.FileMode{
+		".": fs.ModeDir | 0o700, "a": fs.ModeDir | 0o700, "a/b": fs.ModeDir | 0o700, "a/c": fs.ModeDir | 0o700,
+		"a/b/put": 0o600, "a/c/created": 0o600,
+	} {
+		fi, err := os.Stat(filepath.Join(root, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode() != want {
+			t.Errorf("%s: mode %s, want %s", rel, fi.Mode(), want)
+		}
+	}
+}
+
+// TestFsyncs: every folder a write creates is fsynced in its parent, the
+// object's folder after the object is published, and the folder of a
+// deleted object after the delete (once per folder for a batch).
+func TestFsyncs(t *testing.T) {
+	synced := file.RecordSyncs(t)
+	root := filepath.Join(t.TempDir(), "repo")
+	s, err := file.Init(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	j := func(p ...string) string { return filepath.Join(append([]string{root}, p...)...) }
+	steps := []struct {
+		name string
+		do   func() error
+		want []string
+	}{
+		{"put in new folders", func() error { return s.Put(ctx, "a/b/obj", strings.NewReader("x")) }, []string{j(), j("a"), j("a", "b")}},
+		{"create in a new folder", func() error { return s.Create(ctx, "a/c/obj", strings.NewReader("x"), nil) }, []string{j("a"), j("a", "c")}},
+		{"put in an existing folder", func() error { return s.Put(ctx, "a/b/obj2", strings.NewReader("x")) }, []string{j("a", "b")}},
+		{"delete", func() error { return s.Delete(ctx, "a/b/obj") }, []string{j("a", "b")}},
+		{"delete a missing key", func() error { return s.Delete(ctx, "a/b/obj") }, nil},
+		{"batch delete", func() error {
+			return storage.BatchDelete(ctx, s, []string{"a/b/obj2", "a/c/obj", "a/c/none"})
+		}, []string{j("a", "b"), j("a", "c")}},
+	}
+	before := len(synced())
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		all := synced()
+		got := all[before:]
+		before = len(all)
+		slices.Sort(got)
+		if !slices.Equal(got, st.want) {
+			t.Errorf("%s: fsynced %q, want %q", st.name, got, st.want)
+		}
+	}
+}
+
+// TestNewRefusesMissingFolder: New never creates its folder (an unmounted
+// volume must not become an empty store on the local disk); Init does,
+// fsyncing each new folder into its parent.
+func TestNewRefusesMissingFolder(t *testing.T) {
+	base := t.TempDir()
+	root := filepath.Join(base, "mnt", "backup")
+	if _, err := file.New(root); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("New of a missing folder: got %v, want fs.ErrNotExist", err)
+	}
+	if _, err := os.Stat(filepath.Join(base, "mnt")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("New created something: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(base, "plain"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := file.New(filepath.Join(base, "plain")); err == nil {
+		t.Errorf("New of a file succeeded")
+	}
+	synced := file.RecordSyncs(t)
+	if _, err := file.Init(root); err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	if got, want := synced(), []string{base, filepath.Join(base, "mnt")}; !slices.Equal(got, want) {
+		t.Errorf("Init fsynced %q, want %q", got, want)
+	}
+	if fi, err := os.Stat(root); err != nil || fi.Mode() != fs.ModeDir|0o700 {
+		t.Errorf("Init made %v (%v), want a 0700 folder", fi.Mode(), err)
+	}
+	if _, err := file.New(root); err != nil {
+		t.Errorf("New after Init: %v", err)
+	}
+}

@@ -27,8 +27,8 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/feature/s3/manager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
@@ -72,10 +72,18 @@ type Config struct {
 	// chain's credentials.
 	AccessKey string
 	SecretKey string
-	// PartSize is the size of each part of a multipart upload (default
-	// 8 MiB, at least 5 MiB). Objects smaller than one part are sent with
-	// one PutObject. A Put holds up to Concurrency+1 parts in memory.
+	// PartSize is the size of the first parts of a multipart upload
+	// (default 8 MiB, at least 5 MiB). Objects smaller than one part are
+	// sent with one PutObject. Streams of unknown size get parts that grow
+	// as the upload proceeds (see partPlan) so that objects of any size up
+	// to S3's limit fit in its 10,000 parts. A Put holds up to
+	// Concurrency+1 parts in memory.
 	PartSize int64
+	// MaxParts, MaxPartSize and MaxObjectSize lower S3's limits (10,000
+	// parts, 5 GiB, 5 TiB), for tests; zero means S3's.
+	MaxParts      int
+	MaxPartSize   int64
+	MaxObjectSize int64
 	// Concurrency is the number of parts of one Put in flight (default 2).
 	Concurrency int
 	// HTTPTimeout bounds every wait of one HTTP request: connecting, the
@@ -87,13 +95,19 @@ type Config struct {
 // Store keeps objects in one bucket under a key prefix. It is safe for
 // concurrent use.
 type Store struct {
-	client   *s3.Client
-	uploader *manager.Uploader
-	bucket   string
-	prefix   string
-	name     string
+	client      *s3.Client
+	partOpts    []func(*s3.Options) // for the requests of an upload, see New
+	plan        partPlan
+	concurrency int
+	bucket      string
+	prefix      string
+	name        string
+
+	pathStyle    bool
+	endpointHost string // the configured endpoint's host name, if any
 
 	bucketSeen atomic.Bool // a HeadBucket proved the bucket exists
+	noBatch    atomic.Bool // the server refused DeleteObjects
 
 	abortRetryer aws.Retryer // for AbortMultipartUpload, see abort
 }
@@ -108,7 +122,7 @@ var _ storage.Store = (*Store)(nil)
 // Put bodies, logging each retry, with timeouts that bound the total time);
 // retrying inside as well would multiply the attempts and hide failures.
 // The one exception is the requests of an upload (PutObject of the buffered
-// body, the parts of a multipart upload): their bodies sit in memory, so
+// body, the requests of a multipart upload): their bodies sit in memory, so
 // the SDK can resend one cheaply, while a whole Put of a streamed base
 // backup cannot be retried at all. Those get partAttempts tries, with
 // backoff of at most a few seconds and no retry quota; each try is bounded
@@ -130,8 +144,21 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.PartSize == 0 {
 		cfg.PartSize = DefaultPartSize
 	}
-	if cfg.PartSize < manager.MinUploadPartSize {
-		return nil, fmt.Errorf("s3 storage: part size %d is below the S3 minimum of %d", cfg.PartSize, manager.MinUploadPartSize)
+	if cfg.PartSize < MinPartSize {
+		return nil, fmt.Errorf("s3 storage: part size %d is below the S3 minimum of %d", cfg.PartSize, MinPartSize)
+	}
+	plan := partPlan{base: cfg.PartSize, maxPart: MaxPartSize, maxObject: MaxObjectSize, maxParts: MaxParts}
+	if cfg.MaxParts > 0 {
+		plan.maxParts = min(cfg.MaxParts, MaxParts)
+	}
+	if cfg.MaxPartSize > 0 {
+		plan.maxPart = min(cfg.MaxPartSize, MaxPartSize)
+	}
+	if cfg.MaxObjectSize > 0 {
+		plan.maxObject = min(cfg.MaxObjectSize, MaxObjectSize)
+	}
+	if plan.base > plan.maxPart {
+		return nil, fmt.Errorf("s3 storage: part size %d is above the part limit of %d", plan.base, plan.maxPart)
 	}
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultConcurrency
@@ -185,20 +212,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		o.MaxBackoff = 5 * time.Second
 		o.RateLimiter = ratelimit.None
 	})
-	// feature/s3/manager is marked deprecated in favour of transfermanager,
-	// which is still v0.x; manager is the proven streaming uploader.
-	uploader := manager.NewUploader(client, func(u *manager.Uploader) {
-		u.PartSize = cfg.PartSize
-		u.Concurrency = cfg.Concurrency
-		u.LeavePartsOnError = false
-		u.ClientOptions = append(u.ClientOptions, func(o *s3.Options) {
-			o.Retryer = partRetryer
-			o.RetryMaxAttempts = 0
-			// Content-MD5 on every body (parts are in memory, so seekable):
-			// the server rejects a part damaged on the way.
-			o.APIOptions = append(o.APIOptions, smithyhttp.AddContentChecksumMiddleware)
-		})
-	})
+	partOpts := []func(*s3.Options){func(o *s3.Options) {
+		o.Retryer = partRetryer
+		o.RetryMaxAttempts = 0
+		// Content-MD5 on every body (parts are in memory, so seekable):
+		// the server rejects a part damaged on the way.
+		o.APIOptions = append(o.APIOptions, smithyhttp.AddContentChecksumMiddleware)
+	}}
 
 	name := "s3://" + cfg.Bucket + "/" + prefix
 	if cfg.Endpoint != "" {
@@ -213,7 +233,14 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		o.MaxBackoff = 5 * time.Second
 		o.RateLimiter = ratelimit.None
 	})
-	return &Store{client: client, uploader: uploader, bucket: cfg.Bucket, prefix: prefix, name: name, abortRetryer: abortRetryer}, nil
+	st := &Store{client: client, partOpts: partOpts, plan: plan, concurrency: cfg.Concurrency,
+		bucket: cfg.Bucket, prefix: prefix, name: name, abortRetryer: abortRetryer, pathStyle: cfg.PathStyle}
+	if cfg.Endpoint != "" {
+		if u, err := url.Parse(cfg.Endpoint); err == nil {
+			st.endpointHost = u.Hostname()
+		}
+	}
+	return st, nil
 }
 
 // ParseURL splits "s3://bucket/some/prefix" into its bucket and its prefix
@@ -271,35 +298,61 @@ func (s *Store) objectKey(key string) (string, error) {
 // earlier object under key untouched. An error from r is returned wrapped,
 // with no sentinel.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
+	return s.upload(ctx, "put", key, r, nil, false)
+}
+
+// Create uploads like Put with If-None-Match: * (on the PutObject, or on
+// the CompleteMultipartUpload), so the server refuses to replace an
+// object: its 412 is storage.ErrExists. meta is sent as user metadata
+// (x-amz-meta-<name>). A server that ignores the condition overwrites;
+// see storage.WithCheckedCreate.
+func (s *Store) Create(ctx context.Context, key string, r io.Reader, meta storage.Metadata) error {
+	if err := meta.Check(); err != nil {
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	return s.upload(ctx, "create", key, r, meta, true)
+}
+
+func (s *Store) upload(ctx context.Context, op, key string, r io.Reader, meta storage.Metadata, ifNone bool) error {
 	k, err := s.objectKey(key)
 	if err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
 	body := &storage.BodyReader{R: r}
-	_, err = s.uploader.Upload(ctx, &s3.PutObjectInput{
+	in := &s3.PutObjectInput{
 		Bucket:      aws.String(s.bucket),
 		Key:         aws.String(k),
-		Body:        body,
 		ContentType: aws.String("application/octet-stream"),
-	})
+	}
+	if len(meta) > 0 {
+		in.Metadata = meta
+	}
+	if ifNone {
+		in.IfNoneMatch = aws.String("*")
+	}
+	err = s.send(ctx, in, body)
 	if err == nil {
 		return nil
 	}
-	var mu manager.MultiUploadFailure
-	if errors.As(err, &mu) && mu.UploadID() != "" {
-		// The uploader aborts with ctx, which fails if ctx is what ended
-		// the upload; abort again on a context of our own.
-		if aerr := s.abort(ctx, k, mu.UploadID()); aerr != nil {
-			err = fmt.Errorf("%w (abort of upload %s failed too: %v)", err, mu.UploadID(), aerr)
+	if rerr := body.Err(); rerr != nil {
+		return fmt.Errorf("%s %s: read body: %w", op, key, rerr)
+	}
+	if ifNone && notImplemented(err) {
+		return fmt.Errorf("%s %s: %w: the server refuses conditional writes (If-None-Match: *): %w", op, key, storage.ErrUnsupported, err)
+	}
+	err = s.fail(ctx, op, key, err)
+	if ifNone && errors.Is(err, storage.ErrUnreachable) && ctx.Err() == nil {
+		// A server that refuses a conditional write before reading the
+		// body answers 412 and drops the connection: the client often
+		// sees only the reset. An object under key means that refusal.
+		if _, serr := s.Stat(ctx, key); serr == nil {
+			return fmt.Errorf("%s %s: %w (the upload was cut off: %v)", op, key, storage.ErrExists, err)
 		}
 	}
-	if rerr := body.Err(); rerr != nil {
-		return fmt.Errorf("put %s: read body: %w", key, rerr)
-	}
-	return s.fail(ctx, "put", key, err)
+	return err
 }
 
 func (s *Store) abort(ctx context.Context, k, uploadID string) error {
@@ -315,7 +368,7 @@ func (s *Store) abort(ctx context.Context, k, uploadID string) error {
 	})
 	var ae smithy.APIError
 	if errors.As(err, &ae) && ae.ErrorCode() == "NoSuchUpload" {
-		return nil // the uploader's own abort went through
+		return nil // gone already
 	}
 	return err
 }
@@ -376,6 +429,12 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 	}
 	out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(k)})
 	if err != nil {
+		if status(err) == http.StatusForbidden {
+			// A HEAD answer has no body, so no error code: ask once with a
+			// request whose answer says why (SignatureDoesNotMatch,
+			// InvalidAccessKeyId, AccessDenied).
+			err = s.whyForbidden(ctx, k, err)
+		}
 		err = s.fail(ctx, "stat", key, err)
 		if errors.Is(err, storage.ErrNotFound) {
 			if berr := s.checkBucket(ctx); berr != nil {
@@ -385,6 +444,12 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 		return storage.ObjectInfo{}, err
 	}
 	oi := storage.ObjectInfo{Key: key}
+	if len(out.Metadata) > 0 {
+		oi.Metadata = storage.Metadata{}
+		for k, v := range out.Metadata {
+			oi.Metadata[strings.ToLower(k)] = v
+		}
+	}
 	if out.ContentLength != nil {
 		oi.Size = *out.ContentLength
 	}
@@ -392,6 +457,63 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error
 		oi.ModTime = *out.LastModified
 	}
 	return oi, nil
+}
+
+// whyForbidden returns the error of a one-byte GET of k, which carries the
+// S3 error code a refused HEAD lacks, or headErr if that GET says nothing
+// more.
+func (s *Store) whyForbidden(ctx context.Context, k string, headErr error) error {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(k), Range: aws.String("bytes=0-0")})
+	if err == nil {
+		out.Body.Close()
+		return headErr
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) && ae.ErrorCode() != "" && ae.ErrorCode() != "Forbidden" {
+		return err
+	}
+	return headErr
+}
+
+// status is the HTTP status of an SDK error, or 0.
+func status(err error) int {
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// hints say what to check for the S3 error codes a user can act on.
+var hints = map[string]string{
+	"SignatureDoesNotMatch":        "the secret key does not match the access key: check AWS_SECRET_ACCESS_KEY (or the profile's), and that no proxy rewrites requests",
+	"InvalidAccessKeyId":           "this server does not know the access key: check AWS_ACCESS_KEY_ID, and that the endpoint (WALGO_S3_ENDPOINT) and region are the ones the key belongs to",
+	"XAdminUserNotFound":           "this server does not know the access key: check AWS_ACCESS_KEY_ID, and that the endpoint (WALGO_S3_ENDPOINT) is the one the key belongs to",
+	"AccessDenied":                 "the credentials are not allowed this request: walgo needs s3:GetObject, s3:PutObject, s3:DeleteObject, s3:ListBucket (without it S3 answers 403 for a missing key), s3:ListBucketMultipartUploads and s3:AbortMultipartUpload on the bucket and prefix (see the README)",
+	"Forbidden":                    "the server refused the credentials or the request (403): check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket policy; walgo needs s3:ListBucket among others (see the README)",
+	"NoSuchBucket":                 "check the bucket name in WALGO_STORAGE, the endpoint and the region",
+	"AllAccessDisabled":            "all access to this bucket is disabled",
+	"AccountProblem":               "the account behind the credentials has a problem: see the provider's console",
+	"PermanentRedirect":            "the bucket is in another region: set WALGO_S3_REGION (or AWS_REGION) to the bucket's",
+	"AuthorizationHeaderMalformed": "the region does not match the bucket's: set WALGO_S3_REGION (or AWS_REGION)",
+}
+
+// lookupHost resolves a host name; a variable for tests.
+var lookupHost = net.DefaultResolver.LookupHost
+
+// pathStyleHint reports a virtual-hosted request (bucket.host) whose host
+// name does not resolve while the endpoint's own does: the server wants
+// path-style addressing.
+func (s *Store) pathStyleHint(ctx context.Context, err error) bool {
+	var de *net.DNSError
+	if s.pathStyle || s.endpointHost == "" || !errors.As(err, &de) || !de.IsNotFound ||
+		!strings.EqualFold(strings.TrimSuffix(de.Name, "."), s.bucket+"."+s.endpointHost) {
+		return false
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, lerr := lookupHost(lctx, s.endpointHost)
+	return lerr == nil
 }
 
 // checkBucket fails with storage.ErrPermanent if the bucket does not
@@ -407,7 +529,20 @@ func (s *Store) checkBucket(ctx context.Context) error {
 		return nil
 	}
 	if kind(err) == kindNotFound {
-		return fmt.Errorf("%w: bucket %s does not exist: %w", storage.ErrPermanent, s.bucket, err)
+		// A HEAD answer has no body: a 404 may be a refused key too
+		// (versitygw answers an unknown access key so). One listing says
+		// which.
+		_, lerr := s.client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(s.prefix), MaxKeys: aws.Int32(1)})
+		var ae smithy.APIError
+		switch {
+		case lerr == nil:
+			s.bucketSeen.Store(true)
+			return nil
+		case errors.As(lerr, &ae) && ae.ErrorCode() == "NoSuchBucket", kind(lerr) == kindNotFound:
+			return fmt.Errorf("%w: bucket %s does not exist: %w", storage.ErrPermanent, s.bucket, err)
+		default:
+			return s.fail(ctx, "list bucket", s.bucket, lerr)
+		}
 	}
 	if kind(err) == kindPermanent {
 		return nil
@@ -460,6 +595,75 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	}
 	return nil
 }
+
+// DeleteBatch removes the keys with one DeleteObjects request. A server
+// that does not implement it (NotImplemented, 501, 405) gets
+// storage.ErrUnsupported, and is not asked again by this Store.
+func (s *Store) DeleteBatch(ctx context.Context, keys []string) error {
+	if s.noBatch.Load() {
+		return fmt.Errorf("delete batch: %w", storage.ErrUnsupported)
+	}
+	ids := make([]types.ObjectIdentifier, 0, len(keys))
+	for _, key := range keys {
+		k, err := s.objectKey(key)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, types.ObjectIdentifier{Key: aws.String(k)})
+	}
+	out, err := s.client.DeleteObjects(ctx, &s3.DeleteObjectsInput{
+		Bucket: aws.String(s.bucket),
+		Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)},
+	})
+	if err != nil {
+		if notImplemented(err) {
+			s.noBatch.Store(true)
+			return fmt.Errorf("delete batch: %w: %w", storage.ErrUnsupported, err)
+		}
+		return s.fail(ctx, "delete batch", keys[0], err)
+	}
+	// Per-key failures: a missing key is deleted already; report the rest
+	// by the worst kind among them, naming the first.
+	var first error
+	worst := kindTransient
+	failed := 0
+	for _, e := range out.Errors {
+		code := aws.ToString(e.Code)
+		if code == "NoSuchKey" {
+			continue
+		}
+		failed++
+		k := kind(&smithy.GenericAPIError{Code: code, Message: aws.ToString(e.Message)})
+		if first == nil {
+			key, _ := strings.CutPrefix(aws.ToString(e.Key), s.prefix)
+			first = fmt.Errorf("%s: %s: %s", key, code, aws.ToString(e.Message))
+		}
+		if k == kindPermanent {
+			worst = kindPermanent
+		}
+	}
+	if failed == 0 {
+		return nil
+	}
+	sentinel := storage.ErrUnreachable
+	if worst == kindPermanent {
+		sentinel = storage.ErrPermanent
+	}
+	return fmt.Errorf("delete batch: %d of %d keys failed: %w: %w", failed, len(keys), sentinel, first)
+}
+
+// notImplemented reports a server that does not implement a request
+// (DeleteObjects, a conditional write).
+func notImplemented(err error) bool {
+	var ae smithy.APIError
+	if errors.As(err, &ae) && (ae.ErrorCode() == "NotImplemented" || ae.ErrorCode() == "MethodNotAllowed") {
+		return true
+	}
+	var re *awshttp.ResponseError
+	return errors.As(err, &re) && (re.HTTPStatusCode() == http.StatusNotImplemented || re.HTTPStatusCode() == http.StatusMethodNotAllowed)
+}
+
+var _ storage.BatchDeleter = (*Store)(nil)
 
 // Leftovers lists multipart uploads under prefix that were started and
 // neither completed nor aborted: a Put killed mid-upload (or whose abort
@@ -527,10 +731,28 @@ func (s *Store) fail(ctx context.Context, op, key string, err error) error {
 		}
 		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
+	if errors.Is(err, storage.ErrPermanent) {
+		return fmt.Errorf("%s %s: %w", op, key, err)
+	}
+	if s.pathStyleHint(ctx, err) {
+		return fmt.Errorf("%s %s: %w: %w: the endpoint addresses the bucket as %s.%s, which does not resolve: set WALGO_S3_PATH_STYLE=true (most S3-compatible servers want path-style addressing)",
+			op, key, storage.ErrPermanent, err, s.bucket, s.endpointHost)
+	}
 	switch kind(err) {
 	case kindNotFound:
 		return fmt.Errorf("%s %s: %w", op, key, storage.ErrNotFound)
+	case kindExists:
+		return fmt.Errorf("%s %s: %w", op, key, storage.ErrExists)
 	case kindPermanent:
+		var ae smithy.APIError
+		if errors.As(err, &ae) {
+			if h, ok := hints[ae.ErrorCode()]; ok {
+				return fmt.Errorf("%s %s: %w: %w: %s", op, key, storage.ErrPermanent, err, h)
+			}
+		}
+		if status(err) == http.StatusForbidden {
+			return fmt.Errorf("%s %s: %w: %w: %s", op, key, storage.ErrPermanent, err, hints["Forbidden"])
+		}
 		return fmt.Errorf("%s %s: %w: %w", op, key, storage.ErrPermanent, err)
 	case kindFull:
 		return fmt.Errorf("%s %s: %w: %w", op, key, storage.ErrFull, err)
@@ -546,6 +768,7 @@ const (
 	kindNotFound
 	kindPermanent
 	kindFull
+	kindExists // a conditional write found the key taken
 )
 
 // kind sorts an SDK error. Error codes decide first, the HTTP status next;
@@ -561,6 +784,8 @@ func kind(err error) errKind {
 		return kindNotFound
 	case "XMinioStorageFull", "StorageFull", "QuotaExceeded", "XMinioAdminBucketQuotaExceeded", "InsufficientStorage":
 		return kindFull
+	case "PreconditionFailed":
+		return kindExists
 	case "NoSuchBucket", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
 		"AllAccessDisabled", "AccountProblem", "InvalidBucketName", "InvalidObjectState",
 		"PermanentRedirect", "AuthorizationHeaderMalformed", "NotImplemented", "KeyTooLongError",
@@ -578,8 +803,14 @@ func kind(err error) errKind {
 		return kindTransient
 	}
 	switch st := re.HTTPStatusCode(); {
+	case st == http.StatusNotFound && code != "":
+		// Not the key: versitygw answers an unknown access key with 404
+		// XAdminUserNotFound, which must never read as "no such WAL".
+		return kindPermanent
 	case st == http.StatusNotFound:
 		return kindNotFound
+	case st == http.StatusPreconditionFailed:
+		return kindExists
 	case st == http.StatusRequestTimeout, st == http.StatusConflict, st == http.StatusTooManyRequests:
 		return kindTransient
 	case st == http.StatusNotImplemented:

@@ -55,9 +55,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceWrapped(t *testing.T) {
 	srv := s3test.Start(t)
 	storagetest.Run(t, func(t *testing.T) storage.Store {
-		log := zaptest.NewLogger(t)
-		s := newStore(t, srv.Config(srv.Bucket(t), "wrapped"))
-		return storage.WithLogging(storage.WithRetry(s, storage.RetryOptions{}, log), log)
+		return storagetest.Wrap(t, newStore(t, srv.Config(srv.Bucket(t), "wrapped")))
 	})
 }
 
@@ -124,23 +122,41 @@ func TestMissingBucket(t *testing.T) {
 	}
 }
 
+// TestWrongCredentials: refused credentials are permanent errors that
+// name the S3 error code and what to check, a HEAD (whose 403 has no body)
+// included.
 func TestWrongCredentials(t *testing.T) {
 	srv := s3test.Start(t)
-	cfg := srv.Config(srv.Bucket(t), "")
-	cfg.SecretKey = "wrong-secret"
-	s := newStore(t, cfg)
-	ctx := context.Background()
-	_, getErr := s.Get(ctx, "k")
-	_, statErr := s.Stat(ctx, "k")
-	for op, err := range map[string]error{
-		"get":  getErr,
-		"stat": statErr,
-		"put":  s.Put(ctx, "k", strings.NewReader("x")),
-		"list": s.List(ctx, "", func(storage.ObjectInfo) error { return nil }),
+	bucket := srv.Bucket(t)
+	for _, tc := range []struct {
+		name       string
+		edit       func(*s3.Config)
+		code, hint string
+	}{
+		{"wrong secret", func(c *s3.Config) { c.SecretKey = "wrong-secret" }, "SignatureDoesNotMatch", "AWS_SECRET_ACCESS_KEY"},
+		// versitygw says XAdminUserNotFound (404) where AWS says
+		// InvalidAccessKeyId (403): never "object not found".
+		{"unknown key", func(c *s3.Config) { c.AccessKey = "nobody" }, "XAdminUserNotFound", "AWS_ACCESS_KEY_ID"},
 	} {
-		if !errors.Is(err, storage.ErrPermanent) {
-			t.Errorf("%s: got %v, want ErrPermanent", op, err)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := srv.Config(bucket, "")
+			tc.edit(&cfg)
+			s := newStore(t, cfg)
+			ctx := context.Background()
+			_, getErr := s.Get(ctx, "k")
+			_, statErr := s.Stat(ctx, "k")
+			for op, err := range map[string]error{
+				"get":    getErr,
+				"stat":   statErr,
+				"put":    s.Put(ctx, "k", strings.NewReader("x")),
+				"create": s.Create(ctx, "k", strings.NewReader("x"), nil),
+				"list":   s.List(ctx, "", func(storage.ObjectInfo) error { return nil }),
+			} {
+				if !errors.Is(err, storage.ErrPermanent) || !strings.Contains(err.Error(), tc.code) || !strings.Contains(err.Error(), tc.hint) {
+					t.Errorf("%s: got %v, want ErrPermanent naming %s and %s", op, err, tc.code, tc.hint)
+				}
+			}
+		})
 	}
 }
 
@@ -370,4 +386,69 @@ func TestLeftovers(t *testing.T) {
 	if len(out.Uploads) != 1 || aws.ToString(out.Uploads[0].UploadId) != other {
 		t.Errorf("uploads in the bucket: %d, want only the other prefix's", len(out.Uploads))
 	}
+}
+
+// TestObjectsOfAnySize: with the part limit lowered to 4 (as 10,000 is for
+// S3), a stream of unknown size far beyond 4 parts of the first size is
+// stored whole, because the parts grow; one beyond what the limits allow
+// fails before completing, leaving nothing.
+func TestObjectsOfAnySize(t *testing.T) {
+	srv := s3test.Start(t)
+	cfg := srv.Config(srv.Bucket(t), "big")
+	cfg.PartSize, cfg.MaxParts = s3.MinPartSize, 4 // 5+10+20+40 MiB
+	s := newStore(t, cfg)
+	ctx := context.Background()
+	const size = 60 << 20 // 3 parts of 5 MiB would hold 20
+	if err := s.Create(ctx, "dump", &countingReader{n: size}, storage.Metadata{"k": "v"}); err != nil {
+		t.Fatalf("create of %d MiB in at most 4 parts: %v", size>>20, err)
+	}
+	rc, err := s.Get(ctx, "dump")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(&checkingWriter{}, rc)
+	rc.Close()
+	if err != nil || n != size {
+		t.Fatalf("read back %d bytes (%v), want %d", n, err, size)
+	}
+	err = s.Put(ctx, "toobig", &countingReader{n: 76 << 20})
+	if !errors.Is(err, storage.ErrPermanent) || !strings.Contains(err.Error(), "more than 4 parts") {
+		t.Errorf("put beyond 4 growing parts: got %v, want a clear refusal", err)
+	}
+	if _, err := s.Stat(ctx, "toobig"); !errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("stat after the refusal: %v, want ErrNotFound", err)
+	}
+	uploads := 0
+	storage.LeftoversOf(ctx, s, "", func(storage.Leftover) error { uploads++; return nil })
+	if uploads != 0 {
+		t.Errorf("%d multipart uploads left behind", uploads)
+	}
+}
+
+// countingReader yields n bytes: byte i is i mod 251.
+type countingReader struct{ n, i int64 }
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.i >= c.n {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), c.n-c.i)]
+	for k := range p {
+		p[k] = byte((c.i + int64(k)) % 251)
+	}
+	c.i += int64(len(p))
+	return len(p), nil
+}
+
+// checkingWriter fails unless it gets countingReader's bytes.
+type checkingWriter struct{ i int64 }
+
+func (c *checkingWriter) Write(p []byte) (int, error) {
+	for k, b := range p {
+		if b != byte((c.i+int64(k))%251) {
+			return k, fmt.Errorf("byte %d differs", c.i+int64(k))
+		}
+	}
+	c.i += int64(len(p))
+	return len(p), nil
 }

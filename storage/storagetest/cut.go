@@ -23,6 +23,9 @@ type CutStore struct {
 	gets map[string]int
 }
 
+// Unwrap returns the wrapped store, so optional capabilities show through.
+func (s *CutStore) Unwrap() storage.Store { return s.Store }
+
 func (s *CutStore) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	rc, err := s.Store.Get(ctx, key)
 	if err != nil || s.Match != nil && !s.Match(key) {

@@ -11,9 +11,14 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"go.uber.org/zap/zaptest"
+
+	"github.com/walgo/walgo/ratelimit"
 	"github.com/walgo/walgo/storage"
 )
 
@@ -36,6 +41,12 @@ func Run(t *testing.T, newStore func(t *testing.T) storage.Store) {
 		{"CancelledPut", testCancelledPut},
 		{"ConcurrentPuts", testConcurrentPuts},
 		{"InvalidKeys", testInvalidKeys},
+		{"Create", testCreate},
+		{"CreateExisting", testCreateExisting},
+		{"CreateRace", testCreateRace},
+		{"CreateFails", testCreateFails},
+		{"Metadata", testMetadata},
+		{"BatchDelete", testBatchDelete},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -467,4 +478,265 @@ func testInvalidKeys(t *testing.T, s storage.Store) {
 	if got := list(t, s, ""); len(got) != 0 {
 		t.Errorf("list after invalid puts = %q, want nothing", keys(got))
 	}
+}
+
+func create(t *testing.T, s storage.Store, key string, data []byte, meta storage.Metadata) {
+	t.Helper()
+	if err := s.Create(context.Background(), key, bytes.NewReader(data), meta); err != nil {
+		t.Fatalf("create %s: %v", key, err)
+	}
+}
+
+func stat(t *testing.T, s storage.Store, key string) storage.ObjectInfo {
+	t.Helper()
+	oi, err := s.Stat(context.Background(), key)
+	if err != nil {
+		t.Fatalf("stat %s: %v", key, err)
+	}
+	return oi
+}
+
+func sameMeta(a, b storage.Metadata) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// testCreate: a Create of a free key stores the object and its metadata,
+// small (one request) and streamed (a multipart upload).
+func testCreate(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	for i, size := range []int64{0, 5000, 20 * MiB} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			key := fmt.Sprintf("new/%d", i)
+			meta := storage.Metadata{"plain-sha256": fmt.Sprintf("%064x", i), "n": fmt.Sprint(size)}
+			want, _ := digest(t, newStream(byte(i), size))
+			if err := s.Create(ctx, key, newStream(byte(i), size), meta); err != nil {
+				t.Fatalf("create: %v", err)
+			}
+			oi := stat(t, s, key)
+			if oi.Size != size || !sameMeta(oi.Metadata, meta) {
+				t.Errorf("stat = size %d metadata %v, want %d and %v", oi.Size, oi.Metadata, size, meta)
+			}
+			rc, err := s.Get(ctx, key)
+			if err != nil {
+				t.Fatalf("get: %v", err)
+			}
+			got, n := digest(t, rc)
+			rc.Close()
+			if n != size || got != want {
+				t.Errorf("got %d bytes, want %d of what was created", n, size)
+			}
+		})
+	}
+	if got := keys(list(t, s, "new/")); !slices.Equal(got, []string{"new/0", "new/1", "new/2"}) {
+		t.Errorf("list = %q", got)
+	}
+	// A key freed by Delete can be created again.
+	if err := s.Delete(ctx, "new/1"); err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, "new/1", []byte("again"), nil)
+	if got := get(t, s, "new/1"); string(got) != "again" {
+		t.Errorf("create after delete: %q", got)
+	}
+}
+
+// testCreateExisting: a Create of a taken key, whoever wrote it, fails with
+// ErrExists and leaves the object and its metadata as they were.
+func testCreateExisting(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	put(t, s, "ex/put", []byte("by put"))
+	create(t, s, "ex/created", []byte("by create"), storage.Metadata{"who": "first"})
+	tests := []struct {
+		name string
+		key  string
+		body func() io.Reader
+		want string
+	}{
+		{"over put, small", "ex/put", func() io.Reader { return bytes.NewReader([]byte("other")) }, "by put"},
+		{"over create, small", "ex/created", func() io.Reader { return bytes.NewReader([]byte("other")) }, "by create"},
+		{"over create, empty", "ex/created", func() io.Reader { return bytes.NewReader(nil) }, "by create"},
+		{"over create, streamed", "ex/created", func() io.Reader { return newStream(9, 12*MiB) }, "by create"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.Create(ctx, tc.key, tc.body(), storage.Metadata{"who": "second"})
+			if !errors.Is(err, storage.ErrExists) {
+				t.Fatalf("create: got %v, want ErrExists", err)
+			}
+			if got := get(t, s, tc.key); string(got) != tc.want {
+				t.Errorf("object is now %.20q, want %q", got, tc.want)
+			}
+		})
+	}
+	if m := stat(t, s, "ex/created").Metadata; m["who"] != "first" {
+		t.Errorf("metadata = %v, want who=first", m)
+	}
+	if got := keys(list(t, s, "ex/")); !slices.Equal(got, []string{"ex/created", "ex/put"}) {
+		t.Errorf("list = %q", got)
+	}
+}
+
+// testCreateRace: writers racing to create one key with different
+// content: exactly one wins, every other gets ErrExists, and the object is
+// the winner's, whole.
+func testCreateRace(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	const writers, rounds = 6, 8
+	for round := range rounds + 1 {
+		key := fmt.Sprintf("race/%d", round)
+		size := int64(3000)
+		if round == rounds {
+			size = 6 * MiB // past a multipart upload's first part
+		}
+		errs := make([]error, writers)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := range writers {
+			wg.Go(func() {
+				<-start
+				meta := storage.Metadata{"writer": fmt.Sprint(w)}
+				errs[w] = s.Create(ctx, key, newStream(byte(10+w), size), meta)
+			})
+		}
+		close(start)
+		wg.Wait()
+		winner := -1
+		for w, err := range errs {
+			switch {
+			case err == nil && winner >= 0:
+				t.Errorf("%s: writers %d and %d both won", key, winner, w)
+			case err == nil:
+				winner = w
+			case !errors.Is(err, storage.ErrExists):
+				t.Errorf("%s: writer %d: %v, want ErrExists", key, w, err)
+			}
+		}
+		if winner < 0 {
+			t.Errorf("%s: nobody won", key)
+			continue
+		}
+		oi := stat(t, s, key)
+		if oi.Metadata["writer"] != fmt.Sprint(winner) {
+			t.Errorf("%s: metadata names writer %q, winner was %d", key, oi.Metadata["writer"], winner)
+		}
+		want, _ := digest(t, newStream(byte(10+winner), size))
+		rc, err := s.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := digest(t, rc)
+		rc.Close()
+		if got != want {
+			t.Errorf("%s: content is not the winner's", key)
+		}
+	}
+}
+
+// testCreateFails: a Create whose body fails or whose ctx ends leaves
+// nothing, and the key can be created afterwards.
+func testCreateFails(t *testing.T, s storage.Store) {
+	boom := errors.New("source broke")
+	for i, at := range []int64{0, 1000, 12 * MiB} {
+		key := fmt.Sprintf("cfail/%d", i)
+		err := s.Create(context.Background(), key, &failingReader{r: newStream(1, at), err: boom}, storage.Metadata{"a": "b"})
+		if !errors.Is(err, boom) {
+			t.Errorf("create %s: got %v, want the reader's error", key, err)
+		}
+		assertNotFound(t, s, key)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := s.Create(ctx, key, bytes.NewReader([]byte("x")), nil); err == nil {
+			t.Errorf("create %s with a cancelled context succeeded", key)
+		}
+		assertNotFound(t, s, key)
+		create(t, s, key, []byte("fine"), nil)
+	}
+	for _, meta := range []storage.Metadata{{"Upper": "x"}, {"a b": "x"}, {"": "x"}, {"a": "line\nbreak"}, {"a": string(make([]byte, storage.MaxMetadata+1))}} {
+		err := s.Create(context.Background(), "cfail/meta", bytes.NewReader([]byte("x")), meta)
+		if !errors.Is(err, storage.ErrPermanent) {
+			t.Errorf("create with metadata %q: got %v, want ErrPermanent", meta, err)
+		}
+	}
+	assertNotFound(t, s, "cfail/meta")
+}
+
+// testMetadata: objects written by Put have none; Create's round-trips
+// exactly, up to MaxMetadata bytes.
+func testMetadata(t *testing.T, s storage.Store) {
+	put(t, s, "meta/put", []byte("x"))
+	if m := stat(t, s, "meta/put").Metadata; len(m) != 0 {
+		t.Errorf("object written by Put has metadata %v", m)
+	}
+	create(t, s, "meta/none", []byte("x"), nil)
+	if m := stat(t, s, "meta/none").Metadata; len(m) != 0 {
+		t.Errorf("object created without metadata has %v", m)
+	}
+	big := storage.Metadata{"plain-sha256": strings.Repeat("ab", 32), "x-1": "", "long": strings.Repeat("~ -", (storage.MaxMetadata-100)/3)}
+	create(t, s, "meta/full", []byte("x"), big)
+	if m := stat(t, s, "meta/full").Metadata; !sameMeta(m, big) {
+		t.Errorf("metadata round trip: got %v, want %v", m, big)
+	}
+}
+
+// testBatchDelete: a store that is a BatchDeleter (through its wrappers)
+// removes a full batch in one call, missing keys included; any other says
+// ErrUnsupported and deletes nothing.
+func testBatchDelete(t *testing.T, s storage.Store) {
+	ctx := context.Background()
+	n := storage.MaxBatchDelete
+	all := make([]string, n)
+	for i := range all {
+		all[i] = fmt.Sprintf("bd/%02d/%04d", i%7, i)
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, k := range all {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if err := s.Put(ctx, k, bytes.NewReader([]byte(k))); err != nil {
+				t.Errorf("put %s: %v", k, err)
+			}
+		})
+	}
+	wg.Wait()
+	del := append(slices.Clone(all[:n-2]), "bd/never/was")
+	err := storage.BatchDelete(ctx, s, del)
+	if _, ok := storage.As[storage.BatchDeleter](s); !ok {
+		if !errors.Is(err, storage.ErrUnsupported) {
+			t.Errorf("store without batch deletes: got %v, want ErrUnsupported", err)
+		}
+		if got := len(list(t, s, "bd/")); got != n {
+			t.Errorf("%d of %d objects left after an unsupported batch", got, n)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("batch delete: %v", err)
+	}
+	kept := slices.Sorted(slices.Values(all[n-2:]))
+	if got := keys(list(t, s, "bd/")); !slices.Equal(got, kept) {
+		t.Errorf("left after the batch: %q, want %q, the keys not in it", got, kept)
+	}
+	if err := storage.BatchDelete(ctx, s, make([]string, n+1)); !errors.Is(err, storage.ErrPermanent) {
+		t.Errorf("batch of %d: got %v, want ErrPermanent", n+1, err)
+	}
+}
+
+// Wrap puts s under every wrapper walgo uses (rate limit, logging, checked
+// create, retries with short backoff), for a backend's TestConformanceWrapped.
+func Wrap(t *testing.T, s storage.Store) storage.Store {
+	log := zaptest.NewLogger(t)
+	s = storage.WithRateLimit(s, ratelimit.New(1<<30))
+	s = storage.WithLogging(s, log)
+	s = storage.WithCheckedCreate(s, log)
+	return storage.WithRetry(s, storage.RetryOptions{Attempts: 3, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}, log)
 }

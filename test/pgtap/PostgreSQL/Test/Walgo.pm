@@ -30,6 +30,18 @@ sub storage_arg
 	return qq{--storage "file://} . $node->archive_dir . qq{"};
 }
 
+# Creates the node's repository (walgo refuses a folder that holds none);
+# one made already, by the node's own enable_archiving, is fine (exit 3).
+sub init_repository
+{
+	my ($node) = @_;
+	system($walgo, '--storage', 'file://' . $node->archive_dir, '--log-level', 'warn', 'init');
+	my $code = $? >> 8;
+	die "walgo init of " . $node->archive_dir . " failed (exit $code)"
+	  unless $? != -1 && ($? & 127) == 0 && ($code == 0 || $code == 3);
+	return;
+}
+
 no warnings 'redefine';
 
 sub PostgreSQL::Test::Cluster::enable_archiving
@@ -39,6 +51,7 @@ sub PostgreSQL::Test::Cluster::enable_archiving
 	my $storage = storage_arg($self);
 
 	print "### Enabling WAL archiving with walgo for node \"$name\"\n";
+	init_repository($self);
 	$self->append_conf(
 		'postgresql.conf', qq(
 archive_mode = on
@@ -54,6 +67,7 @@ sub PostgreSQL::Test::Cluster::enable_restoring
 	my $storage = storage_arg($root_node);
 
 	print "### Enabling WAL restore with walgo for node \"$name\"\n";
+	init_repository($root_node);
 	$self->append_conf(
 		$self->_recovery_file, qq(
 restore_command = '"$walgo" $storage wal-fetch "%f" "%p"'
