@@ -106,8 +106,11 @@ func TestGuardExitPaths(t *testing.T) {
 	bin := testBinary(t)
 	root := t.TempDir()
 	repoDir := filepath.Join(root, "repo")
-	st, err := file.New(repoDir)
+	st, err := file.Init(repoDir)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := catalog.InitRepository(context.Background(), st, "test", time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	const segSize = 1 << 20
@@ -415,6 +418,9 @@ func TestFullRepository(t *testing.T) {
 		t.Skip(msg)
 	}
 	t.Cleanup(func() { exec.Command("umount", repoDir).Run() })
+	if o := runIn(t, bin, dir, []string{"WALGO_STORAGE=file://" + repoDir}, "", []string{"init"}, nil); o.code != 0 {
+		t.Fatalf("init: exit %d\n%s", o.code, o.stderr)
+	}
 	data := filepath.Join(dir, "data")
 	walDir := filepath.Join(data, "pg_wal")
 	os.MkdirAll(filepath.Join(walDir, "archive_status"), 0o700)
