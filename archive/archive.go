@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -48,12 +47,6 @@ type Config struct {
 	Now func() time.Time
 }
 
-// repoCacheTTL is how long wal-push trusts its cached copy of the
-// repository description (pg_wal/walgo/repository) before reading the
-// repository's own again: a repository deleted or created again under the
-// same URL is noticed within that time, at the cost of one read per TTL.
-const repoCacheTTL = 5 * time.Minute
-
 // Pusher pushes WAL files to one store.
 type Pusher struct {
 	store storage.Store
@@ -93,7 +86,8 @@ type Result struct {
 // plain content's sha256) confirms it without reading it back. A file a
 // look-ahead push stored costs one read of the repository description,
 // which proves the marker was made in this very repository. The
-// repository description is otherwise read at most once per repoCacheTTL
+// repository description is otherwise read at most once per
+// catalog.RepositoryCacheTTL
 // (cached in pg_wal/walgo/repository). A missing repository fails with
 // catalog.ErrNoRepository and stores nothing.
 func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
@@ -109,7 +103,7 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	walDir := filepath.Dir(abs)
 	own := filepath.Join(walDir, "walgo")
 	marks := markers{dir: filepath.Join(own, "pushed"), store: p.store.String()}
-	cache := repoCache{path: filepath.Join(own, "repository"), store: p.store.String()}
+	cache := catalog.RepositoryCache{Path: filepath.Join(own, "repository"), Now: p.cfg.Now}
 
 	if id, ok := marks.take(name); ok {
 		repo, err := p.repository(ctx, cache, true)
@@ -167,24 +161,10 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	return res, nil
 }
 
-// repository returns the repository description: the cached copy unless
-// fresh is set or the copy is older than repoCacheTTL, and otherwise the
-// repository's own, which then refreshes the cache.
-func (p *Pusher) repository(ctx context.Context, cache repoCache, fresh bool) (catalog.Repository, error) {
-	now := p.cfg.Now()
-	if !fresh {
-		if r, ok := cache.load(now); ok {
-			return r, nil
-		}
-	}
-	r, err := catalog.ReadRepository(ctx, p.store)
-	if err != nil {
-		return r, err
-	}
-	if err := cache.save(r, now); err != nil {
-		p.log.Debug("cache the repository description", zap.Error(err))
-	}
-	return r, nil
+// repository returns the repository description, from the cache in
+// pg_wal/walgo unless fresh (see catalog.RepositoryCache).
+func (p *Pusher) repository(ctx context.Context, cache catalog.RepositoryCache, fresh bool) (catalog.Repository, error) {
+	return cache.Read(ctx, p.store, fresh, p.log)
 }
 
 // pushFile stores one file with a create-only write, or, when the archive
@@ -509,49 +489,4 @@ func (m markers) clean(walDir string) {
 			os.Remove(m.path(e.Name()))
 		}
 	}
-}
-
-// repoCache is wal-push's copy of the repository description, in
-// pg_wal/walgo/repository, so that pushing a new file needs no read.
-type repoCache struct {
-	path  string
-	store string
-}
-
-type cachedRepo struct {
-	Store      string             `json:"store"`
-	Repository catalog.Repository `json:"repository"`
-	Read       time.Time          `json:"read"`
-}
-
-// load returns the cached description if it is of this store and younger
-// than repoCacheTTL.
-func (c repoCache) load(now time.Time) (catalog.Repository, bool) {
-	b, err := os.ReadFile(c.path)
-	if err != nil {
-		return catalog.Repository{}, false
-	}
-	var cr cachedRepo
-	if json.Unmarshal(b, &cr) != nil || cr.Store != c.store || cr.Repository.ID == "" {
-		return catalog.Repository{}, false
-	}
-	if age := now.Sub(cr.Read); age < 0 || age >= repoCacheTTL {
-		return catalog.Repository{}, false
-	}
-	return cr.Repository, true
-}
-
-func (c repoCache) save(r catalog.Repository, now time.Time) error {
-	b, err := json.Marshal(cachedRepo{Store: c.store, Repository: r, Read: now})
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
-		return err
-	}
-	tmp := c.path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, c.path)
 }

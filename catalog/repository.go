@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 
 	"go.uber.org/zap"
@@ -188,3 +190,70 @@ func probe(ctx context.Context, s storage.Store) (Capabilities, error) {
 // plain content, before compression and encryption: what a re-push
 // compares without reading the object back.
 const MetaPlainSHA256 = "walgo-plain-sha256"
+
+// RepositoryCacheTTL is how long a RepositoryCache is trusted before the
+// repository's own description is read again: a repository deleted, or
+// created again under the same URL, is noticed within that time, at the
+// cost of one read per TTL.
+const RepositoryCacheTTL = 5 * time.Minute
+
+// RepositoryCache is a local copy of a repository's description, for the
+// hooks (in pg_wal/walgo/repository), which must not read it at every call:
+// a wal-push of a new file and a wal-fetch of a stored one are one request.
+type RepositoryCache struct {
+	Path string
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+type cachedRepository struct {
+	Store      string     `json:"store"`
+	Repository Repository `json:"repository"`
+	Read       time.Time  `json:"read"`
+}
+
+// Read returns the description of s's repository: the cached copy when it
+// is of s and younger than RepositoryCacheTTL and fresh is false, else the
+// repository's own (ReadRepository), which then refreshes the copy. A copy
+// that cannot be written costs only the next read.
+func (c RepositoryCache) Read(ctx context.Context, s storage.Store, fresh bool, log *zap.Logger) (Repository, error) {
+	now := time.Now()
+	if c.Now != nil {
+		now = c.Now()
+	}
+	if !fresh {
+		if b, err := os.ReadFile(c.Path); err == nil {
+			var cr cachedRepository
+			age := time.Duration(-1)
+			if json.Unmarshal(b, &cr) == nil {
+				age = now.Sub(cr.Read)
+			}
+			if cr.Store == s.String() && cr.Repository.ID != "" && age >= 0 && age < RepositoryCacheTTL {
+				return cr.Repository, nil
+			}
+		}
+	}
+	r, err := ReadRepository(ctx, s)
+	if err != nil {
+		return r, err
+	}
+	if err := c.save(cachedRepository{Store: s.String(), Repository: r, Read: now}); err != nil && log != nil {
+		log.Debug("cache the repository description", zap.String("path", c.Path), zap.Error(err))
+	}
+	return r, nil
+}
+
+func (c RepositoryCache) save(cr cachedRepository) error {
+	b, err := json.Marshal(cr)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(c.Path), 0o700); err != nil {
+		return err
+	}
+	tmp := c.Path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.Path)
+}

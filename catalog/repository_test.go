@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
+	"github.com/walgo/walgo/storage/storagetest"
 )
 
 func newFileStore(t *testing.T) storage.Store {
@@ -142,5 +144,51 @@ func TestReadRepositoryRefuses(t *testing.T) {
 				t.Errorf("init over it: got %v, want the read error", err)
 			}
 		})
+	}
+}
+
+// TestRepositoryCache: the hooks' copy of the description saves the read
+// for RepositoryCacheTTL, per store; fresh always reads.
+func TestRepositoryCache(t *testing.T) {
+	ctx := context.Background()
+	fs := newFileStore(t)
+	r, err := catalog.InitRepository(ctx, fs, "test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &storagetest.Counter{Store: fs}
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	cache := catalog.RepositoryCache{Path: filepath.Join(t.TempDir(), "walgo", "repository"), Now: func() time.Time { return now }}
+	steps := []struct {
+		name  string
+		store storage.Store
+		fresh bool
+		after time.Duration
+		reads int
+	}{
+		{"first", c, false, 0, 1},
+		{"cached", c, false, time.Minute, 0},
+		{"fresh", c, true, 0, 1},
+		{"still cached", c, false, catalog.RepositoryCacheTTL - time.Second, 0},
+		{"expired", c, false, catalog.RepositoryCacheTTL, 1},
+		{"clock went back", c, false, -time.Hour, 1},
+		{"another store", &storagetest.Counter{Store: newFileStore(t)}, false, 0, -1},
+	}
+	for _, st := range steps {
+		now = now.Add(st.after)
+		c.Reset()
+		got, err := cache.Read(ctx, st.store, st.fresh, nil)
+		if st.reads < 0 {
+			if !errors.Is(err, catalog.ErrNoRepository) {
+				t.Errorf("%s: got %+v, %v; want the other store read (it has no repository)", st.name, got, err)
+			}
+			continue
+		}
+		if err != nil || got.ID != r.ID {
+			t.Fatalf("%s: %+v, %v", st.name, got, err)
+		}
+		if n := c.Reads(); n != st.reads {
+			t.Errorf("%s: %d reads, want %d", st.name, n, st.reads)
+		}
 	}
 }

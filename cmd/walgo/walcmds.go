@@ -142,8 +142,8 @@ every failure exits 1 instead, so the standby retries and keeps running.`,
 			if len(args) != 2 {
 				return fmt.Errorf("%w: wal-fetch takes NAME and DEST (restore_command's %%f %%p)", errUsage)
 			}
-			// The repository is read only on a miss (below): a hit stays
-			// one request.
+			// The repository is checked only on a miss (below): a hit
+			// stays one request.
 			e, err := setupStore(c, true)
 			if err != nil {
 				return err
@@ -152,7 +152,10 @@ every failure exits 1 instead, so the standby retries and keeps running.`,
 			if errors.Is(err, storage.ErrNotFound) {
 				// "Not in the archive" ends recovery: say it only of a
 				// repository that exists, never of a mistyped prefix.
-				if _, rerr := catalog.ReadRepository(c.Context, e.store); rerr != nil {
+				// pg_wal/walgo/repository caches the answer, as for
+				// wal-push: a miss is two requests, not three.
+				cache := catalog.RepositoryCache{Path: filepath.Join(filepath.Dir(args[1]), "walgo", "repository")}
+				if _, rerr := cache.Read(c.Context, e.store, false, e.log); rerr != nil {
 					return fmt.Errorf("wal-fetch %s: %w", args[0], rerr)
 				}
 			}
