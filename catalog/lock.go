@@ -406,18 +406,12 @@ func sameParent(a, b *wal.Segment) bool {
 var errExists = errors.New("object already exists")
 
 // createObject writes body under key only if no object is there, else
-// fails with errExists.
-//
-// TODO(storage): this stand-in checks, then writes; it switches to the
-// store's create-only write (If-None-Match on S3, link(2) on files) once
-// that lands, which decides between concurrent writers.
+// fails with errExists: the store's create-only write (If-None-Match on
+// S3, link(2) on files) decides between concurrent writers.
 func createObject(ctx context.Context, s storage.Store, key string, body []byte) error {
-	_, err := s.Stat(ctx, key)
-	if err == nil {
-		return errExists
+	err := s.Create(ctx, key, bytes.NewReader(body), nil)
+	if errors.Is(err, storage.ErrExists) {
+		return fmt.Errorf("%w: %w", errExists, err)
 	}
-	if !errors.Is(err, storage.ErrNotFound) {
-		return err
-	}
-	return s.Put(ctx, key, bytes.NewReader(body))
+	return err
 }
