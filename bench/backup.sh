@@ -75,6 +75,7 @@ WCONF=$T/walgo.conf
 PGBR_CONF=$T/pgbackrest.conf
 mkdir -p "$WREPO" "$T"/{pgbr-repo,pgbr-log,pgbr-lock,out,rst,p2}
 printf 'WALGO_STORAGE=file://%s\n' "$WREPO" >"$WCONF"
+chown -R postgres: "$WREPO"; walgo_init "file://$WREPO"
 cat >"$PGBR_CONF" <<EOF
 [global]
 repo1-path=$T/pgbr-repo

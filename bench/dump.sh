@@ -57,6 +57,7 @@ WCONF=$T/walgo.conf
 mkdir -p "$WREPO"
 printf 'WALGO_STORAGE=file://%s\nWALGO_PG_BINDIR=%s\n' "$WREPO" "$PGBIN" >"$WCONF"
 chown -R postgres: "$T"
+walgo_init "file://$WREPO"
 pg_init "$S" "$PS" "$WALGO --config $WCONF wal-push %p"
 pg_init "$D" "$PD" "/bin/true"
 pg_start "$S"

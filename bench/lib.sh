@@ -163,6 +163,14 @@ build_walgo() {
   WALGO=$T/bin/walgo
 }
 
+# walgo_init URL: makes the walgo repository at URL (as postgres, who writes
+# it later); a binary from before `walgo init` existed made it on first use.
+walgo_init() {
+  if "$WALGO" --help 2>/dev/null | grep -qE '^ +init( |,)'; then
+    as_pg env WALGO_STORAGE="$1" "$WALGO" init >/dev/null || die "walgo init $1 failed"
+  fi
+}
+
 # ---------------------------------------------------------------- timing
 # time_as_pg RESFILE CMD...: runs CMD as postgres under /usr/bin/time -v and
 # appends "wall_ms rss_MiB cpu_ms" to RESFILE: wall time from $EPOCHREALTIME

@@ -116,6 +116,7 @@ C1=$T/c1
 P1=$(next_port)
 mkdir -p "$S1"/{all,src,walgo/pg_wal,pgbr/pg_wal,zout,walgo-store,pgbr-repo,pgbr-log,pgbr-lock}
 chown -R postgres: "$S1"
+walgo_init "file://$S1/walgo-store"
 say "part 1: cluster on 127.0.0.1:$P1 archiving with cp into $S1/all"
 pg_init "$C1" "$P1" "cp %p $S1/all/%f"
 pg_start "$C1"
@@ -213,13 +214,15 @@ timev() {
     END {printf "%.1f %.0f %.0f\n", r, w * 1000, c * 1000}' "$2" >>"$R/$1.rss"
 }
 for k in $(seq 1 "$RSS_RUNS"); do
-  d=$R/off$k; mkdir -p "$d/pg_wal"; cp "$S1/src/${SEGARR[0]}" "$d/pg_wal/"; chown -R postgres: "$d"
+  d=$R/off$k; mkdir -p "$d/pg_wal" "$d/store"; cp "$S1/src/${SEGARR[0]}" "$d/pg_wal/"; chown -R postgres: "$d"
+  walgo_init "file://$d/store"
   as_pg env WALGO_STORAGE="file://$d/store" WALGO_UPLOAD_CONCURRENCY=1 /usr/bin/time -v -o "$d/time" "$WALGO" wal-push "$d/pg_wal/${SEGARR[0]}" 2>>"$R/walgo.log" || die "rss: walgo (off) failed"
   timev walgo_off "$d/time"
   # Look-ahead on: the pushed segment plus 3 .ready neighbours, default concurrency (4).
   d=$R/on$k; mkdir -p "$d/pg_wal/archive_status"
   for j in 0 1 2 3; do cp "$S1/src/${SEGARR[j]}" "$d/pg_wal/"; touch "$d/pg_wal/archive_status/${SEGARR[j]}.ready"; done
-  chown -R postgres: "$d"
+  mkdir -p "$d/store"; chown -R postgres: "$d"
+  walgo_init "file://$d/store"
   as_pg env -u WALGO_UPLOAD_CONCURRENCY WALGO_STORAGE="file://$d/store" /usr/bin/time -v -o "$d/time" "$WALGO" wal-push "$d/pg_wal/${SEGARR[0]}" 2>>"$R/walgo.log" || die "rss: walgo (on) failed"
   timev walgo_on "$d/time"
   [[ $(find "$d/store" -name '*.zst' | wc -l) == 4 ]] || lookahead_ok=0
@@ -254,6 +257,7 @@ throughput() {
   case $mode in
     walgo)
       printf 'WALGO_STORAGE=file://%s/store\nWALGO_COMPRESSION=zstd\n' "$dir" >"$dir/walgo.conf"
+      chown -R postgres: "$dir"; walgo_init "file://$dir/store"
       cmd="$WALGO --config $dir/walgo.conf wal-push %p" ;;
     pgbr-sync|pgbr-async)
       conf=$dir/pgbackrest.conf
