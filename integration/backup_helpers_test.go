@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -16,16 +15,7 @@ import (
 func archivingCluster(t *testing.T, r repo, extraConf ...string) *pgtest.Cluster {
 	t.Helper()
 	pgtest.Require(t)
-	c := pgtest.New(t, pgtest.Options{
-		InitdbArgs: []string{"-k"},
-		Env:        r.env,
-		Conf: append([]string{
-			"archive_mode = on",
-			fmt.Sprintf("archive_command = '%s wal-push %%p'", walgoBin),
-		}, extraConf...),
-	})
-	c.Start(t)
-	return c
+	return matrixCluster(t, r, 0, []string{"-k"}, extraConf...)
 }
 
 // walgoAs runs walgo as the Postgres user with the cluster's connection

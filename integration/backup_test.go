@@ -154,6 +154,13 @@ func TestFollower(t *testing.T) {
 	archiveAll(t, src)
 
 	f := restoreAndStart(t, r, []string{"LATEST", "--standby"}, "hot_standby = on")
+	followerReplays(t, src, f)
+}
+
+// followerReplays checks that f, restored with --standby from src's
+// archive, stays in recovery and replays a row src writes and archives.
+func followerReplays(t *testing.T, src, f *pgtest.Cluster) {
+	t.Helper()
 	if got := f.SQL(t, "select pg_is_in_recovery()"); got != "t" {
 		t.Fatalf("follower is not in recovery: %s", got)
 	}

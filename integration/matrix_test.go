@@ -34,8 +34,8 @@ func TestMatrix(t *testing.T) {
 	}
 }
 
-// matrixCluster starts a cluster of the given major that archives through
-// walgo into r.
+// matrixCluster starts a cluster of the given major (0: the default
+// installation's) that archives through walgo into r.
 func matrixCluster(t *testing.T, r repo, major int, initdb []string, conf ...string) *pgtest.Cluster {
 	t.Helper()
 	c := pgtest.New(t, pgtest.Options{
@@ -177,15 +177,7 @@ func matrixCore(t *testing.T, major int) {
 			t.Parallel()
 			// Timeline 1 pinned: the fork beside it archives timeline 2.
 			f := restoreAndStart(t, r, []string{delta2.Name, "--standby", "--target-timeline", "1"}, "hot_standby = on")
-			if got := f.SQL(t, "select pg_is_in_recovery()"); got != "t" {
-				t.Fatalf("follower is not in recovery: %s", got)
-			}
-			src.SQL(t, "insert into marker values (42, 'after the follower started')")
-			archiveAll(t, src)
-			pgtest.WaitFor(t, 3*time.Minute, func() bool {
-				out, err := f.Exec(context.Background(), "select count(*) from marker where id = 42")
-				return err == nil && out == "1"
-			}, "the follower to replay the leader's new row")
+			followerReplays(t, src, f)
 		})
 		// A fork at marker 2, promoted to timeline 2 and archiving into
 		// the same repository; its end restores through the first delta.

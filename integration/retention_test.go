@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -64,6 +65,38 @@ func runDeleteJSON(t *testing.T, r repo, args ...string) deletePlan {
 }
 
 // deletedKeys is every key a plan deletes, sorted.
+// pushHistory takes one backup of src per kind ("full" or "delta"), each
+// followed by a marker (mark(t, src, i+1)), txs pgbench transactions and
+// an archived WAL switch; it returns the markers' moments.
+func pushHistory(t *testing.T, src *pgtest.Cluster, env, kinds []string,
+	mark func(*testing.T, *pgtest.Cluster, int) moment, txs int) []moment {
+	t.Helper()
+	moments := make([]moment, len(kinds))
+	for i, kind := range kinds {
+		args := []string{"backup-push"}
+		if kind == "delta" {
+			args = append(args, "--delta")
+		}
+		mustWalgoAs(t, src, env, args...)
+		moments[i] = mark(t, src, i+1)
+		src.PgBench(t, "-n", "-t", fmt.Sprint(txs), "-c", "2")
+		archiveAll(t, src)
+	}
+	return moments
+}
+
+// checkDryRun fails the test unless plan is a dry run that would delete
+// exactly the keys of want.
+func checkDryRun(t *testing.T, plan deletePlan, want []string) {
+	t.Helper()
+	if !plan.DryRun {
+		t.Error("no --confirm, but dry_run is false")
+	}
+	if got := plan.deletedKeys(); !slices.Equal(got, want) {
+		t.Errorf("dry run would delete:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 func (p deletePlan) deletedKeys() []string {
 	var keys []string
 	for _, b := range p.Backups {
@@ -112,17 +145,7 @@ func TestRetentionRealHistory(t *testing.T) {
 
 	// F1, F2, D2 (on F2), F3, D3 (on F3), F4; after each, a marker and load.
 	kinds := []string{"full", "full", "delta", "full", "delta", "full"}
-	moments := make([]moment, len(kinds))
-	for i, kind := range kinds {
-		args := []string{"backup-push"}
-		if kind == "delta" {
-			args = append(args, "--delta")
-		}
-		mustWalgoAs(t, src, env, args...)
-		moments[i] = mark(t, src, i+1)
-		src.PgBench(t, "-n", "-t", "200", "-c", "2")
-		archiveAll(t, src)
-	}
+	moments := pushHistory(t, src, env, kinds, mark, 200)
 	final := state(t, src)
 	archiveAll(t, src)
 	src.Stop(t) // nothing more is archived: listings stay comparable
@@ -163,12 +186,7 @@ func TestRetentionRealHistory(t *testing.T) {
 
 	// The dry run: the plan is exact, and nothing changes.
 	plan := runDeleteJSON(t, r, "retain", "2")
-	if !plan.DryRun {
-		t.Error("no --confirm, but dry_run is false")
-	}
-	if got := plan.deletedKeys(); !slices.Equal(got, wantDeleted) {
-		t.Errorf("dry run would delete:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(wantDeleted, "\n"))
-	}
+	checkDryRun(t, plan, wantDeleted)
 	for _, b := range plan.Backups {
 		want := b.Name == f1 || b.Name == f2 || b.Name == d2
 		if b.Delete != want {

@@ -54,17 +54,7 @@ func TestDeleteWindow(t *testing.T) {
 
 	kinds := []string{"full", "full", "delta", "full", "delta"}
 	ages := []time.Duration{10, 8, 6, 3, 1}
-	moments := make([]moment, len(kinds))
-	for i, kind := range kinds {
-		args := []string{"backup-push"}
-		if kind == "delta" {
-			args = append(args, "--delta")
-		}
-		mustWalgoAs(t, src, env, args...)
-		moments[i] = quickMark(t, src, i+1)
-		src.PgBench(t, "-n", "-t", "100", "-c", "2")
-		archiveAll(t, src)
-	}
+	moments := pushHistory(t, src, env, kinds, quickMark, 100)
 	src.Stop(t) // nothing more is archived: listings stay comparable
 	list := backupDetails(t, r, len(kinds))
 	names := make([]string, len(list))
@@ -100,12 +90,7 @@ func TestDeleteWindow(t *testing.T) {
 		t.Fatalf("too little to delete for a meaningful test: %v", want)
 	}
 	plan := runDeleteJSON(t, r, "window", "7d")
-	if !plan.DryRun {
-		t.Error("no --confirm, but dry_run is false")
-	}
-	if got := plan.deletedKeys(); !slices.Equal(got, want) {
-		t.Errorf("dry run would delete:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkDryRun(t, plan, want)
 	for _, b := range plan.Backups {
 		if b.Name == f2 && (b.Delete || !strings.Contains(b.Reason, "newest backup that finished before the recovery window")) {
 			t.Errorf("%s: delete=%v (%s); want kept as the newest before the window", f2, b.Delete, b.Reason)
