@@ -39,7 +39,7 @@ empty archive. A prefix that holds WAL-G's or an older walgo's objects may
 be initialised in place: nothing else is touched. Exits 3 if the storage
 holds a repository already.`,
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 0 {
+			if len(cmdArgs(c)) != 0 {
 				return fmt.Errorf("%w: init takes no arguments (the repository is WALGO_STORAGE)", errUsage)
 			}
 			e, err := setupStore(c, false)

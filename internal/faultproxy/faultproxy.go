@@ -132,6 +132,14 @@ type Config struct {
 	// afterServer says whether a Reset comes after the server handled the
 	// request. It may be called from several goroutines at once.
 	Observe func(r *http.Request, f Fault, afterServer bool)
+	// Answer, if set, may answer a request that meets no fault itself, in
+	// place of the server (a server that refuses an API): it returns true
+	// when it wrote the answer. It may be called from several goroutines.
+	Answer func(w http.ResponseWriter, r *http.Request) bool
+	// Rewrite, if set, changes each request on its way to the server (a
+	// server or middlebox that ignores a header). It may be called from
+	// several goroutines at once.
+	Rewrite func(out *http.Request) error
 }
 
 // Stats are the proxy's counters.
@@ -182,6 +190,8 @@ type Proxy struct {
 	target   *url.URL
 	stallFor time.Duration
 	observe  func(*http.Request, Fault, bool)
+	answer   func(http.ResponseWriter, *http.Request) bool
+	rewrite  func(*http.Request) error
 	ln       net.Listener
 	srv      *http.Server
 	tr       *http.Transport
@@ -238,6 +248,8 @@ func Start(cfg Config) (*Proxy, error) {
 		target:   target,
 		stallFor: cfg.StallFor,
 		observe:  cfg.Observe,
+		answer:   cfg.Answer,
+		rewrite:  cfg.Rewrite,
 		ln:       ln,
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 		ctx:      ctx,
@@ -453,6 +465,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case Truncate:
 		p.pass(w, r, frac)
 	default:
+		if p.answer != nil && p.answer(w, r) {
+			return
+		}
 		p.pass(w, r, -1)
 	}
 }
@@ -490,6 +505,11 @@ func (p *Proxy) forward(ctx context.Context, r *http.Request) (*http.Response, e
 		out.Body = &countingBody{ReadCloser: out.Body, n: &p.bytesIn}
 	}
 	out.Close = false
+	if p.rewrite != nil {
+		if err := p.rewrite(out); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := p.tr.RoundTrip(out)
 	if err != nil {
 		return nil, err
