@@ -457,3 +457,43 @@ func TestDelayAndCounts(t *testing.T) {
 		t.Errorf("after ResetStats: %+v", s)
 	}
 }
+
+// TestAnswerAndRewrite: Answer replies in the server's place to what it
+// takes, Rewrite changes what reaches the server.
+func TestAnswerAndRewrite(t *testing.T) {
+	u := newUpstream(t)
+	p := start(t, Config{Target: u.URL,
+		Answer: func(w http.ResponseWriter, r *http.Request) bool {
+			if !r.URL.Query().Has("delete") {
+				return false
+			}
+			w.WriteHeader(http.StatusNotImplemented)
+			return true
+		},
+		Rewrite: func(out *http.Request) error {
+			out.URL.RawQuery = "rewritten"
+			return nil
+		},
+	})
+	for _, tc := range []struct {
+		query string
+		code  int
+		body  string
+	}{
+		{"delete", http.StatusNotImplemented, ""},
+		{"x=1", http.StatusOK, "POST " + strings.TrimPrefix(p.URL, "http://") + " rewritten payload"},
+	} {
+		resp, err := client(10*time.Second).Post(p.URL+"/bucket?"+tc.query, "text/plain", strings.NewReader("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || string(b) != tc.body {
+			t.Errorf("?%s: %d %q, want %d %q", tc.query, resp.StatusCode, b, tc.code, tc.body)
+		}
+	}
+	if n := u.hits.Load(); n != 1 {
+		t.Errorf("upstream got %d requests, want 1 (the answered one never reaches it)", n)
+	}
+}
