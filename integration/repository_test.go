@@ -127,6 +127,8 @@ func TestWALPushRace(t *testing.T) {
 			st := r.openStore(t)
 			env := append([]string{"WALGO_UPLOAD_CONCURRENCY=1"}, r.env...)
 			forks := [2]string{waltest.PgWal(t), waltest.PgWal(t)}
+			codes := map[string]int{} // "lower/higher exit code" -> races
+			defer func() { t.Logf("%d races, by exit codes: %v", races, codes) }()
 			for round := range races {
 				// A fresh name each round, as if each were timeline 100.
 				name := fmt.Sprintf("%08X.history", 100+round)
@@ -144,22 +146,19 @@ func TestWALPushRace(t *testing.T) {
 					wg.Go(func() { res[i] = walgo(t, env, "wal-push", paths[i]) })
 				}
 				wg.Wait()
+				codes[fmt.Sprintf("%d/%d", min(res[0].code, res[1].code), max(res[0].code, res[1].code))]++
 				winner := -1
 				for i := range 2 {
-					switch {
-					case res[i].code == 0 && winner < 0:
+					if res[i].code == 0 && winner < 0 {
 						winner = i
-					case res[i].code == 0:
-						t.Fatalf("%s: both pushes exited 0: one replaced the other", name)
-					case res[i].code != 3:
-						t.Fatalf("%s: push %d exited %d, want 3\n%s", name, i, res[i].code, res[i].stderr)
 					}
 				}
-				if winner < 0 {
-					t.Fatalf("%s: neither push exited 0:\n%s\n%s", name, res[0].stderr, res[1].stderr)
+				if winner < 0 || res[1-winner].code != 3 {
+					t.Errorf("%s: exits %d and %d, want 0 and 3\n%s\n%s", name, res[0].code, res[1].code, res[0].stderr, res[1].stderr)
+					continue
 				}
 				if got := fetchPlain(t, st, name); !bytes.Equal(got, content[winner]) {
-					t.Fatalf("%s: stored %q, the winner pushed %q", name, got, content[winner])
+					t.Errorf("%s: stored %q, the winner pushed %q", name, got, content[winner])
 				}
 			}
 		})
