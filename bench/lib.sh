@@ -49,6 +49,7 @@ bench_install() {
 # ---------------------------------------------------------------- temp dir, cleanup
 STARTED=()          # data dirs of running clusters
 BG_PIDS=()          # background jobs a script started
+MOUNTS=()           # file systems a script mounted (unmounted at the end)
 bench_tmpdir() {
   T=$(mktemp -d "$BENCH_TMP/walgo-bench.XXXXXX")
   chmod 755 "$T"
@@ -73,6 +74,7 @@ bench_cleanup() {
     sleep 0.2
   done
   [[ -n ${pids:-} ]] && kill $pids 2>/dev/null
+  for d in "${MOUNTS[@]}"; do mountpoint -q "$d" && umount "$d"; done
   if [[ $KEEP_TMP == 1 ]]; then say "kept $T"; else rm -rf "$T"; fi
   exit $rc
 }

@@ -14,12 +14,18 @@ REPLAY_DELAYS=${REPLAY_DELAYS:-"10 30"} # part 3: ms per request
 RUNS=${RUNS:-3}                        # part 3: runs per mode, interleaved
 DELETE_WAL=${DELETE_WAL:-10000}        # part 4: WAL files in the repository
 DELETE_DELAY=${DELETE_DELAY:-10}       # part 4: ms per request
+FETCH_DELAY=${FETCH_DELAY:-10}         # part 5: ms per request
+LIST_N=${LIST_N:-1000}                 # part 6: sentinels listed
+LIST_DELAY=${LIST_DELAY:-20}           # part 6: ms per request
+PF_MIB=${PF_MIB:-128}                  # part 7: size of the small pg_wal (tmpfs)
+PF_DELAY=${PF_DELAY:-10}               # part 7: ms per request
+PARTS=${PARTS:-"push drain replay delete fetch list prefetch"} # which parts run
 WALG=${WALG:-}                         # a wal-g binary for part 1's WAL-G column (optional)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 BENCH_TMP=${BENCH_TMP:-/var/tmp}
 PORT_BASE=${PORT_BASE:-25432} # below the ephemeral range: thousands of S3 connections come and go
 KEEP_TMP=${KEEP_TMP:-0}
-BG_PIDS=() STARTED=()
+BG_PIDS=() STARTED=() MOUNTS=()
 
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_init s3
@@ -74,9 +80,15 @@ EOF
   echo "$f"
 }
 med() { stats | cut -d' ' -f1; }
+want() { [[ " $PARTS " == *" $1 "* ]]; }
+# sum_counts FILE: the proxy's counts, one JSON a line, summed into one
+sum_counts() { jq -s '{requests: (map(.requests) | add), by_op: (map(.by_op) | reduce .[] as $m ({}; reduce ($m | to_entries[]) as $e (.; .[$e.key] += $e.value)))}' "$1"; }
+# ops_per N: "OP n/N, ..." of summed counts on stdin
+ops_per() { jq -r --argjson n "$1" '.by_op | to_entries | map("\(.key) \(.value / $n | . * 100 | round / 100)") | join(", ")'; }
 
 # ================================================================ part 1
 # Real segments: a cluster archiving with cp under pgbench.
+if want push || want fetch; then
 say "part 1: making real WAL segments"
 P1=$T/p1; mkdir -p "$P1/wal"; chown postgres: "$P1" "$P1/wal"
 take_port P1_PORT
@@ -89,7 +101,8 @@ wait_archived "$P1_PORT" "$LAST" 120 || die "part 1: archiving stalled"
 pg_stop "$P1/c"
 mapfile -t SEGLIST < <(ls "$P1/wal" | grep -E '^[0-9A-F]{24}$' | tail -n $(( SEGS + 1 )) | head -n "$SEGS")
 (( ${#SEGLIST[@]} == SEGS )) || die "part 1: only ${#SEGLIST[@]} segments"
-for d in $DELAYS; do
+fi
+want push && for d in $DELAYS; do
   for tool in walgo walg; do
     [[ $tool == walg && -z $WALG ]] && continue
     conf=""
@@ -120,6 +133,7 @@ p1_row() { # TOOL DELAY
 }
 
 # ================================================================ part 2
+if want drain; then
 say "part 2: a backlog of .ready WAL (pgbench -i -s $DRAIN_SCALE) drained through archive_command at $DRAIN_DELAY ms"
 P2=$T/p2; take_port P2_PORT
 pg_init "$P2/c" "$P2_PORT" "" "max_wal_size = 4GB"
@@ -140,8 +154,10 @@ DRAIN_S=$(awk -v a="$T0" -v b="$ARCH_US" 'BEGIN {printf "%.2f", (b - a) / 1e6}')
 DRAIN_RATE=$(awk -v n="$READY_BYTES" -v s="$DRAIN_S" 'BEGIN {printf "%.0f", n / 1048576 / s}')
 counts >"$P2/counts"
 pg_stop "$P2/c"
+fi
 
 # ================================================================ part 3
+if want replay || want prefetch; then
 say "part 3: a base backup + $REPLAY_SEGS segments replayed to promotion"
 P3=$T/p3; take_port P3_PORT; mkdir -p "$P3/wal"; chown postgres: "$P3" "$P3/wal"
 delay 0
@@ -185,13 +201,15 @@ replay() {
   [[ $mode == walgo ]] && counts >>"$P3/$mode.$d.counts"
   as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
 }
-for r in $(seq 1 "$RUNS"); do
+fi
+want replay && for r in $(seq 1 "$RUNS"); do
   replay cp 0
   for d in $REPLAY_DELAYS; do replay walgo "$d"; done
   say "part 3 run $r: floor $(tail -n1 "$P3/cp.0.ms") ms$(for d in $REPLAY_DELAYS; do printf ', %s ms: %s ms' "$d" "$(tail -n1 "$P3/walgo.$d.ms")"; done)"
 done
 
 # ================================================================ part 4
+if want delete; then
 say "part 4: delete retain 1 on a repository of $DELETE_WAL WAL files"
 P4=$T/p4; take_port P4_PORT
 delay 0
@@ -220,6 +238,121 @@ as_pg "$WALGO" --config "$conf4" delete retain 1 --confirm >"$P4/delete.log" 2>&
 DEL_MS=$(( ($(us_now) - t0) / 1000 ))
 counts >"$P4/counts"
 AFTER=$(ls "$WDIR" | wc -l)
+fi
+# ================================================================ part 5
+# wal-fetch by itself (no prefetch) of segments the archive has and of
+# names it lacks, one process each, as restore_command runs it.
+if want fetch; then
+say "part 5: wal-fetch of $SEGS stored and $SEGS missing segments at $FETCH_DELAY ms"
+P5=$T/p5; mkdir -p "$P5/pg_wal"; chown -R postgres: "$P5"
+delay 0
+conf5=$(repo p5)
+for s in "${SEGLIST[@]}"; do
+  as_pg env WALGO_UPLOAD_CONCURRENCY=1 "$WALGO" --config "$conf5" wal-push "$P1/wal/$s" 2>/dev/null || die "part 5: wal-push $s failed"
+done
+delay "$FETCH_DELAY"
+: >"$P5/hit.ms"; : >"$P5/hit.counts"; : >"$P5/miss.ms"; : >"$P5/miss.counts"
+fetch_one() { # KIND NAME WANT_RC
+  local t0 rc=0
+  reset_counts; t0=$(us_now)
+  as_pg env WALGO_PREFETCH=0 "$WALGO" --config "$conf5" wal-fetch "$2" "$P5/pg_wal/RECOVERYXLOG" 2>>"$P5/fetch.err" || rc=$?
+  echo "$(( ($(us_now) - t0) / 1000 ))" >>"$P5/$1.ms"
+  (( rc == $3 )) || die "part 5: wal-fetch $2 exited $rc, want $3: $P5/fetch.err"
+  counts | jq -c . >>"$P5/$1.counts"
+}
+for s in "${SEGLIST[@]}"; do fetch_one hit "$s" 0; done
+last=${SEGLIST[-1]}
+for i in $(seq 1 "$SEGS"); do
+  printf -v n '%s%08X' "${last:0:16}" $(( 16#${last:16:8} + 16 + i ))
+  fetch_one miss "$n" 1
+done
+fi
+
+# ================================================================ part 6
+# backup-list of LIST_N sentinels (written straight into versitygw's
+# folder: valid walgo sentinels, one per segment, no backup behind them).
+if want list; then
+say "part 6: backup-list of $LIST_N sentinels at $LIST_DELAY ms"
+P6=$T/p6; mkdir -p "$P6"
+delay 0
+conf6=$(repo p6)
+BDIR=$S3/data/bench/p6/basebackups_005
+mkdir -p "$BDIR"
+for i in $(seq 0 $(( LIST_N - 1 ))); do
+  log=$(( 1 + i / 256 )) seg=$(( i % 256 ))
+  printf -v name 'base_00000001%08X%08X' "$log" "$seg"
+  printf -v start '%X/%X' "$log" $(( seg * 16777216 + 40 ))
+  printf -v finish '%X/%X' "$log" $(( seg * 16777216 + 4096 ))
+  printf -v t '2026-11-%02dT%02d:%02d:00Z' $(( 1 + i / 1440 % 28 )) $(( i / 60 % 24 )) $(( i % 60 ))
+  printf '%s\n' "{\"format\": 1, \"name\": \"$name\", \"start_lsn\": \"$start\", \"finish_lsn\": \"$finish\", \"timeline\": 1," \
+    " \"start_time\": \"$t\", \"finish_time\": \"$t\", \"pg_version\": 150018, \"system_identifier\": \"7300000000000000001\"," \
+    " \"wal_segment_size\": 16777216, \"compression\": \"zstd\"," \
+    " \"parts\": [{\"key\": \"basebackups_005/$name/part_001.tar.zst\", \"size\": 1, \"sha256\": \"\"}]," \
+    " \"manifest_key\": \"basebackups_005/$name/manifest.json.zst\", \"tablespaces\": [], \"walgo_version\": \"bench\"}" \
+    >"$BDIR/${name}_backup_stop_sentinel.json"
+done
+: >"$P6/ms.0"; : >"$P6/ms.$LIST_DELAY"
+for d in 0 "$LIST_DELAY"; do
+  delay "$d"
+  for r in $(seq 1 "$RUNS"); do
+    reset_counts; t0=$(us_now)
+    as_pg "$WALGO" --config "$conf6" backup-list --json >"$P6/list.json" 2>"$P6/list.err" || die "part 6: backup-list failed: $P6/list.err"
+    echo "$(( ($(us_now) - t0) / 1000 ))" >>"$P6/ms.$d"
+    counts >"$P6/counts.$d"
+  done
+  got=$(jq 'if type == "array" then length else (.backups | length) end' "$P6/list.json")
+  (( got == LIST_N )) || die "part 6: backup-list listed $got of $LIST_N: $P6/list.err"
+done
+fi
+
+# ================================================================ part 7
+# The prefetch on a small pg_wal (a tmpfs given to backup-fetch --waldir):
+# pg_wal's peak use during the replay of part 3's WAL, with the default
+# prefetch and with none, and what is left in pg_wal/walgo/prefetch after
+# the promotion.
+if want prefetch; then
+say "part 7: replay into a $PF_MIB MiB pg_wal at $PF_DELAY ms"
+P7=$T/p7; mkdir -p "$P7"; chown postgres: "$P7"
+: >"$P7/rows"
+pf_run() { # MODE (default | off)
+  local mode=$1 dir=$P7/r wd=$P7/wal port used peak=0 pfpeak=0 pf left t_gone=-1 t0 enospc
+  rm -rf "$dir"; mkdir -p "$dir" "$wd"
+  mount -t tmpfs -o "size=${PF_MIB}m,mode=0700" tmpfs "$wd" || die "part 7: mount tmpfs"
+  MOUNTS+=("$wd")
+  chown postgres: "$dir" "$wd"
+  delay 0
+  as_pg "$WALGO" --config "$conf3" backup-fetch "$dir/data" LATEST --waldir "$wd" >"$P7/fetch.log" 2>&1 || die "part 7: backup-fetch failed: $P7/fetch.log"
+  take_port port
+  printf "port = %s\narchive_mode = off\nunix_socket_directories = '%s'\n" "$port" "$T/sock" >>"$dir/data/postgresql.auto.conf"
+  if [[ $mode == off ]]; then
+    sed -i "s|^restore_command = '|restore_command = 'WALGO_PREFETCH=0 |" "$dir/data/postgresql.auto.conf"
+    grep -q "^restore_command = 'WALGO_PREFETCH=0 " "$dir/data/postgresql.auto.conf" || die "part 7: no restore_command to turn the prefetch off in"
+  fi
+  delay "$PF_DELAY"
+  as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$P7/postgres-$mode.log" start >/dev/null
+  STARTED+=("$dir/data")
+  until [[ $(Q "$port" "select pg_is_in_recovery()" 2>/dev/null) == f ]]; do
+    [[ -f $dir/data/postmaster.pid ]] || die "part 7: the restored cluster stopped ($mode): $P7/postgres-$mode.log"
+    used=$(df -B1 --output=used "$wd" | tail -n1)
+    (( used > peak )) && peak=$used
+    pf=$(du -sb "$wd/walgo/prefetch" 2>/dev/null | cut -f1 || true)
+    (( ${pf:-0} > pfpeak )) && pfpeak=$pf
+    sleep 0.02
+  done
+  t0=$(us_now)
+  for _ in $(seq 1 250); do
+    [[ -e $wd/walgo/prefetch ]] || { t_gone=$(( ($(us_now) - t0) / 1000 )); break; }
+    sleep 0.02
+  done
+  left=$(du -sb "$wd/walgo/prefetch" 2>/dev/null | cut -f1 || true)
+  [[ $(Q "$port" "select count(*) from pgbench_history") == "$ROWS" ]] || die "part 7: $mode: wrong row count"
+  enospc=$(grep -c 'No space left' "$P7/postgres-$mode.log" || true)
+  echo "$mode $(( peak >> 20 )) $(( pfpeak >> 20 )) $t_gone ${left:-0} $enospc" >>"$P7/rows"
+  as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+  umount "$wd"
+}
+for r in $(seq 1 "$RUNS"); do pf_run default; pf_run off; done
+fi
 
 # ================================================================ summary
 CONDITIONS_END=$(conditions)
@@ -229,6 +362,7 @@ CONDITIONS_END=$(conditions)
   echo "conditions at start:"; sed 's/^/  /' <<<"$CONDITIONS_START"
   echo "conditions at end:"; sed 's/^/  /' <<<"$CONDITIONS_END"
   echo
+  if want push; then
   echo "1. wal-push of $SEGS real segments, one process each (look-ahead off), a fresh repository per delay"
   printf '   %-6s %6s %10s %10s   %s\n' tool "ms/req" "median ms" "req/seg" "by operation, per segment"
   for d in $DELAYS; do p1_row walgo "$d"; [[ -n $WALG ]] && p1_row walg "$d"; done
@@ -236,12 +370,18 @@ CONDITIONS_END=$(conditions)
     last=${DELAYS##* }
     R=$(ratio "$(med <"$P1/walgo.$last.ms")" "$(med <"$P1/walg.$last.ms")")
     echo "   walgo/WAL-G at $last ms: $R   target <= 1.0: $(pass "$R" 1.0 le)"
+  else
+    echo "   (no WAL-G column: no WALG binary given)"
   fi
   echo
+  fi
+  if want drain; then
   echo "2. archive throughput: $READY .ready segments ($(( READY_BYTES >> 20 )) MiB) drained through archive_command at $DRAIN_DELAY ms/request"
   echo "   ${DRAIN_S} s, $DRAIN_RATE MiB/s   target >= 250 MiB/s: $(pass "$DRAIN_RATE" 249.999 gt)"
   echo "   requests $(jq -r '.requests' "$P2/counts") ($(jq -r --argjson n "$READY" '.requests / $n | . * 100 | round / 100' "$P2/counts") per segment): $(jq -r '.by_op | to_entries | map("\(.key) \(.value)") | join(", ")' "$P2/counts")"
   echo
+  fi
+  if want replay; then
   echo "3. replay of a base backup + $REPLAY_SEGS segments to promotion (server start to pg_is_in_recovery() = f), $RUNS runs each, interleaved, medians"
   F=$(med <"$P3/cp.0.ms")
   echo "   floor: restore_command = 'cp LOCAL/%f %p': $F ms [$(paste -sd' ' "$P3/cp.0.ms")]"
@@ -255,7 +395,38 @@ CONDITIONS_END=$(conditions)
   R=$(ratio "$(med <"$P3/walgo.$last.ms")" "$F")
   echo "   at $last ms: ${R}x the floor   target <= 1.15: $(pass "$R" 1.15 le)"
   echo
+  fi
+  if want delete; then
   echo "4. delete retain 1 --confirm at $DELETE_DELAY ms/request: $BEFORE WAL objects before, $AFTER after, $DEL_MS ms"
   echo "   requests $(jq -r '.requests' "$P4/counts"): $(jq -r '.by_op | to_entries | map("\(.key) \(.value)") | join(", ")' "$P4/counts"); bytes sent $(jq -r '.bytes_in' "$P4/counts"), received $(jq -r '.bytes_out' "$P4/counts")"
+  echo
+  fi
+  if want fetch; then
+  echo "5. wal-fetch alone (WALGO_PREFETCH=0), one process each, at $FETCH_DELAY ms/request: $SEGS stored segments, $SEGS missing names"
+  for k in hit miss; do
+    sum_counts "$P5/$k.counts" >"$P5/$k.sum"
+    printf '   %-4s median %s ms, %s requests per call (%s), most in one call %s\n' "$k" "$(med <"$P5/$k.ms")" \
+      "$(jq -r --argjson n "$SEGS" '.requests / $n' "$P5/$k.sum")" "$(ops_per "$SEGS" <"$P5/$k.sum")" "$(jq -s 'map(.requests) | max' "$P5/$k.counts")"
+  done
+  echo "   targets: a stored file 1 request, a missing one 2"
+  echo
+  fi
+  if want list; then
+  echo "6. backup-list --json of $LIST_N backups, $RUNS runs each, medians"
+  L0=$(med <"$P6/ms.0"); LD=$(med <"$P6/ms.$LIST_DELAY")
+  echo "   0 ms/request: $L0 ms [$(paste -sd' ' "$P6/ms.0")]; requests $(jq -r '.requests' "$P6/counts.0")"
+  echo "   $LIST_DELAY ms/request: $LD ms [$(paste -sd' ' "$P6/ms.$LIST_DELAY")]; requests $(jq -r '.requests' "$P6/counts.$LIST_DELAY") ($(ops_per 1 <"$P6/counts.$LIST_DELAY"))"
+  SEQ=$(( (LIST_N + 1) * LIST_DELAY ))
+  echo "   one request after another: $SEQ ms; walgo $(ratio "$LD" "$SEQ")x that, $(ratio "$LD" "$LIST_DELAY") round trips' time"
+  echo
+  fi
+  if want prefetch; then
+  echo "7. part 3's backup + WAL replayed into a $PF_MIB MiB tmpfs pg_wal (backup-fetch --waldir) at $PF_DELAY ms/request, $RUNS runs each"
+  printf '   %-8s %14s %20s %24s %11s %14s\n' mode "pg_wal peak MiB" "prefetch peak MiB" "folder gone after promo" "left bytes" "'No space left'"
+  while read -r m pk pfp gone left ens; do
+    printf '   %-8s %14s %20s %24s %11s %14s\n' "$m" "$pk" "$pfp" "$( (( gone >= 0 )) && echo "$gone ms" || echo "NOT GONE (5 s)")" "$left" "$ens"
+  done <"$P7/rows"
+  echo "   (default = WALGO_PREFETCH 8; off = WALGO_PREFETCH=0; the prefetch keeps max(4 segments, 1/16) of pg_wal's file system free)"
+  fi
 } | tee "$OUT"
 say "summary written to $OUT"
