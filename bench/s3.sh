@@ -62,7 +62,7 @@ counts() { curl -fsS "$CTL/stats"; }
 say "versitygw on 127.0.0.1:$VGW_PORT, latency proxy $PROXY"
 
 # repo NAME: a walgo config file for s3://bench/NAME through the proxy
-# (made with walgo init where this walgo has it); prints its path.
+# (made with walgo init); prints its path.
 repo() {
   local f=$T/walgo-$1.conf
   cat >"$f" <<EOF
@@ -74,9 +74,7 @@ AWS_SECRET_ACCESS_KEY=$SK
 AWS_REGION=us-east-1
 EOF
   chown postgres: "$f"; chmod 600 "$f"
-  if "$WALGO" help init >/dev/null 2>&1; then
-    as_pg "$WALGO" --config "$f" init >/dev/null 2>&1 || die "walgo init s3://bench/$1 failed"
-  fi
+  as_pg "$WALGO" --config "$f" init >"$T/init-$1.log" 2>&1 || die "walgo init s3://bench/$1 failed: $T/init-$1.log"
   echo "$f"
 }
 med() { stats | cut -d' ' -f1; }
