@@ -94,9 +94,10 @@ pg_init "$P1/c" "$P1_PORT" "cp %p $P1/wal/%f"
 pg_start "$P1/c"
 pgbench "$P1_PORT" -i -s 10 -q >/dev/null 2>&1
 pgbench "$P1_PORT" -n -c 2 -T 10 >/dev/null 2>&1
-# More load until the segments are there (a busy machine writes less in 10 s).
+# More until the segments are there (a busy machine writes little in 10 s):
+# pgbench -i again, ~10 segments each.
 until (( $(Q "$P1_PORT" "select ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 17, 8))::bit(32)::int") >= SEGS + 3 )); do
-  pgbench "$P1_PORT" -n -c 2 -T 3 >/dev/null 2>&1
+  pgbench "$P1_PORT" -i -s 10 -q >/dev/null 2>&1
 done
 LAST=$(Q "$P1_PORT" "select pg_walfile_name(pg_switch_wal())")
 wait_archived "$P1_PORT" "$LAST" 120 || die "part 1: archiving stalled"
