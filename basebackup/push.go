@@ -111,8 +111,16 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 			err = cause
 		}
 	}()
-
-	parent, err := chooseParent(ctx, store, srv.systemID, cfg.DeltaMaxSteps)
+	if srv.standby {
+		log.Info("backing up a standby: its files, the WAL its primary archives")
+	}
+	start, err := srv.start(ctx, "walgo "+time.Now().UTC().Format(time.RFC3339), !cfg.SpreadCheckpoint)
+	if err != nil {
+		return nil, err
+	}
+	// The parent is chosen once the start is known: it must have finished
+	// by then, on this server's own history.
+	parent, err := chooseParent(ctx, store, cfg.Codec, srv.systemID, start, cfg.DeltaMaxSteps, log)
 	if err != nil {
 		return nil, err
 	}
@@ -133,14 +141,6 @@ func Push(ctx context.Context, store storage.Store, cfg Config, log *zap.Logger)
 		if parentManifest, err = readManifest(ctx, store, cfg.Codec, parent); err != nil {
 			return nil, fmt.Errorf("delta parent %s: %w", parent.Name, err)
 		}
-	}
-
-	if srv.standby {
-		log.Info("backing up a standby: its files, the WAL its primary archives")
-	}
-	start, err := srv.start(ctx, "walgo "+time.Now().UTC().Format(time.RFC3339), !cfg.SpreadCheckpoint)
-	if err != nil {
-		return nil, err
 	}
 	startSeg := wal.SegmentAt(start.timeline, start.lsn, srv.segSize)
 	parentName := ""
@@ -303,38 +303,55 @@ func checkDataDir(given, server string) (string, error) {
 // ErrBadDataDir: the data directory given does not belong to the server.
 var ErrBadDataDir = errors.New("wrong data directory")
 
-// chooseParent returns the backup a delta builds on, or nil for a full.
-func chooseParent(ctx context.Context, store storage.Store, systemID string, maxSteps int) (*catalog.Sentinel, error) {
+// chooseParent returns the backup a delta builds on, or nil for a full:
+// the newest backup of this cluster on the server's own lineage (its
+// timeline, or an ancestor that its .history file leaves at or after the
+// parent's finish) that finished by the new backup's start. A newer backup
+// of another history (a fork, or the primary a fork came from) would give
+// the delta pages of that history. A chain that is broken, loops or
+// crosses histories starts afresh with a full backup.
+func chooseParent(ctx context.Context, store storage.Store, cd *codec.Codec, systemID string, start startInfo, maxSteps int, log *zap.Logger) (*catalog.Sentinel, error) {
 	if maxSteps <= 0 {
 		return nil, nil
 	}
-	all, err := catalog.ListBackups(ctx, store)
+	x, err := catalog.ReadLineageIndex(ctx, store, cd)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("choose delta parent: %w", err)
 	}
-	byName := map[string]*catalog.Sentinel{}
-	var newest *catalog.Sentinel
-	for _, b := range all {
-		byName[b.Name] = b
-		if b.SystemID == systemID {
-			newest = b
+	l := x.Lineage(systemID, start.timeline)
+	parent := x.ParentOf(l, start.lsn)
+	all := x.Backups()
+	for i := len(all) - 1; i >= 0 && all[i] != parent; i-- {
+		if b := all[i]; b.SystemID == systemID && !l.HoldsBackup(b) {
+			log.Info("a newer backup is of another history: not a delta parent", zap.String("backup", b.Name),
+				zap.Uint32("its_timeline", b.Timeline), zap.String("this_history", l.Describe()))
 		}
 	}
-	if newest == nil {
+	if parent == nil {
+		log.Info("no earlier backup on this server's history: taking a full backup", zap.String("history", l.Describe()))
 		return nil, nil
 	}
-	steps := 0
-	for b := newest; b.DeltaParent != ""; steps++ {
+	byName := map[string]*catalog.Sentinel{}
+	for _, b := range all {
+		byName[b.Name] = b
+	}
+	steps := 0 // delta links from parent back to its full backup
+	for b := parent; b.DeltaParent != ""; steps++ {
 		p, ok := byName[b.DeltaParent]
-		if !ok {
-			return nil, nil // broken chain: start afresh
+		if !ok || steps >= len(all) {
+			log.Warn("the newest backup's delta chain is broken: taking a full backup", zap.String("backup", b.Name), zap.String("missing_parent", b.DeltaParent))
+			return nil, nil
+		}
+		if err := x.Lineage(b.SystemID, b.Timeline).CheckParent(b, p); err != nil {
+			log.Warn("the newest backup's delta chain crosses histories: taking a full backup", zap.String("backup", b.Name), zap.Error(err))
+			return nil, nil
 		}
 		b = p
 	}
 	if steps+1 > maxSteps {
 		return nil, nil
 	}
-	return newest, nil
+	return parent, nil
 }
 
 func readManifest(ctx context.Context, store storage.Store, cd *codec.Codec, sn *catalog.Sentinel) (*catalog.Manifest, error) {

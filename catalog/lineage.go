@@ -459,3 +459,38 @@ func (x *LineageIndex) ParentOf(l Lineage, start wal.LSN) *Sentinel {
 	}
 	return nil
 }
+
+// ReadLineage reads the lineage of timeline tli of cluster systemID from
+// its .history file alone, without listing the archive. A missing or
+// unreadable history file gives a lineage with HistoryUnknown set; only a
+// store that fails, or a missing or wrong age key, is an error.
+func ReadLineage(ctx context.Context, s storage.Store, cd *codec.Codec, systemID string, tli uint32) (Lineage, error) {
+	l := Lineage{SystemID: systemID, Timeline: tli}
+	if tli <= 1 {
+		return l, nil
+	}
+	parents, err := ReadTimelineHistory(ctx, s, cd, tli)
+	switch {
+	case err == nil:
+		l.Parents = parents
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, codec.ErrCorrupt), errors.Is(err, codec.ErrUnknown):
+		l.HistoryUnknown = true
+	default:
+		return Lineage{}, err
+	}
+	return l, nil
+}
+
+// OnTimeline returns the lineages whose history runs through timeline tli,
+// each with the LSN where it leaves tli (math.MaxUint64 for tli's own).
+func (x *LineageIndex) OnTimeline(tli uint32) ([]Lineage, []wal.LSN) {
+	var ls []Lineage
+	var ends []wal.LSN
+	for _, l := range x.lineages {
+		if end, ok := l.end(tli); ok {
+			ls = append(ls, l)
+			ends = append(ends, end)
+		}
+	}
+	return ls, ends
+}

@@ -7,19 +7,27 @@ package catalog
 //
 // The rules, in order:
 //
-//  1. The request selects the backups to keep: the N newest (by finish
-//     time, never by name), the N newest full backups and every delta
-//     built on them, those that finished at or after a time, those a
-//     recovery to any moment of a window needs (window: every backup that
-//     finished inside it and the newest that finished before it starts),
-//     none (everything), or all (garbage).
+//  1. The request selects the backups to keep, in every lineage (history)
+//     on its own (LineageIndex), or in the one Lineage names: the N newest
+//     of each (by finish time, never by name), the N newest full backups
+//     of each and every delta built on them, those that finished at or
+//     after a time (and of a lineage that would lose all, its newest),
+//     those of each that a recovery to any moment of a window needs
+//     (window: every backup that finished inside it and the newest that
+//     finished before it starts), none (everything), or all (garbage). A
+//     backup shared by several lineages counts in each.
 //  2. Permanent backups are kept (only "everything" with Force deletes them).
 //  3. The whole delta chain of every kept backup is kept.
 //  4. A WAL segment (and a .partial or .backup file, by the segment it
-//     names) is kept when some kept backup can replay through it: it is on
-//     the backup's timeline or on a timeline descending from it (by the
-//     .history files) that forked at or after the backup's start, and at or
-//     after the segment holding the backup's start LSN. A timeline whose
+//     names) is kept when some kept backup can replay through it along a
+//     lineage it is kept for: from the segment holding the backup's start
+//     LSN, on the backup's timeline and the lineage's later timelines, up
+//     to the segment holding the point where the lineage leaves each. A
+//     backup kept whatever the lineage (permanent, a chain parent, garbage,
+//     before) keeps what any recovery from it could replay: its timeline
+//     and every timeline descending from it (by the .history files) that
+//     forked at or after its start. So no lineage loses WAL because
+//     another has newer backups. A timeline whose
 //     history is missing or unreadable may descend from any lower one, so
 //     its WAL is kept from the oldest such backup's start on. Unfinished
 //     backups that are left alone because they may still be running
@@ -116,6 +124,11 @@ type DeleteRequest struct {
 	// IncludeForeign: the WAL foreign backups need is not kept for them
 	// (they themselves still stay, but with everything).
 	IncludeForeign bool
+	// Lineage, when set (LineageIndex.Find), confines retain and before
+	// to the backups of that lineage: they are counted, kept and deleted
+	// as if it were the only one, and every backup not on it is kept.
+	// Without it, every lineage counts on its own.
+	Lineage string
 }
 
 // Inventory is what a repository holds, as PlanDelete needs it.
@@ -309,12 +322,14 @@ type Plan struct {
 }
 
 // protector is a backup (finished and kept, or unfinished and left alone)
-// that needs the WAL from its start on.
+// that needs the WAL from its start on: along the lineages it is kept for,
+// or with no lineages, on every timeline its recovery can reach.
 type protector struct {
 	name     string
 	timeline uint32
 	start    wal.LSN
 	startPos string // log and segment fields (16 hex) of the start segment
+	lineages []Lineage
 }
 
 // reach says whether a backup on one timeline can replay onto another.
@@ -384,7 +399,23 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 	p := &Plan{Mode: req.Mode.String(), force: req.Force, Backups: []BackupVerdict{}, Unfinished: []Unfinished{}, Foreign: []ForeignVerdict{},
 		WAL: []WALRange{}, Unrecognized: []string{}, Notes: []string{}, sizes: map[string]int64{}}
 
-	keep, err := selectKept(backups, byName, req)
+	badHist := map[uint32]error{}
+	for tli, why := range inv.HistoryErrors {
+		badHist[tli] = errors.New(why)
+	}
+	x := NewLineageIndex(backups, inv.WAL, Histories{Parents: inv.Histories, Bad: badHist})
+	var scope *Lineage
+	if req.Lineage != "" {
+		if req.Mode == DeleteEverything || req.Mode == DeleteGarbage {
+			return nil, fmt.Errorf("%w: delete %s applies to every lineage: a lineage is for retain and before", ErrBadRequest, req.Mode)
+		}
+		l, err := x.Find(req.Lineage)
+		if err != nil {
+			return nil, err
+		}
+		scope = &l
+	}
+	keep, keptFor, err := selectKept(x, backups, byName, req, scope)
 	if err != nil {
 		return nil, err
 	}
@@ -400,6 +431,7 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 	for _, b := range backups {
 		if b.Permanent && !(req.Mode == DeleteEverything && req.Force) {
 			keep[b.Name] = "permanent"
+			keptFor.of(b.Name).any = true
 		}
 	}
 	permanentLeft := 0
@@ -432,6 +464,7 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 			if keep[par.Name] == "" {
 				keep[par.Name] = "parent of kept delta " + cur.Name
 			}
+			keptFor.of(par.Name).merge(keptFor.of(b.Name))
 			seen[par.Name] = true
 			cur = par
 		}
@@ -491,10 +524,17 @@ func PlanDelete(inv *Inventory, req DeleteRequest) (*Plan, error) {
 				size = segSize
 			}
 			protectors = append(protectors, protector{name: b.Name, timeline: b.Timeline, start: b.StartLSN,
-				startPos: wal.SegmentAt(b.Timeline, b.StartLSN, size).Name()[8:]})
+				startPos: wal.SegmentAt(b.Timeline, b.StartLSN, size).Name()[8:], lineages: keptFor.of(b.Name).list()})
 		} else {
 			v.Delete = true
 			v.Reason = deleteReason(req, b)
+			if ls := x.Of(b); len(x.All()) > 1 && (req.Mode == DeleteRetain || req.Mode == DeleteRetainFull) {
+				which := "lineage " + strings.Join(x.Names(ls), ", ")
+				if scope != nil {
+					which = "lineage " + x.Name(*scope)
+				}
+				v.Reason += " of " + which
+			}
 			v.Keys = append(v.Keys, SentinelKey(b.Name))
 			for _, oi := range objsOf[b.Name] {
 				if oi.Key != SentinelKey(b.Name) {
@@ -641,38 +681,78 @@ func (p *Plan) planLeftovers(ls []storage.Leftover, req DeleteRequest, busy map[
 }
 
 // selectKept applies the request's own rule (step 1), mapping each kept
-// backup to the reason.
-func selectKept(backups []*Sentinel, byName map[string]*Sentinel, req DeleteRequest) (map[string]string, error) {
+// backup to the reason, and to the lineages it is kept for (nil: for
+// whatever recovery from it can reach).
+func selectKept(x *LineageIndex, backups []*Sentinel, byName map[string]*Sentinel, req DeleteRequest, scope *Lineage) (map[string]string, keptLineages, error) {
 	keep := map[string]string{}
+	keptFor := keptLineages{}
+	// The lineages counted: each with backups, or the one in scope.
+	var counted []Lineage
+	if scope != nil {
+		counted = []Lineage{*scope}
+		for _, b := range backups {
+			if !scope.HoldsBackup(b) {
+				keep[b.Name] = "not on lineage " + x.Name(*scope)
+			}
+		}
+	} else {
+		for _, l := range x.All() {
+			if len(x.BackupsOf(l)) > 0 {
+				counted = append(counted, l)
+			}
+		}
+	}
+	several := len(x.All()) > 1 || scope != nil
+	of := func(l Lineage) string {
+		if several {
+			return " of lineage " + x.Name(l)
+		}
+		return ""
+	}
+	keepFor := func(b *Sentinel, l Lineage, reason string) {
+		if keep[b.Name] == "" {
+			keep[b.Name] = reason
+		}
+		if scope != nil {
+			keptFor.of(b.Name).any = true // the lineage in scope alone is counted; what is kept protects all it reaches
+		} else {
+			keptFor.of(b.Name).add(l)
+		}
+	}
 	switch req.Mode {
 	case DeleteRetain:
 		if req.N < 1 {
-			return nil, fmt.Errorf("%w: retain needs N of at least 1 (to delete every backup: delete everything)", ErrBadRequest)
+			return nil, keptLineages{}, fmt.Errorf("%w: retain needs N of at least 1 (to delete every backup: delete everything)", ErrBadRequest)
 		}
-		for i := max(0, len(backups)-req.N); i < len(backups); i++ {
-			keep[backups[i].Name] = fmt.Sprintf("one of the %d newest backups", req.N)
+		for _, l := range counted {
+			bs := x.BackupsOf(l)
+			for _, b := range bs[max(0, len(bs)-req.N):] {
+				keepFor(b, l, fmt.Sprintf("one of the %d newest backups%s", req.N, of(l)))
+			}
 		}
 	case DeleteRetainFull:
 		if req.N < 1 {
-			return nil, fmt.Errorf("%w: retain FULL needs N of at least 1 (to delete every backup: delete everything)", ErrBadRequest)
+			return nil, keptLineages{}, fmt.Errorf("%w: retain FULL needs N of at least 1 (to delete every backup: delete everything)", ErrBadRequest)
 		}
-		var fulls []*Sentinel
-		for _, b := range backups {
-			if b.DeltaParent == "" {
-				fulls = append(fulls, b)
+		for _, l := range counted {
+			var fulls []*Sentinel
+			for _, b := range x.BackupsOf(l) {
+				if b.DeltaParent == "" {
+					fulls = append(fulls, b)
+				}
 			}
-		}
-		keptFull := map[string]bool{}
-		for i := max(0, len(fulls)-req.N); i < len(fulls); i++ {
-			keptFull[fulls[i].Name] = true
-			keep[fulls[i].Name] = fmt.Sprintf("one of the %d newest full backups", req.N)
-		}
-		for _, b := range backups {
-			if b.DeltaParent == "" {
-				continue
+			keptFull := map[string]bool{}
+			for _, b := range fulls[max(0, len(fulls)-req.N):] {
+				keptFull[b.Name] = true
+				keepFor(b, l, fmt.Sprintf("one of the %d newest full backups%s", req.N, of(l)))
 			}
-			if root, ok := chainRoot(b, byName); ok && keptFull[root] {
-				keep[b.Name] = "delta of kept full backup " + root
+			for _, b := range x.BackupsOf(l) {
+				if b.DeltaParent == "" {
+					continue
+				}
+				if root, ok := chainRoot(b, byName); ok && keptFull[root] {
+					keepFor(b, l, "delta of kept full backup "+root)
+				}
 			}
 		}
 	case DeleteBefore:
@@ -681,26 +761,48 @@ func selectKept(backups []*Sentinel, byName map[string]*Sentinel, req DeleteRequ
 		if req.BeforeName != "" {
 			b := byName[req.BeforeName]
 			if b == nil {
-				return nil, fmt.Errorf("backup %s: %w", req.BeforeName, storage.ErrNotFound)
+				return nil, keptLineages{}, fmt.Errorf("backup %s: %w", req.BeforeName, storage.ErrNotFound)
 			}
 			limit, what = b.FinishTime, req.BeforeName
 		} else if limit.IsZero() {
-			return nil, fmt.Errorf("%w: before needs a backup name or a time", ErrBadRequest)
+			return nil, keptLineages{}, fmt.Errorf("%w: before needs a backup name or a time", ErrBadRequest)
 		}
 		for _, b := range backups {
-			if !b.FinishTime.Before(limit) {
+			if !b.FinishTime.Before(limit) && (scope == nil || scope.HoldsBackup(b)) {
 				keep[b.Name] = "finished at or after " + what
+				keptFor.of(b.Name).any = true
 			}
 		}
 		if req.BeforeName != "" {
 			keep[req.BeforeName] = "the named backup"
+			keptFor.of(req.BeforeName).any = true
+		}
+		if scope != nil {
+			bs := x.BackupsOf(*scope)
+			if len(bs) > 0 && keep[bs[len(bs)-1].Name] == "" {
+				return nil, keptLineages{}, fmt.Errorf("%w: this would delete every backup of lineage %s (the newest finished %s)",
+					ErrBadRequest, x.Name(*scope), bs[len(bs)-1].FinishTime.UTC().Format(time.RFC3339))
+			}
+			break
+		}
+		if len(keep) == 0 {
+			break // every backup: refused by the caller
+		}
+		for _, l := range counted {
+			bs := x.BackupsOf(l)
+			if !slices.ContainsFunc(bs, func(b *Sentinel) bool { return keep[b.Name] != "" }) {
+				keepFor(bs[len(bs)-1], l, "the newest backup"+of(l)+": before keeps one of every lineage")
+			}
 		}
 	case DeleteWindow:
 		if req.Window <= 0 || req.Now.IsZero() {
-			return nil, fmt.Errorf("%w: window needs a length of more than 0", ErrBadRequest)
+			return nil, keptLineages{}, fmt.Errorf("%w: window needs a length of more than 0", ErrBadRequest)
 		}
-		for name, why := range windowKept(backups, req.Now.Add(-req.Window)) {
-			keep[name] = why
+		for _, l := range counted {
+			bs := x.BackupsOf(l)
+			for name, why := range windowKept(bs, req.Now.Add(-req.Window)) {
+				keepFor(byName[name], l, why)
+			}
 		}
 	case DeleteEverything:
 	case DeleteGarbage:
@@ -708,9 +810,51 @@ func selectKept(backups []*Sentinel, byName map[string]*Sentinel, req DeleteRequ
 			keep[b.Name] = "finished backup (delete garbage keeps them all)"
 		}
 	default:
-		return nil, fmt.Errorf("%w: unknown delete mode %d", ErrBadRequest, req.Mode)
+		return nil, keptLineages{}, fmt.Errorf("%w: unknown delete mode %d", ErrBadRequest, req.Mode)
 	}
-	return keep, nil
+	for name := range keep {
+		if f := keptFor.of(name); len(f.ls) == 0 {
+			f.any = true // kept whatever the lineage
+		}
+	}
+	return keep, keptFor, nil
+}
+
+// keptFor says, for a kept backup, which lineages it protects WAL on.
+type keptFor struct {
+	any bool      // whatever recovery from it can reach
+	ls  []Lineage // else these
+}
+
+func (f *keptFor) add(l Lineage) {
+	if !slices.ContainsFunc(f.ls, func(m Lineage) bool { return m.Timeline == l.Timeline && m.SystemID == l.SystemID }) {
+		f.ls = append(f.ls, l)
+	}
+}
+
+func (f *keptFor) merge(g *keptFor) {
+	f.any = f.any || g.any
+	for _, l := range g.ls {
+		f.add(l)
+	}
+}
+
+// list is the lineages to protect, nil for any.
+func (f *keptFor) list() []Lineage {
+	if f.any {
+		return nil
+	}
+	return f.ls
+}
+
+// keptLineages maps a kept backup's name to what it protects.
+type keptLineages map[string]*keptFor
+
+func (k keptLineages) of(name string) *keptFor {
+	if k[name] == nil {
+		k[name] = &keptFor{}
+	}
+	return k[name]
 }
 
 // windowKept is the recovery window's rule over backups (oldest finish
@@ -838,12 +982,21 @@ func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector
 		leaveAll = true
 		p.Notes = append(p.Notes, fmt.Sprintf("foreign backup %s does not say where its WAL starts: all WAL is left alone (--include-foreign deletes it for walgo's backups only)", unknownStart))
 	}
-	// Per timeline: the first position a kept backup surely needs, and
-	// the first one it may need when a history file is missing.
+	segSize := req.SegmentSize
+	if !wal.ValidSegmentSize(segSize) {
+		segSize = wal.DefaultSegmentSize
+	}
+	// Per timeline: the runs of positions kept backups surely need
+	// (from a start to where a lineage leaves the timeline, or open), and
+	// the first position one may need when a history file is missing.
+	type span struct {
+		from, to string // log and segment fields; to "" is open, else inclusive
+		by       string
+	}
 	type need struct {
-		sure, unsure       string
-		sureBy, unsureBy   string
-		hasSure, hasUnsure bool
+		spans            []span
+		unsure, unsureBy string
+		hasUnsure        bool
 	}
 	needs := map[uint32]*need{}
 	needOf := func(tli uint32) *need {
@@ -852,15 +1005,26 @@ func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector
 		}
 		n := &need{}
 		for _, pr := range protectors {
-			switch reaches(hist, pr.timeline, pr.start, tli) {
-			case reachYes:
-				if !n.hasSure || pr.startPos < n.sure {
-					n.sure, n.sureBy, n.hasSure = pr.startPos, pr.name, true
+			r := reaches(hist, pr.timeline, pr.start, tli)
+			if r == reachUnsure && (!n.hasUnsure || pr.startPos < n.unsure) {
+				n.unsure, n.unsureBy, n.hasUnsure = pr.startPos, pr.name, true
+			}
+			if pr.lineages == nil {
+				if r == reachYes {
+					n.spans = append(n.spans, span{from: pr.startPos, by: pr.name})
 				}
-			case reachUnsure:
-				if !n.hasUnsure || pr.startPos < n.unsure {
-					n.unsure, n.unsureBy, n.hasUnsure = pr.startPos, pr.name, true
+				continue
+			}
+			for _, l := range pr.lineages {
+				end, ok := l.end(tli)
+				if !ok || tli < pr.timeline {
+					continue
 				}
+				sp := span{from: pr.startPos, by: pr.name}
+				if tli != l.Timeline {
+					sp.to = wal.SegmentAt(tli, end, segSize).Name()[8:]
+				}
+				n.spans = append(n.spans, sp)
 			}
 		}
 		needs[tli] = n
@@ -888,8 +1052,17 @@ func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector
 		}
 		pos := o.Name[8:24]
 		n := needOf(tli)
-		if n.hasSure && pos >= n.sure {
-			return walVerdict{reason: "needed by kept backups"}
+		first, firstBy, last := "", "", ""
+		for _, sp := range n.spans {
+			if pos >= sp.from && (sp.to == "" || pos <= sp.to) {
+				return walVerdict{reason: "needed by kept backups"}
+			}
+			if first == "" || sp.from < first {
+				first, firstBy = sp.from, sp.by
+			}
+			if sp.to != "" && sp.to < pos && sp.to > last {
+				last = sp.to
+			}
 		}
 		if n.hasUnsure && pos >= n.unsure {
 			if !unsureNoted[tli] {
@@ -902,8 +1075,11 @@ func (p *Plan) planWAL(inv *Inventory, req DeleteRequest, protectors []protector
 			}
 			return walVerdict{reason: fmt.Sprintf("timeline %d's history is unknown: kept to be safe", tli)}
 		}
-		if n.hasSure {
-			return walVerdict{delete: true, reason: fmt.Sprintf("before %08X%s, where the oldest kept backup that reaches timeline %d (%s) starts", tli, n.sure, tli, n.sureBy)}
+		switch {
+		case first != "" && pos < first:
+			return walVerdict{delete: true, reason: fmt.Sprintf("before %08X%s, where the oldest kept backup that reaches timeline %d (%s) starts", tli, first, tli, firstBy)}
+		case last != "":
+			return walVerdict{delete: true, reason: fmt.Sprintf("after %08X%s, where the lineages the kept backups are kept for leave timeline %d, and before any later kept backup's start", tli, last, tli)}
 		}
 		return walVerdict{delete: true, reason: fmt.Sprintf("no kept backup reaches timeline %d", tli)}
 	}

@@ -297,18 +297,39 @@ func TestPlanDeleteWAL(t *testing.T) {
 			want: want{deleted: names(segs(1, 1, 3)), kept: names(segs(1, 4, 20), tl2, tl3)},
 		},
 		{
-			name:    "a backup after the fork does not reach the child",
+			name:    "retain counts per lineage: the forks keep their newest backup and WAL",
 			backups: []bk{b4, b10}, wal: slices.Concat(tl1, tl2, tl3),
 			hist: map[uint32][]HistoryEntry{2: hist2, 3: hist3}, req: DeleteRequest{Mode: DeleteRetain, N: 1},
+			want: want{
+				// b10 is lineage 1's newest, b4 that of lineages 2 and 3: it
+				// keeps timeline 1 up to where they leave it.
+				deleted: names(segs(1, 1, 3), segs(1, 8, 9)),
+				kept: slices.Concat(names(segs(1, 4, 7), segs(1, 10, 20), tl2, tl3),
+					[]string{seg(1, 4) + ".00000028.backup", seg(1, 7) + ".partial"}),
+			},
+		},
+		{
+			name:    "retain in one lineage: a backup after the fork does not reach the child",
+			backups: []bk{b4, b10}, wal: slices.Concat(tl1, tl2, tl3),
+			hist: map[uint32][]HistoryEntry{2: hist2, 3: hist3}, req: DeleteRequest{Mode: DeleteRetain, N: 1, Lineage: "1"},
 			want: want{
 				deleted: slices.Concat(names(segs(1, 1, 9), segs(2, 7, 18), segs(3, 15, 16)), []string{seg(1, 4) + ".00000028.backup", seg(1, 7) + ".partial"}),
 				kept:    []string{"00000002.history", "00000003.history", seg(1, 10)},
 			},
 		},
 		{
-			name:    "a backup on timeline 2 needs none of timeline 1",
+			name:    "retain per lineage: the primary keeps its newest backup when a fork has a newer one",
 			backups: []bk{b4, b2}, wal: slices.Concat(tl1, tl2, tl3),
 			hist: map[uint32][]HistoryEntry{2: hist2, 3: hist3}, req: DeleteRequest{Mode: DeleteRetain, N: 1},
+			want: want{
+				deleted: slices.Concat(names(segs(1, 1, 3), segs(2, 7, 8))),
+				kept:    slices.Concat(names(segs(1, 4, 20), segs(2, 9, 18), tl3), []string{"00000002.history"}),
+			},
+		},
+		{
+			name:    "retain in the fork's lineage: a backup on timeline 2 needs none of timeline 1",
+			backups: []bk{b4, b2}, wal: slices.Concat(tl1, tl2, tl3),
+			hist: map[uint32][]HistoryEntry{2: hist2, 3: hist3}, req: DeleteRequest{Mode: DeleteRetain, N: 1, Lineage: "2"},
 			want: want{
 				deleted: slices.Concat(names(segs(1, 1, 20), segs(2, 7, 8))),
 				kept:    slices.Concat(names(segs(2, 9, 18), tl3), []string{"00000002.history"}),
@@ -482,7 +503,9 @@ func seed(t *testing.T, s storage.Store, inv *Inventory) {
 		data := make([]byte, o.Size)
 		if o.Kind == wal.KindHistory {
 			var buf bytes.Buffer
-			fmt.Fprintf(&buf, "1\t0/7000100\tno recovery target specified\n")
+			// A fork that left timeline 1 before any backup started: it
+			// shares none of them, so it keeps none.
+			fmt.Fprintf(&buf, "1\t0/1000100\tno recovery target specified\n")
 			data = zstd(t, buf.Bytes())
 		}
 		s.Put(ctx, o.Key, bytes.NewReader(data))
@@ -769,6 +792,77 @@ func TestLeftovers(t *testing.T) {
 	}
 	if got := listAll(t, s); !slices.Equal(got, []string{WALKey(seg(1, 1), codec.Zstd{})}) {
 		t.Errorf("objects after garbage: %v", got)
+	}
+}
+
+// TestPlanDeleteLineages: a primary on timeline 1 and a fork on 2 that
+// left it at segment 7. Each lineage counts on its own; --lineage confines
+// a delete to one.
+func TestPlanDeleteLineages(t *testing.T) {
+	p1 := bk{tli: 1, seg: 2, finish: 10}  // both lineages
+	p2 := bk{tli: 1, seg: 10, finish: 40} // the primary's, after the fork
+	f1 := bk{tli: 2, seg: 9, finish: 30}
+	f2 := bk{tli: 2, seg: 12, finish: 50}
+	fd := bk{tli: 2, seg: 14, finish: 60, parent: f2.name()}
+	all := []bk{p1, p2, f1, f2, fd}
+	hist := map[uint32][]HistoryEntry{2: {{Timeline: 1, Switch: wal.LSN(7*wal.DefaultSegmentSize + 0x100)}}}
+	w := slices.Concat(segs(1, 1, 20), []WALObject{walObj("00000002.history")}, segs(2, 7, 16))
+	at := func(min int) time.Time { return t0.Add(time.Duration(min) * time.Minute) }
+	tests := []struct {
+		name    string
+		req     DeleteRequest
+		deleted []string
+		reason  map[string]string // kept backup -> part of its reason
+		err     error
+	}{
+		{"retain 1 keeps the newest of each", DeleteRequest{Mode: DeleteRetain, N: 1}, names(p1, f1),
+			map[string]string{p2.name(): "newest backups of lineage 1", fd.name(): "newest backups of lineage 2", f2.name(): "parent of kept delta"}, nil},
+		{"retain FULL 1 per lineage", DeleteRequest{Mode: DeleteRetainFull, N: 1}, names(p1, f1),
+			map[string]string{p2.name(): "full backups of lineage 1", f2.name(): "full backups of lineage 2", fd.name(): "delta of kept full"}, nil},
+		{"retain 1 of lineage 1 only", DeleteRequest{Mode: DeleteRetain, N: 1, Lineage: "1"}, names(p1),
+			map[string]string{f1.name(): "not on lineage 1", p2.name(): "newest backups of lineage 1"}, nil},
+		{"before keeps the newest of a lineage that would lose all", DeleteRequest{Mode: DeleteBefore, Before: at(45)}, names(p1, f1),
+			map[string]string{p2.name(): "before keeps one of every lineage", f2.name(): "finished at or after"}, nil},
+		{"before in one lineage", DeleteRequest{Mode: DeleteBefore, Before: at(35), Lineage: "1"}, names(p1),
+			map[string]string{f1.name(): "not on lineage 1"}, nil},
+		{"before emptying a lineage it is confined to", DeleteRequest{Mode: DeleteBefore, Before: at(45), Lineage: "1"}, nil, nil, ErrBadRequest},
+		{"everything is not confined", DeleteRequest{Mode: DeleteEverything, Lineage: "1"}, nil, nil, ErrBadRequest},
+		{"an unknown lineage", DeleteRequest{Mode: DeleteRetain, N: 1, Lineage: "9"}, nil, nil, ErrLineage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := PlanDelete(inventory(all, w, hist), tt.req)
+			if tt.err != nil {
+				if !errors.Is(err, tt.err) {
+					t.Fatalf("want %v, got %v", tt.err, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := deletedBackups(p); !slices.Equal(got, tt.deleted) {
+				t.Errorf("deleted %v, want %v", got, tt.deleted)
+			}
+			for _, v := range p.Backups {
+				if want, ok := tt.reason[v.Name]; ok && (v.Delete || !strings.Contains(v.Reason, want)) {
+					t.Errorf("%s: delete %v, reason %q; want kept with %q", v.Name, v.Delete, v.Reason, want)
+				}
+			}
+			// No lineage loses the WAL its kept backups need.
+			del := walDecision(p)
+			for _, v := range p.Backups {
+				if v.Delete {
+					continue
+				}
+				start := wal.SegmentAt(v.Timeline, v.StartLSN, wal.DefaultSegmentSize).No(wal.DefaultSegmentSize)
+				for n := start; n <= 16; n++ {
+					if name := seg(v.Timeline, n); del[name] {
+						t.Errorf("%s deleted, but kept backup %s needs it", name, v.Name)
+					}
+				}
+			}
+		})
 	}
 }
 

@@ -152,16 +152,19 @@ type TimelineGap struct {
 	Gap
 }
 
-// BackupWAL says whether one backup can be recovered, and up to where.
+// BackupWAL says whether one backup can be recovered along one lineage,
+// and up to where.
 type BackupWAL struct {
-	Backup        string  `json:"backup"`
+	Backup string `json:"backup"`
+	// Lineage is the history this entry follows (LineageIndex.Name); a
+	// backup has one entry per lineage it belongs to.
+	Lineage       string  `json:"lineage"`
 	Timeline      uint32  `json:"timeline"`
 	StartLSN      wal.LSN `json:"start_lsn"`
 	FinishLSN     wal.LSN `json:"finish_lsn"`
 	StartSegment  string  `json:"start_segment"`
 	FinishSegment string  `json:"finish_segment"`
-	// Follows is the timeline recovery ends on: the newest timeline whose
-	// history leaves the backup's timeline after its start, else its own.
+	// Follows is the timeline recovery ends on: the lineage's.
 	Follows uint32     `json:"follows_timeline"`
 	Path    []PathStep `json:"path"`
 	// Restorable: every segment up to the finish LSN's is archived, so the
@@ -271,15 +274,20 @@ type walIndex struct {
 
 // CheckContinuity judges, from the archive's listing objs and the parsed
 // history files (hist, by timeline; bad holds why a stored history could
-// not be read), whether each backup can be recovered and how far.
+// not be read), whether each backup can be recovered and how far, along
+// each lineage it belongs to (LineageIndex.Of): a restore follows one
+// history only, so each must be whole on its own.
 //
-// For each backup it walks the path recovery takes: from the segment
-// holding StartLSN on the backup's timeline, following the newest timeline
-// whose history shows it leaving the backup's timeline after StartLSN (its
+// For each backup and lineage it walks the path recovery takes: from the
+// segment holding StartLSN on the backup's timeline, along the lineage (its
 // ancestors' segments up to each switch point's segment, then its own to
 // its newest archived segment). Every missing segment on that path is a
 // gap; the first says how far point-in-time recovery can go, and one at or
-// before the finish LSN's segment means the backup cannot be restored.
+// before the finish LSN's segment means the backup cannot be restored. A
+// lineage whose timeline has no archived segment at or after the point
+// where a descendant holding the backup left it (a failover, or a fork not
+// yet overtaken by its origin) is only a prefix of that descendant's, and
+// is not walked on its own.
 //
 // A timeline above 1 that has segments or .partial files, or that a
 // history names as an ancestor, without a readable history file, fails the
@@ -360,15 +368,64 @@ func CheckContinuity(objs []WALObject, hist map[uint32][]HistoryEntry, bad map[u
 		}
 		rep.Timelines = append(rep.Timelines, tr)
 	}
+	badErr := map[uint32]error{}
+	for tli, why := range ix.bad {
+		badErr[tli] = errors.New(why)
+	}
+	x := NewLineageIndex(backups, objs, Histories{Parents: ix.hist, Bad: badErr})
+	several := len(x.All()) > 1
 	for _, b := range backups {
-		bw := ix.backup(b, ids)
-		for _, p := range bw.Problems {
-			rep.Problems = append(rep.Problems, b.Name+": "+p)
+		ls := x.Of(b)
+		if len(ls) == 0 {
+			ls = []Lineage{x.Lineage(b.SystemID, b.Timeline)}
 		}
-		rep.Backups = append(rep.Backups, bw)
+		var walk []Lineage
+		for _, l := range ls {
+			if !ix.prefix(l, ls) {
+				walk = append(walk, l)
+			}
+		}
+		if len(walk) == 0 {
+			walk = ls[:1]
+		}
+		said := map[string]bool{} // a problem of the backup, not of one lineage, is said once
+		for _, l := range walk {
+			bw := ix.backup(b, l, ids)
+			bw.Lineage = x.Name(l)
+			who := b.Name
+			if several {
+				who += " on lineage " + bw.Lineage
+			}
+			for _, p := range bw.Problems {
+				if !said[p] {
+					said[p] = true
+					rep.Problems = append(rep.Problems, who+": "+p)
+				}
+			}
+			rep.Backups = append(rep.Backups, bw)
+		}
 	}
 	rep.OK = len(rep.Problems) == 0
 	return rep
+}
+
+// prefix reports whether lineage l of a backup is only the start of
+// another of its lineages (ls): a descendant left l's timeline at a point
+// after which the archive holds no segment of it.
+func (ix *walIndex) prefix(l Lineage, ls []Lineage) bool {
+	ss := ix.segs[l.Timeline]
+	for _, d := range ls {
+		for _, e := range d.Parents {
+			if e.Timeline != l.Timeline {
+				continue
+			}
+			sw := uint64(e.Switch) / uint64(ix.segSize)
+			if len(ss) == 0 || ss[len(ss)-1] < sw {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // evidence says why a timeline is known, for a missing history message.
@@ -403,8 +460,8 @@ type rng struct {
 	from, end uint64
 }
 
-// backup walks one backup's recovery path.
-func (ix *walIndex) backup(b *Sentinel, ids []uint32) BackupWAL {
+// backup walks one backup's recovery path along lineage l.
+func (ix *walIndex) backup(b *Sentinel, l Lineage, ids []uint32) BackupWAL {
 	seg := ix.segSize
 	t0 := b.Timeline
 	bw := BackupWAL{
@@ -446,37 +503,27 @@ func (ix *walIndex) backup(b *Sentinel, ids []uint32) BackupWAL {
 			strings.Join(names, ", "), which))
 	}
 
-	// The newest timeline that leaves t0 after the backup's start.
-	follow, steps := t0, []rng{{tli: t0, from: start, end: ix.end(t0, start)}}
-	for i := len(ids) - 1; i >= 0 && ids[i] > t0; i-- {
-		n := ids[i]
-		h, ok := ix.hist[n]
-		if !ok {
-			continue
-		}
-		k := slices.IndexFunc(h, func(e HistoryEntry) bool { return e.Timeline == t0 })
-		if k < 0 {
-			continue
-		}
-		if h[k].Switch <= b.StartLSN {
-			bw.Notes = append(bw.Notes, fmt.Sprintf("timeline %d left timeline %d at %s, before this backup started: not followed", n, t0, h[k].Switch))
-			continue
-		}
-		follow, steps = n, nil
+	// Along the lineage: t0 to where the lineage leaves it, each later
+	// ancestor, then the lineage's own timeline to its newest segment.
+	follow, steps := l.Timeline, []rng{{tli: t0, from: start, end: ix.end(t0, start)}}
+	if k := slices.IndexFunc(l.Parents, func(e HistoryEntry) bool { return e.Timeline == t0 }); k >= 0 {
+		steps = nil
 		from := start
-		for _, e := range h[k:] {
+		for _, e := range l.Parents[k:] {
 			sw := uint64(e.Switch) / uint64(seg) // the child reads this segment from its own timeline
 			steps = append(steps, rng{tli: e.Timeline, from: from, end: sw})
 			from = max(from, sw)
 		}
-		steps = append(steps, rng{tli: n, from: from, end: ix.end(n, from)})
-		break
+		steps = append(steps, rng{tli: l.Timeline, from: from, end: ix.end(l.Timeline, from)})
 	}
 	bw.Follows = follow
-	if n := len(ids); n > 0 {
-		// Postgres' "latest" is the newest timeline, descendant or not.
-		if newest := ids[n-1]; newest > follow && !ix.missing[newest] && ix.bad[newest] == "" {
-			bw.Notes = append(bw.Notes, fmt.Sprintf("the newest timeline, %d, does not continue from this backup: restoring it with the default target timeline (latest) fails; pass --target-timeline %d", newest, follow))
+	for _, tli := range ids {
+		h, ok := ix.hist[tli]
+		if !ok || tli <= t0 {
+			continue
+		}
+		if k := slices.IndexFunc(h, func(e HistoryEntry) bool { return e.Timeline == t0 }); k >= 0 && h[k].Switch > b.StartLSN && h[k].Switch < b.FinishLSN {
+			bw.Notes = append(bw.Notes, fmt.Sprintf("timeline %d left timeline %d at %s, while this backup ran: it cannot be restored along timeline %d", tli, t0, h[k].Switch, tli))
 		}
 	}
 	// The WAL up to the finish segment is needed whatever the archive holds.

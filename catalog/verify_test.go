@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -99,6 +100,9 @@ func TestCheckContinuity(t *testing.T) {
 		missing []uint32
 		problem string // in the backup's problems
 		note    string
+		// lineages are the lineages the backup is checked along (default:
+		// follows alone); the other fields describe the one of follows.
+		lineages []string
 	}{
 		{
 			name: "healthy", wal: new(archive).segs(1, 1, 10).files("000000010000000000000002.00000028.backup"),
@@ -137,8 +141,23 @@ func TestCheckContinuity(t *testing.T) {
 			wal:    new(archive).segs(1, 1, 4).files("000000010000000000000005.partial", "00000002.history").segs(1, 5, 12).segs(2, 5, 8),
 			hist:   map[uint32][]HistoryEntry{2: h(HistoryEntry{1, 0x5000A00, "fork"})},
 			backup: backupAt(1, 0x2000028, 0x3000100), ok: true, restore: true, follows: 2,
-			upTo: "000000020000000000000008",
+			upTo: "000000020000000000000008", lineages: []string{"1", "2"},
 			path: []PathStep{{1, "000000010000000000000002", "000000010000000000000004", 3}, {2, "000000020000000000000005", "000000020000000000000008", 4}},
+		},
+		{
+			name:   "old timeline kept running, checked on its own",
+			wal:    new(archive).segs(1, 1, 12, 7).files("00000002.history").segs(2, 5, 8),
+			hist:   map[uint32][]HistoryEntry{2: h(HistoryEntry{1, 0x5000A00, "fork"})},
+			backup: backupAt(1, 0x2000028, 0x3000100), restore: true, follows: 1, lineages: []string{"1", "2"},
+			upTo: "000000010000000000000006", gap: "000000010000000000000007",
+			problem: "base_000000010000000000000002 on lineage 1: gap on timeline 1: 000000010000000000000007 missing",
+		},
+		{
+			name:   "a fork left while the backup ran",
+			wal:    new(archive).segs(1, 1, 12).files("00000002.history").segs(2, 5, 8),
+			hist:   map[uint32][]HistoryEntry{2: h(HistoryEntry{1, 0x5000A00, "fork"})},
+			backup: backupAt(1, 0x4000028, 0x6000100), ok: true, restore: true, follows: 1, lineages: []string{"1"},
+			upTo: "00000001000000000000000C", note: "left timeline 1 at 0/5000A00, while this backup ran",
 		},
 		{
 			name:   "switch segment missing on the new timeline",
@@ -166,7 +185,7 @@ func TestCheckContinuity(t *testing.T) {
 			wal:    new(archive).segs(1, 1, 12).files("00000002.history").segs(2, 5, 8),
 			hist:   map[uint32][]HistoryEntry{2: h(HistoryEntry{1, 0x5000A00, "fork"})},
 			backup: backupAt(1, 0x7000028, 0x7000100), ok: true, restore: true, follows: 1,
-			upTo: "00000001000000000000000C", note: "pass --target-timeline 1",
+			upTo: "00000001000000000000000C", lineages: []string{"1"},
 		},
 		{
 			name:   "switch inside the start segment",
@@ -185,7 +204,7 @@ func TestCheckContinuity(t *testing.T) {
 				3: h(HistoryEntry{1, 0x4000100, ""}, HistoryEntry{2, 0x6000200, ""}),
 			},
 			backup: backupAt(1, 0x2000028, 0x2000100), ok: true, restore: true, follows: 3,
-			upTo: "000000030000000000000009",
+			upTo: "000000030000000000000009", lineages: []string{"2", "3"}, // 2 went on after 3 left it; 1 did not
 			path: []PathStep{
 				{1, "000000010000000000000002", "000000010000000000000003", 2},
 				{2, "000000020000000000000004", "000000020000000000000005", 2},
@@ -234,10 +253,21 @@ func TestCheckContinuity(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rep := CheckContinuity(tt.wal.objs, tt.hist, tt.bad, []*Sentinel{tt.backup}, seg16)
-			if len(rep.Backups) != 1 {
-				t.Fatalf("backups: %+v", rep.Backups)
+			want := tt.lineages
+			if want == nil {
+				want = []string{fmt.Sprint(max(tt.follows, 1))}
 			}
-			b := rep.Backups[0]
+			var got []string
+			var b BackupWAL
+			for _, e := range rep.Backups {
+				got = append(got, e.Lineage)
+				if e.Follows == tt.follows || tt.follows == 0 {
+					b = e
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("checked along lineages %v, want %v: %+v", got, want, rep.Backups)
+			}
 			if rep.OK != tt.ok || b.OK != tt.ok || b.Restorable != tt.restore || b.Follows != tt.follows || b.PITRUpToSegment != tt.upTo {
 				t.Errorf("report ok %v, backup %+v", rep.OK, b)
 			}
@@ -339,7 +369,8 @@ func TestVerifyWAL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.OK || len(rep.Backups) != 1 || rep.Backups[0].Follows != 2 || rep.Backups[0].PITRUpToSegment != "000000020000000000000006" {
+	if rep.OK || len(rep.Backups) != 2 || rep.Backups[1].Follows != 2 || rep.Backups[1].PITRUpToSegment != "000000020000000000000006" ||
+		rep.Backups[0].Follows != 1 || rep.Backups[0].PITRUpToSegment != "000000010000000000000004" {
 		t.Fatalf("report: %+v", rep)
 	}
 	if !strings.Contains(strings.Join(rep.Problems, "\n"), "00000003.history unreadable") {

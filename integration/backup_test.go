@@ -173,7 +173,8 @@ func followerReplays(t *testing.T, src, f *pgtest.Cluster) {
 }
 
 // TestForkTimelines: a promoted fork archives timeline 2 into the same
-// repository; restoring the latest state follows the .history file there.
+// repository; restoring the latest state of lineage 2 follows the .history
+// file there, and LATEST with no lineage named is refused.
 func TestForkTimelines(t *testing.T) {
 	r := fileRepo(t)
 	src := archivingCluster(t, r)
@@ -198,7 +199,10 @@ func TestForkTimelines(t *testing.T) {
 		t.Fatalf("the fork's timeline history was not archived: %v", err)
 	}
 
-	c := restoreAndStart(t, r, []string{"LATEST"})
+	if res := walgo(t, r.env, "backup-fetch", filepath.Join(pgtest.OwnedDir(t, "refused"), "data"), "LATEST"); res.code != 2 || !strings.Contains(res.stderr, "lineage 2") {
+		t.Errorf("LATEST with a fork in the repository and no lineage named: exit %d, want 2 naming lineage 2\n%s", res.code, res.stderr)
+	}
+	c := restoreAndStart(t, r, []string{"LATEST", "--lineage", "2"})
 	waitPromoted(t, c)
 	if got := state(t, c); got != forkState {
 		t.Fatalf("latest state of timeline 2 differs\n got %s\nwant %s", got, forkState)

@@ -31,6 +31,7 @@ type walVerifyJSON struct {
 	} `json:"timelines"`
 	Backups []struct {
 		Backup          string `json:"backup"`
+		Lineage         string `json:"lineage"`
 		FinishSegment   string `json:"finish_segment"`
 		Follows         uint32 `json:"follows_timeline"`
 		Restorable      bool   `json:"restorable"`
@@ -67,8 +68,9 @@ func hide(t *testing.T, r repo, key string) (restore func()) {
 }
 
 // TestWALVerify: a healthy archive passes; a segment removed after a
-// backup's finish is named and fails the check; after a fork, recovery
-// follows timeline 2, and a missing 00000002.history fails the check.
+// backup's finish is named and fails the check; after a fork, the backup
+// is checked along timeline 1 and along the fork's timeline 2, and a
+// missing 00000002.history fails the check.
 func TestWALVerify(t *testing.T) {
 	r := fileRepo(t)
 	src := archivingCluster(t, r)
@@ -131,8 +133,12 @@ func TestWALVerify(t *testing.T) {
 	archiveAll(t, src) // the source goes on on timeline 1
 
 	t.Logf("wal-verify after the fork:\n%s", mustWalgo(t, r.env, "wal-verify").stdout)
+	// The backup is checked along both histories: the source's, on
+	// timeline 1 to its end, and the fork's.
 	v, res = walVerify(t, r)
-	if res.code != 0 || !v.OK || v.Backups[0].Follows != 2 || !strings.HasPrefix(v.Backups[0].PITRUpToSegment, "00000002") {
+	if res.code != 0 || !v.OK || len(v.Backups) != 2 || v.Backups[0].Lineage != "1" || v.Backups[0].Follows != 1 ||
+		!strings.HasPrefix(v.Backups[0].PITRUpToSegment, "00000001") ||
+		v.Backups[1].Lineage != "2" || v.Backups[1].Follows != 2 || !strings.HasPrefix(v.Backups[1].PITRUpToSegment, "00000002") {
 		t.Fatalf("after the fork: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
 

@@ -54,8 +54,10 @@ type Target struct {
 	// Action is what Postgres does at the target: "promote" (the default
 	// when a target is set), "pause" or "shutdown".
 	Action string
-	// Timeline is recovery_target_timeline: "latest" (the default),
-	// "current" or a timeline id.
+	// Timeline overrides recovery_target_timeline: "latest", "current" or
+	// a timeline id. Empty (the default) writes the timeline of the
+	// lineage the restore follows, so that recovery never follows another
+	// history (a fork archiving into the same repository) to its end.
 	Timeline string
 }
 
@@ -77,6 +79,12 @@ type BackupFetchOptions struct {
 	Name string
 	// Target is the point-in-time recovery target, if any.
 	Target Target
+	// Lineage names the history to restore (catalog.LineageIndex.Find:
+	// "2", or "SYSTEMID:2"): the backup is chosen among its backups, and
+	// recovery follows its timeline. Empty: the one lineage the backup
+	// and target allow; where several could serve, BackupFetch refuses
+	// with catalog.ErrLineage naming them.
+	Lineage string
 	// Standby makes the restored cluster a standby (standby.signal) that
 	// keeps replaying archived WAL, instead of recovering and promoting.
 	Standby bool
@@ -118,6 +126,8 @@ type BackupFetchOptions struct {
 // BackupFetchResult describes a finished restore.
 type BackupFetchResult struct {
 	Backup     string        // the backup restored
+	Lineage    string        // the lineage recovery follows (its ID)
+	Timeline   string        // the recovery_target_timeline written
 	Chain      []string      // the backups applied, full backup first
 	Downloaded int64         // stored (compressed) bytes read
 	Written    int64         // bytes written into files
@@ -164,32 +174,48 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 	if err != nil {
 		return nil, err
 	}
+	lineage := opts.Lineage
+	if _, err := strconv.ParseUint(opts.Target.Timeline, 10, 32); err == nil && lineage == "" {
+		if _, err := x.Find(opts.Target.Timeline); err == nil {
+			lineage = opts.Target.Timeline // recovery along timeline N: that lineage's backups
+		}
+	}
+	var pinned *catalog.Lineage
+	if lineage != "" {
+		l, err := x.Find(lineage)
+		if err != nil {
+			return nil, err
+		}
+		pinned = &l
+	}
 	search := &targetSearch{store: store, opts: &opts, x: x}
-	name, lineage, err := search.place(ctx, opts.Name, nil)
+	name, placed, err := search.place(ctx, opts.Name, pinned)
 	if err != nil {
 		return nil, err
 	}
 	if name == "" {
 		name = opts.Name
 	}
-	sn, err := chooseBackup(ctx, store, name, opts.Target)
+	if placed != nil {
+		pinned = placed // the lineage the target was found on
+	}
+	ch, err := chooseBackup(ctx, store, x, name, pinned, opts.Target)
 	if err != nil {
 		return nil, err
 	}
-	if err := pgdata.CheckVersion(sn.PGVersion); err != nil {
-		return nil, fmt.Errorf("%w: backup %s: %w", ErrInvalid, sn.Name, err)
+	if err := pgdata.CheckVersion(ch.sn.PGVersion); err != nil {
+		return nil, fmt.Errorf("%w: backup %s: %w", ErrInvalid, ch.sn.Name, err)
 	}
-	if lineage == nil {
-		l := x.Lineage(sn.SystemID, sn.Timeline)
-		if ls := x.Of(sn); len(ls) > 0 {
-			l = ls[0]
-		}
-		lineage = &l
-	}
-	if err := search.checkEnd(ctx, sn, *lineage); err != nil {
+	if err := search.checkEnd(ctx, ch.sn, ch.lineage); err != nil {
 		return nil, err
 	}
-	chain, err := backupChain(ctx, store, sn)
+	sn := ch.sn
+	if opts.Target.Timeline == "" {
+		opts.Target.Timeline = ch.lineage.ID()
+	}
+	chain, err := backupChain(ctx, store, sn, func(sysid string, tli uint32) (catalog.Lineage, error) {
+		return x.Lineage(sysid, tli), nil
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +224,7 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 		names[i] = s.Name
 	}
 	opts.Log.Info("restoring backup", zap.String("backup", sn.Name), zap.Strings("chain", names),
+		zap.String("lineage", x.Name(ch.lineage)), zap.String("history", ch.lineage.Describe()), zap.String("recovery_target_timeline", opts.Target.Timeline),
 		zap.Time("finished", sn.FinishTime), zap.Stringer("finish_lsn", sn.FinishLSN), zap.String("into", dir))
 
 	layers := make([]*layer, len(chain))
@@ -233,6 +260,7 @@ func BackupFetch(ctx context.Context, store storage.Store, opts BackupFetchOptio
 		return nil, err
 	}
 	res.Chain = names
+	res.Lineage, res.Timeline = x.Name(ch.lineage), opts.Target.Timeline
 	res.Duration = time.Since(start)
 	res.Outside = map[string]string{}
 	for _, m := range moved {
@@ -314,9 +342,7 @@ func (o *BackupFetchOptions) validate() error {
 		return fmt.Errorf("%w: target action %q: want promote, pause or shutdown", ErrInvalid, t.Action)
 	}
 	switch tl := t.Timeline; tl {
-	case "":
-		t.Timeline = "latest"
-	case "latest", "current":
+	case "", "latest", "current":
 	default:
 		if id, err := strconv.ParseUint(tl, 0, 32); err != nil || id == 0 {
 			return fmt.Errorf("%w: target timeline %q: want latest, current or a timeline id", ErrInvalid, tl)
@@ -333,43 +359,138 @@ func (o *BackupFetchOptions) validate() error {
 	return nil
 }
 
-// chooseBackup picks the backup to restore: a name, Latest, or with no name
-// the newest backup that finished before the target (Latest without one).
-func chooseBackup(ctx context.Context, store storage.Store, name string, t Target) (*catalog.Sentinel, error) {
+// choice is what a restore recovers: a backup, and the lineage recovery
+// follows from it.
+type choice struct {
+	sn      *catalog.Sentinel
+	lineage catalog.Lineage
+}
+
+// chooseBackup picks the backup to restore and the history to follow: a
+// name, Latest, or with no name the newest backup that finished before the
+// target (Latest without one), among the backups of lineage pinned (every
+// backup when it is nil). Without a lineage, the backup and target must leave
+// one: a history that several lineages share up to the target (an LSN,
+// or a time before a backup they all hold finished, or the end of the
+// backup) is followed on the timeline it is on there; otherwise the
+// choice is refused, naming the lineages.
+func chooseBackup(ctx context.Context, store storage.Store, x *catalog.LineageIndex, name string, pinned *catalog.Lineage, t Target) (choice, error) {
 	if name != "" && !strings.EqualFold(name, Latest) {
 		sn, err := catalog.ReadSentinel(ctx, store, name)
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("backup %q: %w in %s", name, storage.ErrNotFound, store)
+			return choice{}, fmt.Errorf("backup %q: %w in %s", name, storage.ErrNotFound, store)
 		}
 		if err != nil {
-			return nil, err
+			return choice{}, err
 		}
 		if err := reachable(sn, t); err != nil {
-			return nil, err
+			return choice{}, err
 		}
-		return sn, nil
-	}
-	all, err := catalog.ListBackups(ctx, store)
-	if err != nil {
-		return nil, err
-	}
-	if len(all) == 0 {
-		return nil, fmt.Errorf("no backups: %w in %s", storage.ErrNotFound, store)
-	}
-	if name != "" || !t.IsSet() {
-		sn := all[len(all)-1]
-		if err := reachable(sn, t); err != nil {
-			return nil, err
+		if pinned != nil {
+			if !pinned.HoldsBackup(sn) {
+				return choice{}, fmt.Errorf("%w: backup %s is not on lineage %s (%s); it is on lineage %s",
+					catalog.ErrLineage, sn.Name, x.Name(*pinned), pinned.Describe(), strings.Join(x.Names(x.Of(sn)), ", "))
+			}
+			return choice{sn, *pinned}, nil
 		}
-		return sn, nil
+		l, err := oneLineage(x, x.Of(sn), sn, t, "restore "+sn.Name)
+		return choice{sn, l}, err
 	}
-	for i := len(all) - 1; i >= 0; i-- { // newest finish time first
-		if finishedBefore(all[i], t) {
-			return all[i], nil
+
+	latest := name != "" || !t.IsSet()
+	qualifies := func(b *catalog.Sentinel) bool { return latest || finishedBefore(b, t) }
+	newest := func(bs []*catalog.Sentinel) *catalog.Sentinel {
+		for i := len(bs) - 1; i >= 0; i-- {
+			if qualifies(bs[i]) {
+				return bs[i]
+			}
+		}
+		return nil
+	}
+	pool, where := x.Backups(), ""
+	if pinned != nil {
+		pool, where = x.BackupsOf(*pinned), " on lineage "+x.Name(*pinned)
+	}
+	if len(pool) == 0 {
+		return choice{}, fmt.Errorf("no backups%s: %w in %s", where, storage.ErrNotFound, store)
+	}
+	if newest(pool) == nil {
+		return choice{}, fmt.Errorf("no backup%s finished before the recovery target %s (the oldest finished at %s, LSN %s): %w",
+			where, describeTarget(t), pool[0].FinishTime.UTC().Format(time.RFC3339), pool[0].FinishLSN, storage.ErrNotFound)
+	}
+	pick := func(l catalog.Lineage) (choice, error) {
+		sn := newest(x.BackupsOf(l))
+		if latest {
+			if err := reachable(sn, t); err != nil {
+				return choice{}, err
+			}
+		}
+		return choice{sn, l}, nil
+	}
+	if pinned != nil {
+		return pick(*pinned)
+	}
+	var cands []catalog.Lineage
+	for _, l := range x.All() {
+		if newest(x.BackupsOf(l)) != nil {
+			cands = append(cands, l)
 		}
 	}
-	return nil, fmt.Errorf("no backup finished before the recovery target %s (the oldest finished at %s, LSN %s): %w",
-		describeTarget(t), all[0].FinishTime.UTC().Format(time.RFC3339), all[0].FinishLSN, storage.ErrNotFound)
+	if len(cands) == 1 {
+		return pick(cands[0])
+	}
+	if t.Immediate {
+		// The end of the newest backup, whichever history it is on.
+		sn := newest(pool)
+		return choice{sn, x.Lineage(sn.SystemID, sn.Timeline)}, nil
+	}
+	what := "restore LATEST"
+	if !latest {
+		what = "restore to " + describeTarget(t)
+	}
+	if l, ok := commonAt(x, cands, t); ok && !latest {
+		return pick(l)
+	}
+	return choice{}, x.Ambiguous(what, cands)
+}
+
+// oneLineage is the lineage a restore of sn to target t follows, among
+// cands (the lineages holding sn).
+func oneLineage(x *catalog.LineageIndex, cands []catalog.Lineage, sn *catalog.Sentinel, t Target, what string) (catalog.Lineage, error) {
+	switch {
+	case len(cands) == 0:
+		return x.Lineage(sn.SystemID, sn.Timeline), nil
+	case len(cands) == 1:
+		return cands[0], nil
+	case t.Immediate:
+		return x.Lineage(sn.SystemID, sn.Timeline), nil
+	}
+	if l, ok := commonAt(x, cands, t); ok {
+		return l, nil
+	}
+	return catalog.Lineage{}, x.Ambiguous(what, cands)
+}
+
+// commonAt is the lineage every one of cands follows up to target t, when
+// the target is known to lie before their histories part: an LSN at or
+// before it, or a time at or before the finish of a backup every one of
+// them holds (that backup finished before they parted).
+func commonAt(x *catalog.LineageIndex, cands []catalog.Lineage, t Target) (catalog.Lineage, bool) {
+	switch {
+	case t.LSN != nil:
+		return x.CommonAt(cands, *t.LSN)
+	case t.Time != nil:
+		for _, b := range x.Backups() {
+			shared := true
+			for _, l := range cands {
+				shared = shared && l.HoldsBackup(b)
+			}
+			if shared && !b.FinishTime.Before(*t.Time) {
+				return x.CommonAt(cands, b.FinishLSN)
+			}
+		}
+	}
+	return catalog.Lineage{}, false
 }
 
 // finishedBefore reports whether recovery from sn can reach target t. A
@@ -414,8 +535,11 @@ func describeTarget(t Target) string {
 }
 
 // backupChain returns sn's delta chain, full backup first, sn last. Every
-// parent must exist, belong to the same cluster and start before its child.
-func backupChain(ctx context.Context, store storage.Store, sn *catalog.Sentinel) ([]*catalog.Sentinel, error) {
+// parent must exist and, on the lineage of its child's timeline (from
+// lineageOf), be of the same cluster and history and finish before its
+// child starts (catalog.Lineage.CheckParent): a chain that crosses
+// histories would restore another history's pages.
+func backupChain(ctx context.Context, store storage.Store, sn *catalog.Sentinel, lineageOf func(sysid string, tli uint32) (catalog.Lineage, error)) ([]*catalog.Sentinel, error) {
 	chain := []*catalog.Sentinel{sn}
 	seen := map[string]bool{sn.Name: true}
 	for cur := sn; cur.DeltaParent != ""; {
@@ -435,6 +559,13 @@ func backupChain(ctx context.Context, store storage.Store, sn *catalog.Sentinel)
 		}
 		if p.StartLSN >= cur.StartLSN {
 			return nil, fmt.Errorf("%w: backup %s: delta parent %s does not start before it", codec.ErrCorrupt, cur.Name, p.Name)
+		}
+		l, err := lineageOf(cur.SystemID, cur.Timeline)
+		if err != nil {
+			return nil, fmt.Errorf("backup %s: delta parent: %w", cur.Name, err)
+		}
+		if err := l.CheckParent(cur, p); err != nil {
+			return nil, fmt.Errorf("%w: backup %s: the delta chain is broken at %s -> %s: %v", codec.ErrCorrupt, sn.Name, cur.Name, p.Name, err)
 		}
 		seen[p.Name] = true
 		chain = append(chain, p)

@@ -56,6 +56,7 @@ type ent struct {
 type spec struct {
 	no        uint64 // start segment number: names the backup, sets its LSNs
 	segSize   int64  // testSegSize if 0
+	tli       uint32 // timeline (default 1)
 	parent    *catalog.Sentinel
 	finish    time.Time
 	nextXID   uint64
@@ -98,7 +99,10 @@ func putBackup(t *testing.T, s storage.Store, sp spec) *catalog.Sentinel {
 	if sp.segSize != 0 {
 		segSize = sp.segSize
 	}
-	seg := wal.SegmentFromNo(1, sp.no, segSize)
+	if sp.tli == 0 {
+		sp.tli = 1
+	}
+	seg := wal.SegmentFromNo(sp.tli, sp.no, segSize)
 	parent := ""
 	if sp.parent != nil {
 		parent = sp.parent.Name
@@ -173,7 +177,7 @@ func putBackup(t *testing.T, s storage.Store, sp spec) *catalog.Sentinel {
 		Name:           name,
 		StartLSN:       seg.StartLSN(segSize) + 0x28,
 		FinishLSN:      seg.StartLSN(segSize) + 0x100,
-		Timeline:       1,
+		Timeline:       sp.tli,
 		StartTime:      sp.finish.Add(-time.Minute),
 		FinishTime:     sp.finish,
 		PGVersion:      160004,
@@ -410,7 +414,7 @@ func TestBackupFetchFull(t *testing.T) {
 	}
 	conf := string(readFile(t, filepath.Join(dir, "postgresql.auto.conf")))
 	if !strings.Contains(conf, "\nrestore_command = '/usr/local/bin/walgo --storage file:///repo wal-fetch %f %p'\n") ||
-		!strings.Contains(conf, "\nrecovery_target_timeline = 'latest'\n") || strings.Contains(conf, "recovery_target_action") {
+		!strings.Contains(conf, "\nrecovery_target_timeline = '1'\n") || strings.Contains(conf, "recovery_target_action") {
 		t.Errorf("postgresql.auto.conf:\n%s", conf)
 	}
 }
@@ -871,8 +875,10 @@ func TestBackupFetchNotFound(t *testing.T) {
 	t.Run("delta parent of another cluster", func(t *testing.T) {
 		s := newStore(t)
 		full := putBackup(t, s, spec{no: 2, systemID: "1", ents: []ent{{path: "f", body: []byte("f")}}})
-		putBackup(t, s, spec{no: 4, parent: full, systemID: "2", ents: []ent{{path: "f", final: []byte("f"), delta: "unchanged", noTar: true}}})
-		_, err := BackupFetch(ctx, s, opts(t.TempDir()))
+		d := putBackup(t, s, spec{no: 4, parent: full, systemID: "2", ents: []ent{{path: "f", final: []byte("f"), delta: "unchanged", noTar: true}}})
+		o := opts(t.TempDir())
+		o.Name = d.Name // LATEST is ambiguous with two clusters in the repository
+		_, err := BackupFetch(ctx, s, o)
 		if !errors.Is(err, codec.ErrCorrupt) || !strings.Contains(err.Error(), "another cluster") {
 			t.Errorf("got %v", err)
 		}
@@ -920,19 +926,166 @@ func TestChooseBackup(t *testing.T) {
 		{"latest but after the target", Latest, Target{Time: at(b2.FinishTime)}, nil, ErrInvalid},
 		{"latest before the target", Latest, Target{LSN: lsn(b3.FinishLSN)}, b3, nil},
 	}
+	x, err := catalog.ReadLineageIndex(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := chooseBackup(ctx, s, tt.backup, tt.target)
+			got, err := chooseBackup(ctx, s, x, tt.backup, nil, tt.target)
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("want %v, got %v, %v", tt.wantErr, got, err)
+					t.Fatalf("want %v, got %v, %v", tt.wantErr, got.sn, err)
 				}
 				return
 			}
-			if err != nil || got.Name != tt.want.Name {
-				t.Fatalf("want %s, got %v, %v", tt.want.Name, got, err)
+			if err != nil || got.sn.Name != tt.want.Name || got.lineage.Timeline != 1 {
+				t.Fatalf("want %s on lineage 1, got %v, %v", tt.want.Name, got, err)
 			}
 		})
+	}
+}
+
+// putHistory stores a timeline history file, zstd-compressed.
+func putHistory(t *testing.T, s storage.Store, tli uint32, body string) {
+	t.Helper()
+	put(t, s, catalog.WALKey(wal.HistoryName(tli), codec.Zstd{}), encode(t, codec.Zstd{}, []byte(body)))
+}
+
+// TestChooseBackupLineages: a primary on timeline 1 and a fork that left
+// it at 0/5000100 on timeline 2, in one repository. Every choice stays in
+// one history; where the backup and target leave several, the choice is
+// refused with both named.
+func TestChooseBackupLineages(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	f := []ent{{path: "f", body: []byte("f")}}
+	b1 := putBackup(t, s, spec{no: 2, nextXID: 100, ents: f})         // both histories
+	b1b := putBackup(t, s, spec{no: 4, nextXID: 200, ents: f})        // both, finished 0/4000100
+	b2 := putBackup(t, s, spec{tli: 2, no: 6, nextXID: 300, ents: f}) // the fork's
+	b3 := putBackup(t, s, spec{no: 7, nextXID: 400, ents: f})         // the primary's, after the fork
+	putHistory(t, s, 2, "1\t0/5000100\tno recovery target specified\n")
+	x, err := catalog.ReadLineageIndex(ctx, s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := func(tm time.Time) *time.Time { return &tm }
+	lsn := func(l wal.LSN) *wal.LSN { return &l }
+	xid := func(x uint64) *uint64 { return &x }
+	tests := []struct {
+		name, backup, lineage string
+		target                Target
+		want                  *catalog.Sentinel
+		wantTLI               uint32
+		wantErr               string
+	}{
+		{"latest, none named", Latest, "", Target{}, nil, 0, "lineage 1: timeline 1; 3 backups, newest " + b3.Name},
+		{"no name, none named", "", "", Target{}, nil, 0, "lineage 2: timeline 2, from timeline 1 at 0/5000100; 3 backups, newest " + b2.Name},
+		{"latest of the primary", Latest, "1", Target{}, b3, 1, ""},
+		{"latest of the fork", Latest, "2", Target{}, b2, 2, ""},
+		{"the primary's backup after the fork", b3.Name, "", Target{}, b3, 1, ""},
+		{"the fork's backup", b2.Name, "", Target{}, b2, 2, ""},
+		{"a backup both share", b1.Name, "", Target{}, nil, 0, "restore " + b1.Name},
+		{"a shared backup on the fork", b1.Name, "2", Target{}, b1, 2, ""},
+		{"the primary's backup on the fork", b3.Name, "2", Target{}, nil, 0, "not on lineage 2"},
+		{"unknown lineage", Latest, "9", Target{}, nil, 0, "no timeline 9"},
+		{"lsn before the fork", "", "", Target{LSN: lsn(b1b.FinishLSN + 1)}, b1b, 1, ""},
+		{"lsn after the fork", "", "", Target{LSN: lsn(0x5000200)}, nil, 0, "restore to LSN 0/5000200"},
+		{"lsn after the fork, on the fork", "", "2", Target{LSN: lsn(0x6000200)}, b2, 2, ""},
+		{"lsn after the fork, on the primary", "", "1", Target{LSN: lsn(0x6000200)}, b1b, 1, ""},
+		{"named, lsn before the fork", b1.Name, "", Target{LSN: lsn(0x3000000)}, b1, 1, ""},
+		{"time before a shared backup finished", "", "", Target{Time: at(b1b.FinishTime.Add(-time.Minute))}, b1, 1, ""},
+		{"time after the shared backups", "", "", Target{Time: at(b2.FinishTime.Add(time.Minute))}, nil, 0, "lineage 2"},
+		{"time after the fork, on the primary", "", "1", Target{Time: at(b2.FinishTime.Add(time.Minute))}, b1b, 1, ""},
+		{"xid", "", "", Target{XID: xid(350)}, nil, 0, "lineage 1"},
+		{"immediate: the newest, on its own timeline", "", "", Target{Immediate: true}, b3, 1, ""},
+		{"immediate, a shared backup", b1.Name, "", Target{Immediate: true}, b1, 1, ""},
+		{"immediate on the fork", "", "2", Target{Immediate: true}, b2, 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var pinned *catalog.Lineage
+			var err error
+			if tt.lineage != "" {
+				var l catalog.Lineage
+				l, err = x.Find(tt.lineage)
+				pinned = &l
+			}
+			var got choice
+			if err == nil {
+				got, err = chooseBackup(ctx, s, x, tt.backup, pinned, tt.target)
+			}
+			if tt.wantErr != "" {
+				if !errors.Is(err, catalog.ErrLineage) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("want a lineage error with %q, got %v, %v", tt.wantErr, got.sn, err)
+				}
+				return
+			}
+			if err != nil || got.sn.Name != tt.want.Name || got.lineage.Timeline != tt.wantTLI {
+				t.Fatalf("want %s on lineage %d, got %+v, %v", tt.want.Name, tt.wantTLI, got, err)
+			}
+		})
+	}
+
+	// The recovery timeline written is the chosen history's.
+	dir := t.TempDir()
+	o := opts(dir)
+	o.Name, o.Lineage = Latest, "1"
+	res, err := BackupFetch(ctx, s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Backup != b3.Name || res.Lineage != "1" || res.Timeline != "1" {
+		t.Errorf("restored %+v", res)
+	}
+	if conf := string(readFile(t, filepath.Join(dir, "postgresql.auto.conf"))); !strings.Contains(conf, "recovery_target_timeline = '1'\n") {
+		t.Errorf("postgresql.auto.conf:\n%s", conf)
+	}
+	o = opts(t.TempDir())
+	o.Name = Latest
+	if _, err := BackupFetch(ctx, s, o); !errors.Is(err, catalog.ErrLineage) {
+		t.Errorf("LATEST with two histories: %v", err)
+	}
+}
+
+// TestBackupFetchChainAcrossHistories: a delta chain whose every link is
+// on the child's history restores; one whose parent is of another history
+// (the primary's backup after the fork, under a delta of the fork) is
+// refused, naming the link.
+func TestBackupFetchChainAcrossHistories(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	putHistory(t, s, 2, "1\t0/5000100\tno recovery target specified\n")
+	a := []ent{{path: "a", body: []byte("a")}}
+	unchanged := []ent{{path: "a", final: []byte("a"), delta: "unchanged", noTar: true}}
+	b1 := putBackup(t, s, spec{no: 2, ents: a})
+	b3 := putBackup(t, s, spec{no: 7, ents: a})
+	good := putBackup(t, s, spec{tli: 2, no: 8, parent: b1, ents: unchanged})
+	good2 := putBackup(t, s, spec{tli: 2, no: 9, parent: good, ents: unchanged})
+	bad := putBackup(t, s, spec{tli: 2, no: 10, parent: b3, ents: unchanged})
+	bad2 := putBackup(t, s, spec{tli: 2, no: 11, parent: bad, ents: unchanged})
+
+	o := opts(t.TempDir())
+	o.Name = good2.Name
+	if res, err := BackupFetch(ctx, s, o); err != nil || strings.Join(res.Chain, ",") != b1.Name+","+good.Name+","+good2.Name {
+		t.Fatalf("chain on one history: %v, %v", res, err)
+	}
+	for _, b := range []*catalog.Sentinel{bad, bad2} {
+		dir := t.TempDir()
+		o := opts(dir)
+		o.Name = b.Name
+		_, err := BackupFetch(ctx, s, o)
+		want := "broken at " + bad.Name + " -> " + b3.Name
+		if !errors.Is(err, codec.ErrCorrupt) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "another history") {
+			t.Errorf("%s: want a corrupt error with %q, got %v", b.Name, want, err)
+		}
+		if got := tree(t, dir); len(got) != 0 {
+			t.Errorf("restore folder not left empty: %v", got)
+		}
+		rep, err := VerifyBackup(ctx, s, b, VerifyOptions{})
+		if err != nil || rep.OK || !strings.Contains(fmt.Sprint(rep.Problems), "another history") {
+			t.Errorf("backup-verify %s: %+v, %v", b.Name, rep, err)
+		}
 	}
 }
 
@@ -958,7 +1111,7 @@ func TestRecoverySettings(t *testing.T) {
 			opts: func(o *BackupFetchOptions) {},
 			want: []string{
 				"restore_command = '/usr/local/bin/walgo --storage file:///repo wal-fetch %f %p'",
-				"recovery_target_timeline = 'latest'",
+				"recovery_target_timeline = '1'", // the backup's lineage, not 'latest'
 			},
 			signal: "recovery.signal",
 		},
@@ -973,7 +1126,7 @@ func TestRecoverySettings(t *testing.T) {
 				`restore_command = '''/opt/wal go/walgo'' --config ''/etc/it''\\''''s\\.conf'' wal-fetch %f %p'`,
 				"recovery_target_time = '2026-11-24 10:30:00.123456+00'",
 				"recovery_target_action = 'pause'",
-				"recovery_target_timeline = 'latest'",
+				"recovery_target_timeline = '1'", // the backup's lineage, not 'latest'
 			},
 			signal: "standby.signal",
 		},
@@ -1017,7 +1170,7 @@ func TestRecoverySettings(t *testing.T) {
 				"restore_command = '/usr/local/bin/walgo --storage file:///repo wal-fetch %f %p'",
 				"recovery_target_name = 'it''s here'",
 				"recovery_target_action = 'promote'",
-				"recovery_target_timeline = 'latest'",
+				"recovery_target_timeline = '1'", // the backup's lineage, not 'latest'
 			},
 			signal: "recovery.signal",
 		},

@@ -133,7 +133,10 @@ func VerifyBackup(ctx context.Context, store storage.Store, sn *catalog.Sentinel
 	}
 	opts.Log.Info("verifying backup", zap.String("backup", sn.Name), zap.Int("partitions", len(sn.Parts)), zap.Bool("pages", opts.Pages))
 
-	if _, err := backupChain(ctx, store, sn); err != nil {
+	lineageOf := func(sysid string, tli uint32) (catalog.Lineage, error) {
+		return catalog.ReadLineage(ctx, store, opts.Codec, sysid, tli)
+	}
+	if _, err := backupChain(ctx, store, sn, lineageOf); err != nil {
 		if !isDataError(err) && !errors.Is(err, storage.ErrNotFound) {
 			return nil, err
 		}

@@ -31,14 +31,26 @@ exactly what it would delete (each backup with its object keys, WAL ranges,
 counts and bytes) and why everything else stays. Add --json for the same
 as JSON.
 
+Where forks (or promoted point-in-time restores) archive into the same
+repository, it holds several lineages (histories; backup-list shows each
+backup's). retain and before then count every lineage on its own: "retain
+7" keeps the 7 newest backups of each, and before keeps the newest backup
+of a lineage it would otherwise empty, so that a fork's newer backups never
+cost the primary its own. With --lineage (WALGO_LINEAGE) they count that
+lineage alone, as if it were the only one, and keep every backup not on it:
+after a failover, "delete retain 7 --lineage 2" lets the old timeline's
+last backups go.
+
 retain, before and everything also delete the WAL that no kept backup
 needs, by the same rule as garbage: a WAL file is kept when some kept
-backup can replay through it, that is when it is on the backup's timeline,
-or on a timeline descending from it (by the .history files) that forked
-after the backup started, at or after the segment holding the backup's
-start. A timeline whose .history file is missing or unreadable is kept from
-the oldest kept backup's start on. .history files are always kept, except
-by everything. When no finished backup is kept, WAL is left alone.
+backup can replay through it along a lineage it is kept for: on the
+backup's timeline and the lineage's later ones, from the segment holding
+the backup's start, up to where the lineage leaves each (a backup kept
+whatever the lineage, such as a permanent one, keeps every timeline
+descending from its own that forked after it started). A timeline whose
+.history file is missing or unreadable is kept from the oldest kept
+backup's start on. .history files are always kept, except by everything.
+When no finished backup is kept, WAL is left alone.
 
 Rules that no command breaks:
   - ages come from the sentinels' finish times, never from backup names;
@@ -286,6 +298,9 @@ func runDelete(c *cli.Context, req catalog.DeleteRequest) error {
 func applyDelete(ctx context.Context, e *env, req catalog.DeleteRequest, confirm, asJSON bool, w io.Writer) error {
 	req.Now = time.Now()
 	req.SegmentSize = e.set.segSize
+	if req.Mode == catalog.DeleteRetain || req.Mode == catalog.DeleteRetainFull || req.Mode == catalog.DeleteBefore {
+		req.Lineage = e.set.lineage
+	}
 	inv, err := catalog.ReadInventory(ctx, e.store, e.set.codec)
 	if err != nil {
 		return err

@@ -51,6 +51,16 @@ file's path, after --config FILE when a config file was used (for what it
 holds beyond these). Secrets are never written: AWS credentials must come
 from the server's environment or the config file.
 
+Where forks (or point-in-time restores that were promoted) archive into
+the same repository, it holds several histories, or lineages (backup-list
+shows each backup's). The backup is chosen within the lineage --lineage
+(WALGO_LINEAGE) names, and the restored cluster follows that lineage's
+timeline only (recovery_target_timeline = its timeline, never 'latest'):
+a restore or follower of the primary never replays a fork's WAL. Without
+--lineage, the backup and target must leave one lineage (NAME on one
+history, an LSN or time before the histories parted); otherwise the
+restore is refused (exit 2), listing them.
+
 --target-time takes RFC 3339 ("2026-11-24T10:00:00Z",
 "2026-11-24T12:00:00+02:00") or "YYYY-MM-DD HH:MM:SS[.frac][+TZ]"
 ("2026-11-24 10:00:00+00"); a time without a zone is UTC.
@@ -70,7 +80,7 @@ does not hold, a name used twice where recovery would see both, and a
 			&cli.StringFlag{Name: "target-name", Usage: "recover to this restore point (pg_create_restore_point)"},
 			&cli.BoolFlag{Name: "target-immediate", Usage: "recover only to the end of the backup (recovery_target = 'immediate'), whatever WAL the archive holds after it"},
 			&cli.StringFlag{Name: "target-action", Usage: "at the target: promote, pause or shutdown (default promote when a target is given)"},
-			&cli.StringFlag{Name: "target-timeline", Value: "latest", Usage: "recovery_target_timeline: latest, current or a timeline id"},
+			&cli.StringFlag{Name: "target-timeline", Usage: "override recovery_target_timeline: latest, current or a timeline id (default: the timeline of the lineage restored)"},
 			&cli.BoolFlag{Name: "standby", Usage: "make the restored cluster a standby that keeps replaying archived WAL (standby.signal)"},
 			&cli.BoolFlag{Name: "overwrite", Usage: "empty a non-empty DIR first (refused while it holds postmaster.pid)"},
 			&cli.GenericFlag{Name: "tablespace", Value: &dirMap{}, Usage: "restore a tablespace elsewhere than its original location: `NAME_OR_OID=DIR` (repeatable)"},
@@ -102,6 +112,7 @@ does not hold, a name used twice where recovery would see both, and a
 				Dir:            dir,
 				Name:           name,
 				Target:         target,
+				Lineage:        e.set.lineage,
 				Standby:        c.Bool("standby"),
 				Overwrite:      c.Bool("overwrite"),
 				Tablespaces:    *c.Generic("tablespace").(*dirMap),
@@ -126,6 +137,7 @@ does not hold, a name used twice where recovery would see both, and a
 			for _, p := range links {
 				fmt.Fprintf(c.App.Writer, "%s is a symlink to %s\n", p, res.Outside[p])
 			}
+			fmt.Fprintf(c.App.Writer, "recovery follows lineage %s (recovery_target_timeline = '%s')\n", res.Lineage, res.Timeline)
 			fmt.Fprintf(c.App.Writer, "start Postgres on it to recover; it fetches WAL with: %s\n", cmdline)
 			return nil
 		},
@@ -294,14 +306,20 @@ func restoreCommandLine(set *settings, log *zap.Logger) (string, error) {
 func backupListCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "backup-list",
-		Usage: "list finished base backups, oldest first",
-		Description: `Lists the finished backups this walgo can restore, oldest finish first,
-then the ones it cannot ("foreign"): WAL-G's and WAL-E's backups sharing
-the folder (with their start LSN and times when their sentinel has them),
-sentinels of a newer walgo, and damaged sentinels, each with its key and
-what to do. Foreign backups are never restored, never chosen as LATEST or
-as a delta parent, and never deleted but by delete everything.
---json prints walgo's own backups; --json --foreign the foreign ones.`,
+		Usage: "list finished base backups, oldest first, with the lineages (histories) each restores along",
+		Description: `Lists the finished backups this walgo can restore, oldest finish first
+(with --lineage, those of that lineage only), then the ones it cannot
+("foreign"): WAL-G's and WAL-E's backups sharing the folder (with their
+start LSN and times when their sentinel has them), sentinels of a newer
+walgo, and damaged sentinels, each with its key and what to do. Foreign
+backups are never restored, never chosen as LATEST or as a delta parent,
+and never deleted but by delete everything. --json prints walgo's own
+backups; --json --foreign the foreign ones.
+
+LINEAGE names the histories a backup restores along: its own timeline's,
+and those of forks (or promoted point-in-time restores) that left its
+timeline after it finished, as the .history files say. These are the
+values backup-fetch --lineage takes.`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 			&cli.BoolFlag{Name: "detail", Usage: "add delta parent (or why a delta was refused), tablespaces (JSON), Postgres version, system id, host, file count and walgo version"},
@@ -316,7 +334,24 @@ as a delta parent, and never deleted but by delete everything.
 			if err != nil {
 				return err
 			}
-			list := all.Own
+			objs, err := catalog.ListWAL(c.Context, e.store)
+			if err != nil {
+				return err
+			}
+			h, err := catalog.ReadHistories(c.Context, e.store, e.set.codec, objs)
+			if err != nil {
+				return err
+			}
+			x := catalog.NewLineageIndex(all.Own, objs, h)
+			list := x.Backups()
+			if e.set.lineage != "" {
+				l, err := x.Find(e.set.lineage)
+				if err != nil {
+					return err
+				}
+				list = x.BackupsOf(l)
+			}
+			lineages := func(sn *catalog.Sentinel) []string { return x.Names(x.Of(sn)) }
 			detail := c.Bool("detail")
 			if c.Bool("json") && c.Bool("foreign") {
 				out := all.Foreign
@@ -332,9 +367,9 @@ as a delta parent, and never deleted but by delete everything.
 				out := make([]any, 0, len(list))
 				for _, sn := range list {
 					if detail {
-						out = append(out, backupDetailOf(sn))
+						out = append(out, backupDetailOf(sn, lineages(sn)))
 					} else {
-						out = append(out, backupRowOf(sn))
+						out = append(out, backupRowOf(sn, lineages(sn)))
 					}
 				}
 				enc := json.NewEncoder(c.App.Writer)
@@ -347,7 +382,7 @@ as a delta parent, and never deleted but by delete everything.
 			}
 			const timeFmt = "2006-01-02 15:04:05"
 			w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			head := "NAME\tSTARTED (UTC)\tFINISHED (UTC)\tSTART LSN\tFINISH LSN\tTIMELINE\tSTORED\tSIZE\tPERMANENT"
+			head := "NAME\tSTARTED (UTC)\tFINISHED (UTC)\tSTART LSN\tFINISH LSN\tTIMELINE\tLINEAGE\tSTORED\tSIZE\tPERMANENT"
 			if detail {
 				head += "\tPARENT\tPOSTGRES\tSYSTEM ID\tHOST\tFILES\tWALGO"
 			}
@@ -357,9 +392,9 @@ as a delta parent, and never deleted but by delete everything.
 				if sn.Permanent {
 					perm = "yes"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s", sn.Name,
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s", sn.Name,
 					sn.StartTime.UTC().Format(timeFmt), sn.FinishTime.UTC().Format(timeFmt),
-					sn.StartLSN, sn.FinishLSN, sn.Timeline,
+					sn.StartLSN, sn.FinishLSN, sn.Timeline, orDash(strings.Join(lineages(sn), ",")),
 					humanBytes(sn.CompressedSize), humanBytes(sn.UncompressedSize), perm)
 				if detail {
 					parent := orDash(sn.DeltaParent)
@@ -426,6 +461,7 @@ type backupRow struct {
 	StartLSN         wal.LSN   `json:"start_lsn"`
 	FinishLSN        wal.LSN   `json:"finish_lsn"`
 	Timeline         uint32    `json:"timeline"`
+	Lineages         []string  `json:"lineages"` // the histories it restores along (--lineage values)
 	CompressedSize   int64     `json:"compressed_size"`
 	UncompressedSize int64     `json:"uncompressed_size"`
 	Permanent        bool      `json:"permanent"`
@@ -446,8 +482,12 @@ type backupDetail struct {
 	WalgoVersion string               `json:"walgo_version"`
 }
 
-func backupRowOf(sn *catalog.Sentinel) backupRow {
+func backupRowOf(sn *catalog.Sentinel, lineages []string) backupRow {
+	if lineages == nil {
+		lineages = []string{}
+	}
 	return backupRow{
+		Lineages:         lineages,
 		Name:             sn.Name,
 		StartTime:        sn.StartTime.UTC(),
 		FinishTime:       sn.FinishTime.UTC(),
@@ -460,9 +500,9 @@ func backupRowOf(sn *catalog.Sentinel) backupRow {
 	}
 }
 
-func backupDetailOf(sn *catalog.Sentinel) backupDetail {
+func backupDetailOf(sn *catalog.Sentinel, lineages []string) backupDetail {
 	return backupDetail{
-		backupRow:    backupRowOf(sn),
+		backupRow:    backupRowOf(sn, lineages),
 		DeltaParent:  sn.DeltaParent,
 		DeltaRefused: sn.DeltaRefused,
 		Tablespaces:  sn.Tablespaces,

@@ -78,7 +78,7 @@ func exitCode(err error) int {
 		errors.Is(err, codec.ErrNoKey), errors.Is(err, codec.ErrWrongKey),
 		errors.Is(err, basebackup.ErrArchivingOff), errors.Is(err, basebackup.ErrBadDataDir), errors.Is(err, basebackup.ErrUnsupported),
 		errors.Is(err, pgserver.ErrRoot), errors.Is(err, pgserver.ErrNoServer),
-		errors.Is(err, logical.ErrInvalid), errors.Is(err, catalog.ErrForeign):
+		errors.Is(err, logical.ErrInvalid), errors.Is(err, catalog.ErrForeign), errors.Is(err, catalog.ErrLineage):
 		return exitUsage
 	case errors.Is(err, archive.ErrConflict), errors.Is(err, catalog.ErrRepositoryExists), errors.Is(err, logical.ErrNotEmpty), errors.Is(err, logical.ErrExists),
 		errors.Is(err, catalog.ErrLocked), errors.Is(err, catalog.ErrNameTaken):

@@ -189,6 +189,7 @@ var globalFlags = []cli.Flag{
 	&cli.IntFlag{Name: "storage-retries", EnvVars: []string{"WALGO_STORAGE_RETRIES"}, Value: 5, Usage: "attempts per storage request before giving up"},
 	&cli.StringFlag{Name: "wal-segment-size", EnvVars: []string{"WALGO_WAL_SEGMENT_SIZE"}, Value: "16MiB", Usage: "the cluster's wal_segment_size, for gap detection"},
 	&cli.StringFlag{Name: "log-level", EnvVars: []string{"WALGO_LOG_LEVEL"}, Value: "info", Usage: "debug, info, warn or error"},
+	&cli.StringFlag{Name: "lineage", EnvVars: []string{"WALGO_LINEAGE"}, Usage: "the history to restore, list or delete in, where forks share the repository: its `TIMELINE` as backup-list shows it (SYSTEM_ID:TIMELINE with several clusters)"},
 }
 
 // settings are the shared flags, parsed once and passed down.
@@ -209,6 +210,7 @@ type settings struct {
 	retries      int
 	segSize      int64
 	configFile   string
+	lineage      string // "" = the one the command's choice allows
 }
 
 func parseSettings(c *cli.Context) (*settings, error) {
@@ -255,6 +257,7 @@ func parseSettings(c *cli.Context) (*settings, error) {
 		retries:      max(1, c.Int("storage-retries")),
 		segSize:      seg,
 		configFile:   c.String("config"),
+		lineage:      strings.TrimSpace(c.String("lineage")),
 	}
 	return s, nil
 }

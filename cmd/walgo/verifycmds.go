@@ -28,15 +28,18 @@ func (e verifyFailed) Unwrap() error { return codec.ErrCorrupt }
 func walVerifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "wal-verify",
-		Usage: "check that the archived WAL lets every backup be restored, and how far (gaps, timelines, history files)",
-		Description: `For each backup, walks the WAL a recovery replays: from the segment
-holding its start LSN, on its timeline, then along the newest timeline whose
-.history file shows it leaving the backup's timeline after the backup
-started (the parent's segments up to the switch point's segment, the
-child's from there). Reports each timeline (first, last, segments, gaps,
-history file) and each backup: whether it is restorable (every segment to
-its finish LSN archived) and up to which LSN point-in-time recovery can go
-without a gap.
+		Usage: "check that the archived WAL lets every backup be restored along each of its lineages, and how far (gaps, timelines, history files)",
+		Description: `For each backup and each lineage (history) it belongs to, walks the WAL a
+recovery along that lineage replays: from the segment holding its start
+LSN, on its timeline, then along the lineage's timelines as their .history
+files say (the parent's segments up to the switch point's segment, the
+child's from there). A primary that a fork left is checked along its own
+timeline as well as the fork's. Reports each timeline (first, last,
+segments, gaps, history file) and each backup and lineage: whether it is
+restorable (every segment to its finish LSN archived) and up to which LSN
+point-in-time recovery can go without a gap. A lineage whose timeline the
+archive holds nothing of after a descendant left it (a failover) is only
+the start of that descendant's and is not listed on its own.
 
 It also reads the page header at the start of every archived segment: a
 segment whose header says another address, a newer timeline, another
@@ -141,7 +144,7 @@ func printWALReport(out io.Writer, rep *catalog.WALReport, store storage.Store) 
 		fmt.Fprintf(out, "no backups in %s: nothing to recover from\n", store)
 	} else {
 		w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "BACKUP\tTIMELINE\tSTART LSN\tFINISH LSN\tFOLLOWS\tRESTORABLE\tPITR UP TO\tSTATUS")
+		fmt.Fprintln(w, "BACKUP\tTIMELINE\tSTART LSN\tFINISH LSN\tLINEAGE\tRESTORABLE\tPITR UP TO\tSTATUS")
 		for _, b := range rep.Backups {
 			restorable, upTo, status := "NO", "-", "PROBLEMS"
 			if b.Restorable {
@@ -152,14 +155,18 @@ func printWALReport(out io.Writer, rep *catalog.WALReport, store storage.Store) 
 				status = "OK"
 				ok++
 			}
-			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%s\t%s\t%s\n", b.Backup, b.Timeline, b.StartLSN, b.FinishLSN, b.Follows, restorable, upTo, status)
+			fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", b.Backup, b.Timeline, b.StartLSN, b.FinishLSN, b.Lineage, restorable, upTo, status)
 		}
 		if err := w.Flush(); err != nil {
 			return err
 		}
+		noted := map[string]bool{}
 		for _, b := range rep.Backups {
 			for _, n := range b.Notes {
-				fmt.Fprintf(out, "note: %s: %s\n", b.Backup, n)
+				if line := fmt.Sprintf("note: %s: %s\n", b.Backup, n); !noted[line] {
+					noted[line] = true
+					fmt.Fprint(out, line)
+				}
 			}
 		}
 	}

@@ -297,7 +297,7 @@ func walListCommand() *cli.Command {
 	return &cli.Command{
 		Name:    "wal-list",
 		Aliases: []string{"wal-show"},
-		Usage:   "show archived WAL per timeline: first, last, count, gaps",
+		Usage:   "show archived WAL per timeline: first, last, count, gaps, ancestry and the lineages that replay it",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON"},
 		},
@@ -320,33 +320,61 @@ func walListCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			tls := catalog.Summarize(objs, segSize)
+			h, err := catalog.ReadHistories(c.Context, e.store, e.set.codec, objs)
+			if err != nil {
+				return err
+			}
+			x := catalog.NewLineageIndex(backups, objs, h)
+			rows := []walListRow{}
+			for _, tl := range catalog.Summarize(objs, segSize) {
+				row := walListRow{Timeline: tl, Parents: h.Parents[tl.ID], Lineages: []walListLineage{}}
+				ls, ends := x.OnTimeline(tl.ID)
+				for i, l := range ls {
+					wl := walListLineage{Lineage: x.Name(l)}
+					if l.Timeline != tl.ID {
+						end := ends[i]
+						wl.UpTo = &end
+					}
+					row.Lineages = append(row.Lineages, wl)
+				}
+				rows = append(rows, row)
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
-				if tls == nil {
-					tls = []catalog.Timeline{}
-				}
-				return enc.Encode(tls)
+				return enc.Encode(rows)
 			}
 			w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "TIMELINE\tFIRST\tLAST\tSEGMENTS\tSTORED\tGAPS\tHISTORY")
-			for _, tl := range tls {
+			fmt.Fprintln(w, "TIMELINE\tFIRST\tLAST\tSEGMENTS\tSTORED\tGAPS\tHISTORY\tLINEAGES")
+			for _, r := range rows {
+				tl := r.Timeline
 				hist := "-"
-				if tl.History {
+				switch {
+				case len(r.Parents) > 0:
+					p := r.Parents[len(r.Parents)-1]
+					hist = fmt.Sprintf("from %d at %s", p.Timeline, p.Switch)
+				case tl.History:
 					hist = "yes"
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%d\t%s\n", tl.ID, orDash(tl.First), orDash(tl.Last), tl.Count, humanBytes(tl.Bytes), len(tl.Gaps), hist)
+				var ls []string
+				for _, l := range r.Lineages {
+					if l.UpTo != nil {
+						ls = append(ls, fmt.Sprintf("%s (to %s)", l.Lineage, l.UpTo))
+					} else {
+						ls = append(ls, l.Lineage)
+					}
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%s\n", tl.ID, orDash(tl.First), orDash(tl.Last), tl.Count, humanBytes(tl.Bytes), len(tl.Gaps), hist, orDash(strings.Join(ls, ", ")))
 			}
 			if err := w.Flush(); err != nil {
 				return err
 			}
-			for _, tl := range tls {
-				for _, g := range tl.Gaps {
-					fmt.Fprintf(c.App.Writer, "gap on timeline %d: %s .. %s (%d segments missing)\n", tl.ID, g.First, g.Last, g.Count)
+			for _, r := range rows {
+				for _, g := range r.Gaps {
+					fmt.Fprintf(c.App.Writer, "gap on timeline %d: %s .. %s (%d segments missing)\n", r.ID, g.First, g.Last, g.Count)
 				}
 			}
-			if len(tls) == 0 {
+			if len(rows) == 0 {
 				fmt.Fprintf(c.App.Writer, "no WAL archived in %s\n", e.store)
 			}
 			return nil
@@ -375,6 +403,21 @@ func repositorySegmentSize(c *cli.Context, e *env, backups []*catalog.Sentinel, 
 		return 0, fmt.Errorf("%w: wal segment size %d: want a power of two from 1MiB to 1GiB", errUsage, size)
 	}
 	return size, nil
+}
+
+// walListRow is one timeline in wal-list: its segments, its ancestry,
+// and the lineages (histories) that replay its WAL.
+type walListRow struct {
+	catalog.Timeline
+	Parents  []catalog.HistoryEntry `json:"parents,omitempty"`
+	Lineages []walListLineage       `json:"lineages"`
+}
+
+// walListLineage is a lineage that replays a timeline's WAL: all of it, or
+// up to UpTo, where the lineage leaves it for a later timeline.
+type walListLineage struct {
+	Lineage string   `json:"lineage"`
+	UpTo    *wal.LSN `json:"up_to_lsn,omitempty"`
 }
 
 func orDash(s string) string {
