@@ -22,6 +22,7 @@ import (
 
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/storage"
+	"github.com/walgo/walgo/wal"
 )
 
 // DumpPrefix is the folder logical backups live in.
@@ -99,6 +100,13 @@ type DumpSentinel struct {
 	// --from-backup); empty for a dump of a live database.
 	FromBackup string `json:"from_backup,omitempty"`
 	Hostname   string `json:"hostname"`
+	// Where in its cluster's history the dumped server was (for a dump
+	// --from-backup, the backup's end), so that the dump's lineage is
+	// known: the system identifier, timeline and WAL location. Empty when
+	// the server did not let the role read them.
+	SystemID string  `json:"system_identifier,omitempty"`
+	Timeline uint32  `json:"timeline,omitempty"`
+	LSN      wal.LSN `json:"lsn,omitempty"`
 }
 
 // Ext is the codec extension of the stored data.

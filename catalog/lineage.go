@@ -494,3 +494,24 @@ func (x *LineageIndex) OnTimeline(tli uint32) ([]Lineage, []wal.LSN) {
 	}
 	return ls, ends
 }
+
+// HoldsDump reports whether dump d was taken of a server on the lineage:
+// the same cluster, at a WAL location of the lineage. A dump that does not
+// record where it was taken belongs to none.
+func (l Lineage) HoldsDump(d *DumpSentinel) bool {
+	if d.Timeline == 0 || l.SystemID != "" && d.SystemID != "" && l.SystemID != d.SystemID {
+		return false
+	}
+	return l.Holds(d.Timeline, d.LSN)
+}
+
+// OfDump returns the lineages dump d belongs to.
+func (x *LineageIndex) OfDump(d *DumpSentinel) []Lineage {
+	var out []Lineage
+	for _, l := range x.lineages {
+		if l.HoldsDump(d) {
+			out = append(out, l)
+		}
+	}
+	return out
+}

@@ -341,3 +341,22 @@ func TestReadHistories(t *testing.T) {
 		t.Errorf("a timeline with an unreadable history: %+v %v", l, err)
 	}
 }
+
+func TestLineageOfDump(t *testing.T) {
+	x, _ := forkRepo()
+	for _, tt := range []struct {
+		d    DumpSentinel
+		want []string
+	}{
+		{DumpSentinel{SystemID: "7000000000000000001", Timeline: 1, LSN: 3 * mb16}, []string{"1", "2", "3", "4"}},
+		{DumpSentinel{SystemID: "7000000000000000001", Timeline: 1, LSN: 8 * mb16}, []string{"1", "4"}},
+		{DumpSentinel{Timeline: 2, LSN: 10 * mb16}, []string{"2"}},
+		{DumpSentinel{SystemID: "7000000000000000001", Timeline: 2, LSN: 8 * mb16}, []string{"2", "3"}},
+		{DumpSentinel{SystemID: "7999", Timeline: 1, LSN: 3 * mb16}, nil},
+		{DumpSentinel{SystemID: "7000000000000000001"}, nil}, // an old dump: its place is not known
+	} {
+		if got := x.Names(x.OfDump(&tt.d)); !slices.Equal(got, tt.want) && !(len(got) == 0 && len(tt.want) == 0) {
+			t.Errorf("dump at %d/%s of %q: lineages %v, want %v", tt.d.Timeline, tt.d.LSN, tt.d.SystemID, got, tt.want)
+		}
+	}
+}

@@ -18,7 +18,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/pgserver"
@@ -28,8 +27,12 @@ import (
 
 // Options say which backup to fork and how.
 type Options struct {
-	// Backup is a backup name or restore.Latest ("" means Latest).
+	// Backup is a backup name or restore.Latest ("" means Latest): the
+	// newest backup, of Lineage when it is set.
 	Backup string
+	// Lineage names the history LATEST is taken from (see
+	// restore.BackupFetchOptions.Lineage); empty: every backup.
+	Lineage string
 	// WorkDir is the parent of the temporary folder; "" means os.TempDir().
 	WorkDir string
 	// Codec decodes stored objects; nil reads plain objects only.
@@ -122,7 +125,7 @@ func fork(ctx context.Context, store storage.Store, opts Options) (*Instance, er
 	// Resolve the backup first: the report names it, a newer backup
 	// finishing meanwhile does not change what is restored, and missing
 	// server binaries fail before a long download.
-	sn, err := resolve(ctx, store, opts.Backup)
+	sn, _, err := restore.ChooseBackup(ctx, store, opts.Codec, opts.Backup, opts.Lineage, restore.Target{Immediate: true})
 	if err != nil {
 		return inst, err
 	}
@@ -248,25 +251,6 @@ func Run(ctx context.Context, store storage.Store, opts Options) (*Report, error
 			zap.Duration("check", rep.Check), zap.Duration("total", rep.Total))
 	}
 	return rep, err
-}
-
-// resolve reads the sentinel of a named backup, or of the latest one.
-func resolve(ctx context.Context, store storage.Store, name string) (*catalog.Sentinel, error) {
-	if name != "" && !strings.EqualFold(name, restore.Latest) {
-		sn, err := catalog.ReadSentinel(ctx, store, name)
-		if errors.Is(err, storage.ErrNotFound) {
-			return nil, fmt.Errorf("backup %q: %w in %s", name, storage.ErrNotFound, store)
-		}
-		return sn, err
-	}
-	all, err := catalog.ListBackups(ctx, store)
-	if err != nil {
-		return nil, err
-	}
-	if len(all) == 0 {
-		return nil, fmt.Errorf("no backups: %w in %s", storage.ErrNotFound, store)
-	}
-	return all[len(all)-1], nil
 }
 
 // amcheck checks every database of the server with amcheck: pg_amcheck

@@ -287,6 +287,29 @@ func TestLineages(t *testing.T) {
 		t.Logf("backup-list:\n%s", out.stdout)
 	})
 
+	t.Run("dumps carry their lineage", func(t *testing.T) {
+		mustWalgoAs(t, src, env, "dump-push", "dbname=postgres")
+		mustWalgoAs(t, fork, env, "dump-push", "dbname=postgres")
+		var dumps []struct {
+			Name     string   `json:"name"`
+			Timeline uint32   `json:"timeline"`
+			Lineages []string `json:"lineages"`
+		}
+		out := mustWalgo(t, r.env, "dump-list", "--json")
+		if err := json.Unmarshal([]byte(out.stdout), &dumps); err != nil || len(dumps) != 2 {
+			t.Fatalf("dump-list --json: %v\n%s", err, out.stdout)
+		}
+		if strings.Join(dumps[0].Lineages, ",") != "1" || strings.Join(dumps[1].Lineages, ",") != "2" {
+			t.Errorf("dumps of the primary then the fork: %+v", dumps)
+		}
+		// LATEST of the primary's lineage is its dump, not the fork's newer one.
+		path := filepath.Join(pgtest.OwnedDir(t, "dump"), "primary.dump")
+		res := mustWalgo(t, r.env, "dump-fetch", "LATEST", path, "--lineage", "1")
+		if !strings.Contains(res.stdout, dumps[0].Name) {
+			t.Errorf("dump-fetch LATEST --lineage 1: %s, want %s", res.stdout, dumps[0].Name)
+		}
+	})
+
 	t.Run("retain per lineage", func(t *testing.T) {
 		// The fork takes a newer full backup: a global "retain 1" would
 		// keep only it and delete the primary's backups and WAL.

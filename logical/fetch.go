@@ -31,6 +31,34 @@ func Find(ctx context.Context, store storage.Store, name string) (*catalog.DumpS
 	return catalog.ReadDumpSentinel(ctx, store, name)
 }
 
+// Resolve turns LATEST into the name of the newest dump of lineage
+// (catalog.LineageIndex.Find) when one is named; any other name, or
+// LATEST with no lineage, is returned as it is. ErrNotFound when the
+// lineage holds no dump; history files are read with cd.
+func Resolve(ctx context.Context, store storage.Store, cd *codec.Codec, name, lineage string) (string, error) {
+	if !strings.EqualFold(name, Latest) || lineage == "" {
+		return name, nil
+	}
+	x, err := catalog.ReadLineageIndex(ctx, store, cd)
+	if err != nil {
+		return "", err
+	}
+	l, err := x.Find(lineage)
+	if err != nil {
+		return "", err
+	}
+	list, err := catalog.ListDumps(ctx, store)
+	if err != nil {
+		return "", err
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		if l.HoldsDump(list[i]) {
+			return list[i].Name, nil
+		}
+	}
+	return "", fmt.Errorf("no dumps on lineage %s: %w", x.Name(l), storage.ErrNotFound)
+}
+
 // Fetch writes dump name's pg_dump output (custom format) to w, checking
 // the stored bytes and the decoded output against the sentinel's sizes and
 // sha256. Data reaches w as it is decoded, so w has received everything

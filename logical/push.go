@@ -107,6 +107,20 @@ func Push(ctx context.Context, store storage.Store, opts PushOptions) (*catalog.
 		WalgoVersion:    opts.WalgoVersion,
 		FromBackup:      opts.FromBackup,
 		Hostname:        host,
+		SystemID:        srv.systemID,
+		Timeline:        srv.timeline,
+		LSN:             srv.lsn,
+	}
+	if opts.FromBackup != "" {
+		// The dumped copy was restored to the backup's end and promoted
+		// onto a private timeline: its place in the repository's
+		// history is the backup's.
+		if b, err := catalog.ReadSentinel(ctx, store, opts.FromBackup); err == nil {
+			sn.SystemID, sn.Timeline, sn.LSN = b.SystemID, b.Timeline, b.FinishLSN
+		} else {
+			sn.Timeline, sn.LSN = 0, 0
+			log.Warn("could not read the backup the dump was taken from: its lineage is not recorded", zap.String("backup", opts.FromBackup), zap.Error(err))
+		}
 	}
 	// Names are drawn at random: never write a sentinel over another's.
 	if _, err := store.Stat(ctx, catalog.DumpSentinelKey(name)); err == nil {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/walgo/walgo/wal"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -128,6 +129,8 @@ type server struct {
 	version       int    // server_version_num
 	versionString string // server_version
 	systemID      string // empty when pg_control_system() is not allowed
+	timeline      uint32 // with lsn, where in its history the server is (0: unknown)
+	lsn           wal.LSN
 }
 
 // connect opens a session with dsn (empty: the PG* environment).
@@ -159,6 +162,19 @@ func describe(ctx context.Context, conn *pgx.Conn) (server, error) {
 	// Only to tell two databases apart; not every role may read it.
 	if err := conn.QueryRow(ctx, `select system_identifier::text from pg_control_system()`).Scan(&s.systemID); err != nil {
 		s.systemID = ""
+	}
+	// Where in its history the server is, for the dump's lineage: the
+	// timeline of the WAL it writes (replays, on a standby) and the LSN.
+	var lsn string
+	q := `select case when pg_is_in_recovery() then (select timeline_id from pg_control_checkpoint())
+			else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end,
+		case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end::text`
+	if err := conn.QueryRow(ctx, q).Scan(&s.timeline, &lsn); err == nil {
+		if s.lsn, err = wal.ParseLSN(lsn); err != nil {
+			s.timeline = 0
+		}
+	} else {
+		s.timeline = 0
 	}
 	return s, nil
 }

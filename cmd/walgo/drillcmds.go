@@ -41,6 +41,7 @@ func drillOptions(c *cli.Context, e *env, backup string) (drill.Options, error) 
 	}
 	return drill.Options{
 		Backup:         backup,
+		Lineage:        e.set.lineage,
 		WorkDir:        c.String("work-dir"),
 		Codec:          e.set.codec,
 		Concurrency:    e.set.downloadConc,

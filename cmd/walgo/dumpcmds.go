@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -170,8 +171,20 @@ func dumpListCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			x, err := catalog.ReadLineageIndex(c.Context, e.store, e.set.codec)
+			if err != nil {
+				return err
+			}
+			type dumpRow struct {
+				*catalog.DumpSentinel
+				Lineages []string `json:"lineages"` // of the dumped server's history
+			}
+			rows := []dumpRow{}
+			for _, d := range list {
+				rows = append(rows, dumpRow{d, append([]string{}, x.Names(x.OfDump(d))...)})
+			}
 			if c.Bool("json") {
-				return writeJSON(c.App.Writer, list)
+				return writeJSON(c.App.Writer, rows)
 			}
 			if len(list) == 0 {
 				fmt.Fprintf(c.App.Writer, "no dumps in %s\n", e.store)
@@ -179,10 +192,11 @@ func dumpListCommand() *cli.Command {
 			}
 			const timeFmt = "2006-01-02 15:04:05"
 			w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tDATABASE\tFINISHED (UTC)\tSIZE\tSTORED\tFROM BACKUP\tPOSTGRES")
-			for _, d := range list {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Database, d.FinishTime.UTC().Format(timeFmt),
-					humanBytes(d.Size), humanBytes(d.StoredSize), orDash(d.FromBackup), pgVersionString(d.PGVersion))
+			fmt.Fprintln(w, "NAME\tDATABASE\tFINISHED (UTC)\tSIZE\tSTORED\tFROM BACKUP\tLINEAGE\tPOSTGRES")
+			for _, r := range rows {
+				d := r.DumpSentinel
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.Database, d.FinishTime.UTC().Format(timeFmt),
+					humanBytes(d.Size), humanBytes(d.StoredSize), orDash(d.FromBackup), orDash(strings.Join(r.Lineages, ",")), pgVersionString(d.PGVersion))
 			}
 			return w.Flush()
 		},
@@ -194,7 +208,8 @@ func dumpFetchCommand() *cli.Command {
 		Name:      "dump-fetch",
 		Usage:     "write a stored dump (pg_dump custom format) to FILE, or to standard output with -",
 		ArgsUsage: "NAME|LATEST FILE|-",
-		Description: `Downloads dump NAME (LATEST: the one that finished last), decrypts and
+		Description: `Downloads dump NAME (LATEST: the one that finished last, of lineage
+--lineage when one is named), decrypts and
 decompresses it, and checks the stored bytes and pg_dump's output against
 the sizes and sha256 sums in its sentinel. The result is what pg_dump -Fc
 wrote: read it with pg_restore.
@@ -216,6 +231,9 @@ everything was written, and the output must be thrown away.
 				return err
 			}
 			name, path := args[0], args[1]
+			if name, err = logical.Resolve(c.Context, e.store, e.set.codec, name, e.set.lineage); err != nil {
+				return err
+			}
 			if path == "-" {
 				bw := bufio.NewWriterSize(c.App.Writer, 256<<10)
 				_, err := logical.Fetch(c.Context, e.store, e.set.codec, name, bw)
@@ -239,7 +257,8 @@ func dumpRestoreCommand() *cli.Command {
 		Name:      "dump-restore",
 		Usage:     "restore a stored dump into a database with pg_restore (drops the objects it replaces: needs --confirm on a non-empty database)",
 		ArgsUsage: "[flags] NAME|LATEST DSN",
-		Description: `Downloads dump NAME (LATEST: the one that finished last) into a temporary
+		Description: `Downloads dump NAME (LATEST: the one that finished last, of lineage
+--lineage when one is named) into a temporary
 file (--temp-dir; parallel pg_restore cannot read a pipe), checks every
 checksum, then runs pg_restore --no-owner --no-acl --clean --if-exists
 --jobs N against DSN, and removes the file.
@@ -273,8 +292,12 @@ dump-list). A password in DSN is passed to pg_restore in PGPASSWORD.
 			if err != nil {
 				return err
 			}
+			name, err := logical.Resolve(c.Context, e.store, e.set.codec, args[0], e.set.lineage)
+			if err != nil {
+				return err
+			}
 			res, err := logical.Restore(c.Context, e.store, logical.RestoreOptions{
-				Name:    args[0],
+				Name:    name,
 				DSN:     args[1],
 				Jobs:    c.Int("jobs"),
 				Confirm: c.Bool("confirm"),

@@ -50,7 +50,8 @@ const exitCodesHelp = `EXIT CODES:
    0  success
    1  not found (wal-fetch: the archive does not hold this file)
    2  bad usage, settings or input (wrong path, not a WAL file, a missing or wrong age key,
-      a recovery target the archived WAL does not reach,
+      a recovery target the archived WAL does not reach, a lineage that is unknown or
+      must be named with --lineage,
       no repository at WALGO_STORAGE: create one with walgo init)
    3  conflict: the archive holds this WAL file with different content (nothing overwritten)
       init: the storage holds a repository already
