@@ -1046,6 +1046,12 @@ func TestChooseBackupLineages(t *testing.T) {
 	if _, err := BackupFetch(ctx, s, o); !errors.Is(err, catalog.ErrLineage) {
 		t.Errorf("LATEST with two histories: %v", err)
 	}
+	// A target timeline names the lineage when none is.
+	o = opts(t.TempDir())
+	o.Name, o.Target.Timeline = Latest, "2"
+	if res, err := BackupFetch(ctx, s, o); err != nil || res.Backup != b2.Name || res.Timeline != "2" {
+		t.Errorf("LATEST on target timeline 2: %+v, %v", res, err)
+	}
 }
 
 // TestBackupFetchChainAcrossHistories: a delta chain whose every link is

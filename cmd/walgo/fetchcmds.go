@@ -80,7 +80,7 @@ does not hold, a name used twice where recovery would see both, and a
 			&cli.StringFlag{Name: "target-name", Usage: "recover to this restore point (pg_create_restore_point)"},
 			&cli.BoolFlag{Name: "target-immediate", Usage: "recover only to the end of the backup (recovery_target = 'immediate'), whatever WAL the archive holds after it"},
 			&cli.StringFlag{Name: "target-action", Usage: "at the target: promote, pause or shutdown (default promote when a target is given)"},
-			&cli.StringFlag{Name: "target-timeline", Usage: "override recovery_target_timeline: latest, current or a timeline id (default: the timeline of the lineage restored)"},
+			&cli.StringFlag{Name: "target-timeline", Usage: "override recovery_target_timeline: latest, current or a timeline id (default: the timeline of the lineage restored; an id with no --lineage also picks the backup in that lineage)"},
 			&cli.BoolFlag{Name: "standby", Usage: "make the restored cluster a standby that keeps replaying archived WAL (standby.signal)"},
 			&cli.BoolFlag{Name: "overwrite", Usage: "empty a non-empty DIR first (refused while it holds postmaster.pid)"},
 			&cli.GenericFlag{Name: "tablespace", Value: &dirMap{}, Usage: "restore a tablespace elsewhere than its original location: `NAME_OR_OID=DIR` (repeatable)"},
