@@ -16,8 +16,8 @@ import (
 	"github.com/walgo/walgo/wal"
 )
 
-// markers is the marker ids a cluster holds, "1,2,100".
-func markers(t *testing.T, c *pgtest.Cluster) string {
+// markerIDs is the marker ids a cluster holds, "1,2,100".
+func markerIDs(t *testing.T, c *pgtest.Cluster) string {
 	t.Helper()
 	return c.SQL(t, "select coalesce(string_agg(id::text, ',' order by id), '') from marker")
 }
@@ -118,10 +118,10 @@ func TestLineages(t *testing.T) {
 
 	t.Run("follower from before the fork", func(t *testing.T) {
 		if !eventually(90*time.Second, func() bool { return hasMarker(f1, 2) || hasMarker(f1, 100) }) {
-			t.Fatalf("the follower replayed neither the primary's marker 2 nor the fork's 100: %s", markers(t, f1))
+			t.Fatalf("the follower replayed neither the primary's marker 2 nor the fork's 100: %s", markerIDs(t, f1))
 		}
 		if hasMarker(f1, 100) || !hasMarker(f1, 2) {
-			t.Errorf("the follower of the primary switched to the fork's timeline: it holds markers %s, want 1,2", markers(t, f1))
+			t.Errorf("the follower of the primary switched to the fork's timeline: it holds markers %s, want 1,2", markerIDs(t, f1))
 		}
 	})
 
@@ -131,7 +131,7 @@ func TestLineages(t *testing.T) {
 			f := openRestored(t, r, dir, "hot_standby = on")
 			f.Start(t)
 			eventually(60*time.Second, func() bool { return hasMarker(f, 2) || hasMarker(f, 100) })
-			t.Errorf("a follower restored with no history named, where two are possible, was not refused: it holds markers %s", markers(t, f))
+			t.Errorf("a follower restored with no history named, where two are possible, was not refused: it holds markers %s", markerIDs(t, f))
 		} else if res.code != 2 || !strings.Contains(res.stderr, "--lineage") || !strings.Contains(res.stderr, "lineage 1") || !strings.Contains(res.stderr, "lineage 2") {
 			t.Errorf("want exit 2 naming lineages 1 and 2 and --lineage; exit %d\n%s", res.code, res.stderr)
 		}
@@ -142,7 +142,7 @@ func TestLineages(t *testing.T) {
 		f := openRestored(t, r, dir, "hot_standby = on")
 		f.Start(t)
 		if !eventually(90*time.Second, func() bool { return hasMarker(f, 2) || hasMarker(f, 100) }) || hasMarker(f, 100) {
-			t.Errorf("follower restored on lineage 1 holds markers %s, want 1,2", markers(t, f))
+			t.Errorf("follower restored on lineage 1 holds markers %s, want 1,2", markerIDs(t, f))
 		}
 	})
 
