@@ -359,18 +359,27 @@ func (o *BackupFetchOptions) validate() error {
 	return nil
 }
 
-// ChooseBackup is the choice BackupFetch makes, without restoring: the
-// backup that name (a backup name, Latest, or "" for the newest that
-// finished before t) and lineage (empty: the one the request allows, see
-// BackupFetchOptions.Lineage) select, and the lineage recovery from it
-// follows. History files are read with cd. catalog.ErrLineage when the
+// ChooseBackup is the choice BackupFetch makes, without restoring and
+// without reading WAL (name and xid targets are placed in the archive by
+// BackupFetch alone): the backup that name (a backup name, Latest, or ""
+// for the newest that finished before t) and lineage (empty: the one the
+// request allows, see BackupFetchOptions.Lineage) select, and the lineage
+// recovery from it follows. History files are read with cd. catalog.ErrLineage when the
 // lineage is unknown, the backup is not on it, or several could serve.
 func ChooseBackup(ctx context.Context, store storage.Store, cd *codec.Codec, name, lineage string, t Target) (*catalog.Sentinel, catalog.Lineage, error) {
 	x, err := catalog.ReadLineageIndex(ctx, store, cd)
 	if err != nil {
 		return nil, catalog.Lineage{}, err
 	}
-	ch, err := chooseBackup(ctx, store, x, name, lineage, t)
+	var pinned *catalog.Lineage
+	if lineage != "" {
+		l, err := x.Find(lineage)
+		if err != nil {
+			return nil, catalog.Lineage{}, err
+		}
+		pinned = &l
+	}
+	ch, err := chooseBackup(ctx, store, x, name, pinned, t)
 	return ch.sn, ch.lineage, err
 }
 
