@@ -11,11 +11,8 @@ import (
 	"github.com/walgo/walgo/internal/torture"
 )
 
-// ciFeatures are the workload features TestTorture runs in CI: every one
-// but those whose walgo fix is not in yet (see /work/coord/NOTES.md).
-var ciFeatures = torture.AllFeatures().Without(
-	torture.Fork, // lineage: restores follow the fork's timeline, LATEST and targets pick the fork's backups
-)
+// ciFeatures are the workload features TestTorture runs in CI: every one.
+var ciFeatures = torture.AllFeatures()
 
 // ciSeeds are the seeds TestTorture runs in CI.
 var ciSeeds = []uint64{1, 9, 6} // 9 runs without data checksums, 6 on S3

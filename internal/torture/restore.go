@@ -52,7 +52,7 @@ func (rc *restoreCase) describe() string {
 }
 
 // lineageFlag names the history a restore follows.
-const lineageFlag = "--target-timeline"
+const lineageFlag = "--lineage"
 
 // fetchArgs is the backup-fetch command line for a case, restoring into
 // dir with the tablespace mapped to tsDir.
