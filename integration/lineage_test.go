@@ -219,6 +219,16 @@ func TestLineages(t *testing.T) {
 		if res.code != 0 || !v.OK {
 			t.Fatalf("wal-verify: exit %d\n%s", res.code, res.stdout)
 		}
+		// Each backup along each history it is on, following that
+		// history's timeline: the primary's b3 along timeline 1 only.
+		want := map[string]uint32{b1.Name + " 1": 1, b1.Name + " 2": 2, b3.Name + " 1": 1}
+		got := map[string]uint32{}
+		for _, b := range v.Backups {
+			got[b.Backup+" "+b.Lineage] = b.Follows
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("wal-verify: backup lineage -> followed timeline %v, want %v\n%s", got, want, res.stdout)
+		}
 		// Hide the primary's segment that holds the fork's switch point:
 		// b1 restored along the primary's history needs it, along the
 		// fork's it does not, and b3 starts after it.
