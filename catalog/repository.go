@@ -62,12 +62,20 @@ type Capabilities struct {
 	// Metadata: objects keep the metadata written with them (the plain
 	// content's sha256 of WAL files), so a re-push is confirmed by a Stat.
 	Metadata bool `json:"metadata"`
+	// CreateRefused: the server refuses create-only writes outright
+	// (NotImplemented): walgo checks, then writes without the condition
+	// and without metadata.
+	CreateRefused bool `json:"create_refused,omitempty"`
 }
 
 // Store returns s as this repository's storage is used: a server found to
-// ignore create-only writes gets storage.WithCheckedCreate.
+// ignore create-only writes gets storage.WithCheckedCreate, one that
+// refuses them storage.WithCheckedPut.
 func (r Repository) Store(s storage.Store, log *zap.Logger) storage.Store {
-	if !r.Storage.CreateOnly {
+	switch {
+	case r.Storage.CreateRefused:
+		return storage.WithCheckedPut(s, log)
+	case !r.Storage.CreateOnly:
 		return storage.WithCheckedCreate(s, log)
 	}
 	return s
@@ -149,7 +157,8 @@ func InitRepository(ctx context.Context, s storage.Store, walgoVersion string, n
 	return r, nil
 }
 
-// probe creates one object twice and reads its metadata back.
+// probe creates one object twice and reads its metadata back. A server
+// that refuses the first create-only write is recorded as such.
 func probe(ctx context.Context, s storage.Store) (Capabilities, error) {
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
@@ -157,7 +166,9 @@ func probe(ctx context.Context, s storage.Store) (Capabilities, error) {
 	}
 	key := probePrefix + hex.EncodeToString(rnd[:])
 	meta := storage.Metadata{MetaPlainSHA256: hex.EncodeToString(rnd[:])}
-	if err := s.Create(ctx, key, bytes.NewReader([]byte("first\n")), meta); err != nil {
+	if err := s.Create(ctx, key, bytes.NewReader([]byte("first\n")), meta); errors.Is(err, storage.ErrUnsupported) {
+		return Capabilities{CreateRefused: true}, nil
+	} else if err != nil {
 		return Capabilities{}, fmt.Errorf("probe the storage: create %s: %w", key, err)
 	}
 	deleted := false

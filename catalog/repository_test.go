@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -40,6 +41,13 @@ func (f forgetful) Create(ctx context.Context, key string, r io.Reader, _ storag
 	return f.Store.Create(ctx, key, r, nil)
 }
 
+// refusing is a server that refuses If-None-Match (501 NotImplemented).
+type refusing struct{ storage.Store }
+
+func (r refusing) Create(ctx context.Context, key string, _ io.Reader, _ storage.Metadata) error {
+	return fmt.Errorf("create %s: %w", key, storage.ErrUnsupported)
+}
+
 func TestInitRepository(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -51,6 +59,7 @@ func TestInitRepository(t *testing.T) {
 		{"create-only with metadata", func(s storage.Store) storage.Store { return s }, catalog.Capabilities{CreateOnly: true, Metadata: true}},
 		{"ignores the condition", func(s storage.Store) storage.Store { return overwriting{s} }, catalog.Capabilities{Metadata: false}},
 		{"keeps no metadata", func(s storage.Store) storage.Store { return forgetful{s} }, catalog.Capabilities{CreateOnly: true}},
+		{"refuses the condition", func(s storage.Store) storage.Store { return refusing{s} }, catalog.Capabilities{CreateRefused: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"io"
 	"net/http"
 	"testing"
 	"time"
@@ -24,6 +25,9 @@ type s3ProxyOptions struct {
 	// some S3-compatible servers do): the header is dropped and the request
 	// signed again.
 	ignoreIfNoneMatch bool
+	// refuseIfNoneMatch: the server answers a conditional write with 501
+	// NotImplemented.
+	refuseIfNoneMatch bool
 	// refuseBatchDelete: DeleteObjects answers 501 NotImplemented.
 	refuseBatchDelete bool
 }
@@ -31,11 +35,13 @@ type s3ProxyOptions struct {
 func startS3Proxy(t *testing.T, r repo, o s3ProxyOptions) *s3Proxy {
 	t.Helper()
 	cfg := faultproxy.Config{Target: r.s3.Endpoint}
-	if o.refuseBatchDelete {
+	if o.refuseBatchDelete || o.refuseIfNoneMatch {
 		cfg.Answer = func(w http.ResponseWriter, req *http.Request) bool {
-			if req.Method != http.MethodPost || !req.URL.Query().Has("delete") {
+			batch := req.Method == http.MethodPost && req.URL.Query().Has("delete")
+			if !(o.refuseBatchDelete && batch) && !(o.refuseIfNoneMatch && req.Header.Get("If-None-Match") != "") {
 				return false
 			}
+			io.Copy(io.Discard, req.Body) // the client sees the answer, not a reset
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusNotImplemented)
 			w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented</Message></Error>`))

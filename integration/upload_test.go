@@ -62,45 +62,59 @@ func TestPushRequestsS3(t *testing.T) {
 
 // TestServerIgnoringCreateOnly (issue 11 item 1): a server that accepts
 // If-None-Match: * and overwrites anyway (here versitygw behind a proxy
-// that drops the header) is found by walgo init's probe and recorded in
-// the repository; every command then checks before writing and says so,
-// so a second push of different content still exits 3 and the first copy
+// that drops the header), or one that refuses the header (501), is found
+// by walgo init's probe and recorded in the repository; every command then
+// checks before writing and says so, so a retried push still exits 0, a
+// second push of different content still exits 3, and the first copy
 // stays.
 func TestServerIgnoringCreateOnly(t *testing.T) {
-	r := s3Storage(t)
-	p := startS3Proxy(t, r, s3ProxyOptions{ignoreIfNoneMatch: true})
-	res := mustWalgo(t, p.env, "init")
-	if !strings.Contains(res.stdout, "create-only writes: false") || !strings.Contains(res.stderr, "ignores create-only writes") {
-		t.Fatalf("init behind a server ignoring If-None-Match:\n%s%s\nwant create-only writes: false and a warning", res.stdout, res.stderr)
-	}
-	got, err := catalog.ReadRepository(context.Background(), r.openStore(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Storage.CreateOnly || !got.Storage.Metadata {
-		t.Fatalf("recorded %+v, want create_only false, metadata true", got.Storage)
-	}
-	env := withEnv(p.env, "WALGO_UPLOAD_CONCURRENCY=1", "WALGO_LOG_LEVEL=info")
-	dir := waltest.PgWal(t)
-	const name = "00000064.history"
-	a := []byte("1\t0/3000000\tbefore 2026-05-01 10:00:00+00 (fork a)\n")
-	path := waltest.WriteFile(t, dir, name, a)
-	res = mustWalgo(t, env, "wal-push", path)
-	if !strings.Contains(res.stderr, "ignores conditional writes") {
-		t.Errorf("wal-push on such a server does not warn:\n%s", res.stderr)
-	}
-	p.take()
-	waltest.WriteFile(t, dir, name, []byte("1\t0/3000000\tbefore 2026-05-01 10:00:01+00 (fork b)\n"))
-	if res := walgo(t, env, "wal-push", path); res.code != 3 {
-		t.Fatalf("different content on a server ignoring If-None-Match: exit %d, want 3\n%s", res.code, res.stderr)
-	}
-	ops, _ := p.take()
-	t.Logf("refused wal-push with the check before the write: %v", ops)
-	if ops["PUT"] != 0 {
-		t.Errorf("the checked write sent %d PUTs, want none", ops["PUT"])
-	}
-	if got := fetchPlain(t, r.openStore(t), name); string(got) != string(a) {
-		t.Errorf("stored %q, want the first push's %q", got, a)
+	for _, tc := range []struct {
+		name    string
+		opts    s3ProxyOptions
+		verb    string
+		storage catalog.Capabilities
+	}{
+		{"ignores", s3ProxyOptions{ignoreIfNoneMatch: true}, "ignores", catalog.Capabilities{Metadata: true}},
+		{"refuses", s3ProxyOptions{refuseIfNoneMatch: true}, "refuses", catalog.Capabilities{CreateRefused: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := s3Storage(t)
+			p := startS3Proxy(t, r, tc.opts)
+			res := mustWalgo(t, p.env, "init")
+			if !strings.Contains(res.stdout, "create-only writes: false") || !strings.Contains(res.stderr, tc.verb+" create-only writes") {
+				t.Fatalf("init behind a server that %s If-None-Match:\n%s%s\nwant create-only writes: false and a warning", tc.verb, res.stdout, res.stderr)
+			}
+			got, err := catalog.ReadRepository(context.Background(), r.openStore(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Storage != tc.storage {
+				t.Fatalf("recorded %+v, want %+v", got.Storage, tc.storage)
+			}
+			env := withEnv(p.env, "WALGO_UPLOAD_CONCURRENCY=1", "WALGO_LOG_LEVEL=info")
+			dir := waltest.PgWal(t)
+			const name = "00000064.history"
+			a := []byte("1\t0/3000000\tbefore 2026-05-01 10:00:00+00 (fork a)\n")
+			path := waltest.WriteFile(t, dir, name, a)
+			res = mustWalgo(t, env, "wal-push", path)
+			if !strings.Contains(res.stderr, tc.verb+" conditional writes") {
+				t.Errorf("wal-push on such a server does not warn:\n%s", res.stderr)
+			}
+			mustWalgo(t, env, "wal-push", path) // a retry of the same file
+			p.take()
+			waltest.WriteFile(t, dir, name, []byte("1\t0/3000000\tbefore 2026-05-01 10:00:01+00 (fork b)\n"))
+			if res := walgo(t, env, "wal-push", path); res.code != 3 {
+				t.Fatalf("different content on a server that %s If-None-Match: exit %d, want 3\n%s", tc.verb, res.code, res.stderr)
+			}
+			ops, _ := p.take()
+			t.Logf("refused wal-push with the check before the write: %v", ops)
+			if ops["PUT"] != 0 {
+				t.Errorf("the checked write sent %d PUTs, want none", ops["PUT"])
+			}
+			if got := fetchPlain(t, r.openStore(t), name); string(got) != string(a) {
+				t.Errorf("stored %q, want the first push's %q", got, a)
+			}
+		})
 	}
 }
 

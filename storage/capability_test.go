@@ -171,6 +171,29 @@ func TestCheckedCreate(t *testing.T) {
 	}
 }
 
+// TestCheckedPut: on a server that refuses conditional writes, a Create
+// of a free key is a Put (no condition, no metadata), of a taken key
+// ErrExists.
+func TestCheckedPut(t *testing.T) {
+	f := &fake{stat: func(_ context.Context, _ int, key string) (storage.ObjectInfo, error) {
+		if key == "taken" {
+			return storage.ObjectInfo{Key: key}, nil
+		}
+		return storage.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, storage.ErrNotFound)
+	}}
+	s := storage.WithCheckedPut(f, nil)
+	ctx := context.Background()
+	if err := s.Create(ctx, "taken", bytes.NewReader([]byte("x")), nil); !errors.Is(err, storage.ErrExists) {
+		t.Errorf("create of a taken key: got %v, want ErrExists", err)
+	}
+	if err := s.Create(ctx, "free", bytes.NewReader([]byte("x")), storage.Metadata{"a": "b"}); err != nil {
+		t.Errorf("create of a free key: %v", err)
+	}
+	if f.n("create") != 0 || f.n("put") != 1 || f.n("stat") != 2 {
+		t.Errorf("calls: %d create, %d put, %d stat; want 0, 1 and 2", f.n("create"), f.n("put"), f.n("stat"))
+	}
+}
+
 // TestRateLimitEveryUpload: Put and Create bodies pass through the
 // limiter, Get bodies do not. At 1 byte/s, 100 bytes cannot pass before a
 // short deadline; without the limiter they would at once.

@@ -48,15 +48,28 @@ func (s *limitStore) Create(ctx context.Context, key string, r io.Reader, meta M
 // then both succeed, the later one replacing the earlier: the warning,
 // logged once, says so.
 func WithCheckedCreate(s Store, log *zap.Logger) Store {
+	return newChecked(s, log, false)
+}
+
+// WithCheckedPut is WithCheckedCreate for a server that refuses the
+// condition outright (a create-only write fails with ErrUnsupported):
+// after the Stat, Create writes with Put, so its metadata is not stored
+// and readers compare by content instead.
+func WithCheckedPut(s Store, log *zap.Logger) Store {
+	return newChecked(s, log, true)
+}
+
+func newChecked(s Store, log *zap.Logger, put bool) Store {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &checkedStore{Store: s, log: log}
+	return &checkedStore{Store: s, log: log, put: put}
 }
 
 type checkedStore struct {
 	Store
 	log  *zap.Logger
+	put  bool // Put instead of Create
 	once sync.Once
 }
 
@@ -66,7 +79,11 @@ func (s *checkedStore) Unwrap() Store { return s.Store }
 // Create fails with ErrExists if Stat finds the key, and writes otherwise.
 func (s *checkedStore) Create(ctx context.Context, key string, r io.Reader, meta Metadata) error {
 	s.once.Do(func() {
-		s.log.Warn("this storage server ignores conditional writes (If-None-Match): checking before each write instead, so two writers racing for one name can still replace each other",
+		what := "ignores"
+		if s.put {
+			what = "refuses"
+		}
+		s.log.Warn("this storage server "+what+" conditional writes (If-None-Match): checking before each write instead, so two writers racing for one name can still replace each other",
 			zap.String("store", s.String()))
 	})
 	_, err := s.Store.Stat(ctx, key)
@@ -75,6 +92,9 @@ func (s *checkedStore) Create(ctx context.Context, key string, r io.Reader, meta
 		return fmt.Errorf("create %s: %w", key, ErrExists)
 	case !errors.Is(err, ErrNotFound):
 		return fmt.Errorf("create %s: check: %w", key, err)
+	}
+	if s.put {
+		return s.Store.Put(ctx, key, r)
 	}
 	return s.Store.Create(ctx, key, r, meta)
 }

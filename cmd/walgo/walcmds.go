@@ -54,7 +54,10 @@ holds a repository already.`,
 			if err != nil {
 				return err
 			}
-			if !r.Storage.CreateOnly {
+			switch {
+			case r.Storage.CreateRefused:
+				e.log.Warn("this storage server refuses create-only writes (If-None-Match): walgo checks before each write and writes without the condition and without metadata instead, and two writers racing for one name can still replace each other; use a server that honours conditional writes")
+			case !r.Storage.CreateOnly:
 				e.log.Warn("this storage server ignores create-only writes (If-None-Match): walgo checks before each write instead, and two writers racing for one name can still replace each other; use a server that honours conditional writes")
 			}
 			if !r.Storage.Metadata {
