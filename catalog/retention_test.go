@@ -626,20 +626,7 @@ func TestApplyRechecks(t *testing.T) {
 	f1 := bk{tli: 1, seg: 2, finish: 10}
 	f2 := bk{tli: 1, seg: 8, finish: 40}
 	setup := func(t *testing.T) (storage.Store, *Plan) {
-		fs, err := file.New(t.TempDir())
-		if err != nil {
-			t.Fatal(err)
-		}
-		seed(t, fs, inventory([]bk{f1, f2}, segs(1, 1, 10), nil))
-		inv, err := ReadInventory(ctx, fs, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p, err := PlanDelete(inv, DeleteRequest{Mode: DeleteRetain, N: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return fs, p
+		return retainOnePlan(t, []bk{f1, f2}, segs(1, 1, 10))
 	}
 	t.Run("marked permanent since the plan", func(t *testing.T) {
 		fs, p := setup(t)
@@ -871,6 +858,26 @@ type refusing struct{ storage.Store }
 
 func (r refusing) Unwrap() storage.Store { return r.Store }
 
+// retainOnePlan is a file store seeded with backups and WAL, and the plan
+// of delete retain 1 there.
+func retainOnePlan(t *testing.T, backups []bk, w []WALObject) (storage.Store, *Plan) {
+	t.Helper()
+	fs, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed(t, fs, inventory(backups, w, nil))
+	inv, err := ReadInventory(context.Background(), fs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := PlanDelete(inv, DeleteRequest{Mode: DeleteRetain, N: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs, p
+}
+
 func (r refusing) DeleteBatch(context.Context, []string) error {
 	return fmt.Errorf("delete batch: %w: NotImplemented", storage.ErrUnsupported)
 }
@@ -894,19 +901,7 @@ func TestApplyBatches(t *testing.T) {
 		{"refused", func(s storage.Store) storage.Store { return refusing{s} }, 1, 1 + 1 + 1049},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs, err := file.New(t.TempDir())
-			if err != nil {
-				t.Fatal(err)
-			}
-			seed(t, fs, inventory([]bk{f1, f2}, w, nil))
-			inv, err := ReadInventory(ctx, fs, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := PlanDelete(inv, DeleteRequest{Mode: DeleteRetain, N: 1})
-			if err != nil {
-				t.Fatal(err)
-			}
+			fs, p := retainOnePlan(t, []bk{f1, f2}, w)
 			c := &storagetest.Counter{Store: tc.wrap(fs)}
 			res, err := Apply(ctx, c, p, ApplyOptions{Concurrency: 4})
 			if err != nil {
