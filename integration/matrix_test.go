@@ -154,7 +154,7 @@ func matrixCore(t *testing.T, major int) {
 		// Postgres.
 		t.Run("latest", func(t *testing.T) {
 			t.Parallel()
-			c := restoreAndStart(t, r, []string{delta2.Name, "--target-timeline", "1"})
+			c := restoreAndStart(t, r, []string{delta2.Name, "--lineage", "1"})
 			waitPromoted(t, c)
 			check(t, c, final)
 			matrixAmcheck(t, c)
@@ -175,8 +175,8 @@ func matrixCore(t *testing.T, major int) {
 	t.Run("follower and fork", func(t *testing.T) {
 		t.Run("follower", func(t *testing.T) {
 			t.Parallel()
-			// Timeline 1 pinned: the fork beside it archives timeline 2.
-			f := restoreAndStart(t, r, []string{delta2.Name, "--standby", "--target-timeline", "1"}, "hot_standby = on")
+			// Lineage 1 pinned: the fork beside it archives timeline 2.
+			f := restoreAndStart(t, r, []string{delta2.Name, "--standby", "--lineage", "1"}, "hot_standby = on")
 			followerReplays(t, src, f)
 		})
 		// A fork at marker 2, promoted to timeline 2 and archiving into
@@ -190,7 +190,7 @@ func matrixCore(t *testing.T, major int) {
 			fork.SQL(t, "insert into marker values (100, 'written on the fork')")
 			forkState := state(t, fork)
 			archiveAll(t, fork)
-			c := restoreAndStart(t, r, []string{delta1.Name, "--target-timeline", "2"})
+			c := restoreAndStart(t, r, []string{delta1.Name, "--lineage", "2"})
 			waitPromoted(t, c)
 			check(t, c, forkState)
 			if tli := c.SQL(t, "select timeline_id from pg_control_checkpoint()"); tli == "1" {
