@@ -813,6 +813,8 @@ func TestPlanDeleteLineages(t *testing.T) {
 		{"before in one lineage", DeleteRequest{Mode: DeleteBefore, Before: at(35), Lineage: "1"}, names(p1),
 			map[string]string{f1.name(): "not on lineage 1"}, nil},
 		{"before emptying a lineage it is confined to", DeleteRequest{Mode: DeleteBefore, Before: at(45), Lineage: "1"}, nil, nil, ErrBadRequest},
+		{"window: the newest before it of each lineage", DeleteRequest{Mode: DeleteWindow, Now: at(100), Window: 55 * time.Minute}, names(p1),
+			map[string]string{p2.name(): "before the recovery window starts", f1.name(): "before the recovery window starts", f2.name(): "inside the recovery window"}, nil},
 		{"everything is not confined", DeleteRequest{Mode: DeleteEverything, Lineage: "1"}, nil, nil, ErrBadRequest},
 		{"an unknown lineage", DeleteRequest{Mode: DeleteRetain, N: 1, Lineage: "9"}, nil, nil, ErrLineage},
 	}
