@@ -79,17 +79,18 @@ func TestPITR(t *testing.T) {
 		t.Run(rk.name, func(t *testing.T) {
 			r := rk.make(t)
 			src := archivingCluster(t, r)
-			src.PgBench(t, "-i", "-s", "20", "-q")
+			src.PgBench(t, "-i", "-s", "5", "-q")
 			src.SQL(t, markerSQL)
 
-			// backup-push while pgbench runs.
+			// backup-push while pgbench runs: 75 MiB at 10 MB/s keeps the
+			// backup running for seconds of load.
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			load := src.Command(ctx, "pgbench", "-n", "-T", "600", "-c", "2")
 			if err := load.Start(); err != nil {
 				t.Fatal(err)
 			}
-			res := mustWalgoAs(t, src, append([]string{"WALGO_DISK_RATE_LIMIT=40MB"}, r.env...), "backup-push")
+			res := mustWalgoAs(t, src, append([]string{"WALGO_DISK_RATE_LIMIT=10MB"}, r.env...), "backup-push")
 			cancel()
 			load.Wait()
 			if !strings.Contains(res.stderr, "backup finished") {
