@@ -113,7 +113,9 @@ want push && for d in $DELAYS; do
     delay "$d"; reset_counts
     : >"$P1/$tool.$d.ms"
     for s in "${SEGLIST[@]}"; do
-      w=$P1/run/$tool-$d-$s/pg_wal; mkdir -p "$w"; cp "$P1/wal/$s" "$w/"; chown -R postgres: "$P1/run"
+      # One pg_wal per tool and delay, as a server has: walgo reads the
+      # repository's description on a pg_wal's first push only.
+      w=$P1/run/$tool-$d/pg_wal; mkdir -p "$w"; cp "$P1/wal/$s" "$w/"; chown -R postgres: "$P1/run"
       if [[ $tool == walgo ]]; then
         as_pg env WALGO_UPLOAD_CONCURRENCY=1 bash -c 't0=$EPOCHREALTIME; "$1" --config "$2" wal-push "$3" 2>/dev/null || exit 1; t1=$EPOCHREALTIME; echo "$t0 $t1"' _ "$WALGO" "$conf" "$w/$s" \
           | awk '{printf "%.1f\n", ($2 - $1) * 1000}' >>"$P1/$tool.$d.ms" || die "walgo wal-push failed at $d ms"
