@@ -17,7 +17,7 @@ DELETE_DELAY=${DELETE_DELAY:-10}       # part 4: ms per request
 FETCH_DELAY=${FETCH_DELAY:-10}         # part 5: ms per request
 LIST_N=${LIST_N:-1000}                 # part 6: sentinels listed
 LIST_DELAY=${LIST_DELAY:-20}           # part 6: ms per request
-PF_MIB=${PF_MIB:-128}                  # part 7: size of the small pg_wal (tmpfs)
+PF_MIB=${PF_MIB:-1152}                 # part 7: size of the small pg_wal (tmpfs): recovery keeps restored segments until a restartpoint, ~64 here
 PF_DELAY=${PF_DELAY:-10}               # part 7: ms per request
 PARTS=${PARTS:-"push drain replay delete fetch list prefetch"} # which parts run
 WALG=${WALG:-}                         # a wal-g binary for part 1's WAL-G column (optional)
@@ -32,6 +32,8 @@ bench_init s3
 bench_install jq curl
 bench_tmpdir
 build_walgo
+# Not walgo settings: walgo would warn about them in every server log line.
+unset WALGO_REF WALGO_BIN
 CONDITIONS_START=$(conditions)
 (cd "$ROOT" && go build -o "$T/bin/latencyproxy" ./bench/latencyproxy) || die "go build ./bench/latencyproxy failed"
 VGW=$(command -v versitygw || ls "${GOBIN:-$(go env GOPATH)/bin}/versitygw" 2>/dev/null || true)
