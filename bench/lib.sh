@@ -168,7 +168,11 @@ build_walgo() {
 # walgo_init URL: makes the walgo repository at URL (as postgres, who writes
 # it later); a binary from before `walgo init` existed made it on first use.
 walgo_init() {
-  if "$WALGO" --help 2>/dev/null | grep -qE '^ +init( |,)'; then
+  # Not `walgo --help | grep -q`: grep's early exit can kill walgo with
+  # SIGPIPE, and under pipefail the init was then skipped.
+  local help
+  help=$("$WALGO" --help 2>/dev/null || true)
+  if grep -qE '^ +init( |,)' <<<"$help"; then
     as_pg env WALGO_STORAGE="$1" "$WALGO" init >/dev/null || die "walgo init $1 failed"
   fi
 }
