@@ -3,8 +3,6 @@ package basebackup
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -236,7 +234,9 @@ func (w *partWriter) writeWhole(f *os.File, e entry, size int64) (string, error)
 	if err := w.header(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Size: size, Mode: int64(e.info.Mode().Perm()), ModTime: e.info.ModTime()}); err != nil {
 		return "", err
 	}
-	h := sha256.New()
+	// Hashed on a goroutine of its own, beside reading and tar writing.
+	h := codec.NewAsyncSHA256()
+	defer h.Close()
 	dst := io.MultiWriter(w.cur.tw, h)
 	src := w.cfg.DiskLimiter.Reader(w.ctx, &progressReader{r: f, w: w})
 	n, err := io.CopyN(dst, src, size)
@@ -250,7 +250,7 @@ func (w *partWriter) writeWhole(f *os.File, e entry, size int64) (string, error)
 	}
 	w.cur.size += size
 	w.plain += size
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return h.Sum(), nil
 }
 
 // changedPages reads every page and lists the pages a delta must store:
