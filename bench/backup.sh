@@ -327,12 +327,13 @@ W_BASE=$(base_tps "$W_O0" "$W_O1")
 R_BASE=$(base_tps "$R_O0" "$R_O1")
 drop() { awk -v d="$1" -v b="$2" 'BEGIN {if (b > 0) printf "%.1f", (1 - d / b) * 100; else print "nan"}'; }
 # walgo's read rate: bytes read (its "backup finished" line) / wall time of
-# the command; and the steady rate between its first and last progress lines.
+# the command; and the steady rate between its first and last progress lines
+# (a backup shorter than one progress interval has none: no grep failure).
 RATE_BYTES=$(logfield "$P2/walgo.log" bytes)
 RATE_WALL_S=$(awk -v a="$W_B0" -v b="$W_B1" 'BEGIN {printf "%.2f", (b - a) / 1e6}')
 RATE_MEAS=$(awk -v n="$RATE_BYTES" -v s="$RATE_WALL_S" 'BEGIN {printf "%.0f", n / s}')
 RATE_TOOK=$(logfield "$P2/walgo.log" took)
-RATE_STEADY=$(grep -P '\tprogress\t' "$P2/walgo.log" | awk -F'\t' '{print $1, $NF}' | while read -r ts rest; do
+RATE_STEADY=$({ grep -P '\tprogress\t' "$P2/walgo.log" || true; } | awk -F'\t' '{print $1, $NF}' | while read -r ts rest; do
     echo "$(date -d "$ts" +%s.%N) $(grep -o '"bytes": [0-9]*' <<<"$rest" | cut -d' ' -f2)"
   done | awk 'NR == 1 {t0 = $1; b0 = $2} {t1 = $1; b1 = $2} END {if (NR > 1 && t1 > t0) printf "%.0f", (b1 - b0) / (t1 - t0); else print "nan"}')
 RATE_NOMINAL=$(awk -v s="$RATE" 'BEGIN {n = s + 0; u = tolower(s); sub(/^[0-9.]+ */, "", u)
