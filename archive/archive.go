@@ -5,8 +5,6 @@ package archive
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -299,11 +297,11 @@ func (p *Pusher) create(ctx context.Context, store storage.Store, key string, f 
 
 // plainSum is the hex sha256 of f's content.
 func plainSum(f *os.File) (string, error) {
-	h := sha256.New()
+	h := codec.NewSumWriter(io.Discard)
 	if _, err := io.Copy(h, io.NewSectionReader(f, 0, 1<<62)); err != nil {
 		return "", fmt.Errorf("read: %w", err)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return h.SHA256(), nil
 }
 
 // checkSegment refuses a file whose size and first page do not make it the
@@ -353,11 +351,11 @@ func (p *Pusher) sameInfo(ctx context.Context, store storage.Store, o catalog.WA
 		return false, err
 	}
 	defer dec.Close()
-	remote := sha256.New()
+	remote := codec.NewSumWriter(io.Discard)
 	if _, err := io.Copy(remote, dec); err != nil {
 		return false, err
 	}
-	return hex.EncodeToString(remote.Sum(nil)) == sum, nil
+	return remote.SHA256() == sum, nil
 }
 
 // compressor is a Put body that compresses a file as it is read, and can

@@ -397,7 +397,7 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	if err != nil {
 		return discard(err.Error())
 	}
-	h := sha256.New()
+	h := codec.NewSumWriter(io.Discard)
 	n, err := io.Copy(h, file)
 	if err == nil {
 		err = checkSegmentFile(file, name, n, f.systemID(filepath.Dir(dest)))
@@ -406,7 +406,7 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	if err != nil {
 		return discard(err.Error())
 	}
-	if hex.EncodeToString(h.Sum(nil)) != sum {
+	if h.SHA256() != sum {
 		return discard("sha256 mismatch")
 	}
 	// Same file system (both inside pg_wal), so the rename is atomic.
