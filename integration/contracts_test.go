@@ -16,6 +16,7 @@ import (
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/internal/pgtest"
 	"github.com/walgo/walgo/internal/waltest"
+	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
 )
@@ -290,7 +291,7 @@ func TestPrefetchThroughCLI(t *testing.T) {
 	mustWalgo(t, env, "wal-fetch", names[0], dest)
 	for _, n := range names[1:] {
 		pgtest.WaitFor(t, time.Minute, func() bool {
-			_, err := os.Stat(filepath.Join(pdir, n+".sha256"))
+			_, err := os.Stat(filepath.Join(pdir, n+restore.SidecarExt))
 			return err == nil
 		}, n+" prefetched")
 	}

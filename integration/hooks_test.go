@@ -16,6 +16,7 @@ import (
 
 	"github.com/walgo/walgo/internal/pgtest"
 	"github.com/walgo/walgo/internal/waltest"
+	"github.com/walgo/walgo/restore"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -56,7 +57,7 @@ func TestPrefetchReadsItsParentsRepository(t *testing.T) {
 		for _, n := range names {
 			pgtest.WaitFor(t, 30*time.Second, func() bool {
 				waitNoPrefetcher(t, pdir)
-				_, err := os.Stat(filepath.Join(pdir, n+".sha256"))
+				_, err := os.Stat(filepath.Join(pdir, n+restore.SidecarExt))
 				return err == nil
 			}, n+" prefetched")
 		}

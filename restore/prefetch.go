@@ -2,8 +2,6 @@ package restore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -172,7 +170,7 @@ type fetchDone struct {
 
 // Prefetch keeps the segments after seg (and after the position later
 // wal-fetches record) downloaded into the prefetch folder of walDir, each
-// with its sha256 and the repository's tag beside it; see the comment at
+// with its checksum and the repository's tag beside it; see the comment at
 // the top of this file. Only one prefetch runs per folder at a time; a
 // second returns at once.
 func (f *Fetcher) Prefetch(ctx context.Context, seg string, walDir string, segSize int64) error {
@@ -369,7 +367,7 @@ func (p *prefetcher) evict() {
 		n := e.Name()
 		switch {
 		case n == ".lock" || strings.HasPrefix(n, positionFile) || strings.HasPrefix(n, fetchTempPrefix):
-		case keep[strings.TrimSuffix(n, sidecarExt)]:
+		case keep[strings.TrimSuffix(n, SidecarExt)]:
 		case p.flight[n]:
 		default:
 			os.Remove(filepath.Join(p.dir, n))
@@ -396,7 +394,7 @@ func (p *prefetcher) evict() {
 // one is never taken).
 func (p *prefetcher) drop(name string) {
 	path := filepath.Join(p.dir, name)
-	os.Remove(path + sidecarExt)
+	os.Remove(path + SidecarExt)
 	os.Remove(path)
 }
 
@@ -531,15 +529,15 @@ func (p *prefetcher) clear() {
 // fetchOne downloads one listed segment with its sidecar.
 func (p *prefetcher) fetchOne(o catalog.WALObject) error {
 	path := filepath.Join(p.dir, o.Name)
-	os.Remove(path + sidecarExt) // another repository's copy, if any, is replaced
+	os.Remove(path + SidecarExt) // another repository's copy, if any, is replaced
 	start := time.Now()
-	h := sha256.New()
+	h := newCopySum()
 	// The temp name keeps a half-written copy from ever being taken.
 	n, err := p.f.fetchObject(p.ctx, o, nil, o.Name, path, h)
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(path+sidecarExt, []byte(hex.EncodeToString(h.Sum(nil))+" "+p.f.tag+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path+SidecarExt, []byte(copySum(h)+" "+p.f.tag+"\n"), 0o600); err != nil {
 		os.Remove(path)
 		return fmt.Errorf("prefetch %s: %w", o.Name, err)
 	}

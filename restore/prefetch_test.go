@@ -41,7 +41,7 @@ func prefetched(walDir string) []string {
 	ents, _ := os.ReadDir(PrefetchDir(walDir))
 	for _, e := range ents {
 		if wal.Classify(e.Name()) == wal.KindSegment {
-			if _, err := os.Stat(filepath.Join(PrefetchDir(walDir), e.Name()+sidecarExt)); err == nil {
+			if _, err := os.Stat(filepath.Join(PrefetchDir(walDir), e.Name()+SidecarExt)); err == nil {
 				out = append(out, e.Name())
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -115,7 +116,7 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 			return nil
 		}
 	}
-	size, err := f.download(ctx, name, absDest, nil)
+	size, err := f.download(ctx, name, absDest)
 	if err != nil {
 		return err
 	}
@@ -142,12 +143,12 @@ func (f *Fetcher) startPrefetch(name, walDir string, segSize int64) {
 }
 
 // download fetches name into dest through a temp file in dest's folder:
-// decode, check, fsync, rename, fsync the folder. h, if given, also sees
-// every plain byte. It returns the plain size. The first attempt finds the
+// decode, check, fsync, rename, fsync the folder. It returns the plain
+// size. The first attempt finds the
 // file with catalog.OpenWAL (one GET when it is stored with the configured
 // codec); once found, a copy that is gone is a storage failure
 // (catalog.ErrVanished), never "not in the archive".
-func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) (int64, error) {
+func (f *Fetcher) download(ctx context.Context, name, dest string) (int64, error) {
 	found, err := catalog.OpenWAL(ctx, f.store, name, f.cfg.Codec)
 	if err != nil {
 		return 0, err
@@ -156,12 +157,14 @@ func (f *Fetcher) download(ctx context.Context, name, dest string, h hash.Hash) 
 		f.log.Warn("ignoring copies stored with an extension walgo does not read", zap.String("wal", name),
 			zap.String("using", found.Key), zap.Strings("ignored", found.Unreadable))
 	}
-	return f.fetchObject(ctx, found.WALObject, found.Body, name, dest, h)
+	return f.fetchObject(ctx, found.WALObject, found.Body, name, dest, nil)
 }
 
 // fetchObject downloads the stored copy o of name into dest (see
 // download), from rc if it is already open. A copy that is gone is a
-// storage failure (catalog.ErrVanished).
+// storage failure (catalog.ErrVanished). With h (the prefetch), h sees
+// every plain byte and nothing is fsynced: the prefetch's sidecar, checked
+// when the copy is taken, proves it whole instead.
 func (f *Fetcher) fetchObject(ctx context.Context, o catalog.WALObject, rc io.ReadCloser, name, dest string, h hash.Hash) (int64, error) {
 	// The store retries opening an object, not reading it: a body cut off
 	// by the network starts over here, so one broken transfer never makes
@@ -234,15 +237,21 @@ func (f *Fetcher) downloadOnce(o catalog.WALObject, rc io.ReadCloser, name, dest
 			return 0, fmt.Errorf("fetch %s: %w: %w", o.Key, codec.ErrCorrupt, err)
 		}
 	}
-	if err := tmp.Sync(); err != nil {
-		return 0, fmt.Errorf("fetch %s: fsync: %w", name, err)
+	durable := h == nil
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			return 0, fmt.Errorf("fetch %s: fsync: %w", name, err)
+		}
 	}
 	if err := os.Rename(tmp.Name(), dest); err != nil {
 		return 0, fmt.Errorf("fetch %s: %w", name, err)
 	}
 	ok = true
-	// Synced already: closing can lose nothing.
+	// Synced already (or checked when taken): closing can lose nothing.
 	tmp.Close()
+	if !durable {
+		return n, nil
+	}
 	if err := syncDir(dir); err != nil {
 		return 0, fmt.Errorf("fetch %s: fsync folder: %w", name, err)
 	}
@@ -370,10 +379,16 @@ func syncDir(dir string) error {
 }
 
 // takePrefetched moves a prefetched copy of name to dest if it was
-// prefetched from this repository and is whole: its sha256 matches the one
-// recorded while it was downloaded. A damaged or unfinished copy, or one
-// from another repository, is removed and ignored. It returns the segment
-// size.
+// prefetched from this repository and is whole: its CRC-32C matches the
+// one recorded while it was downloaded (the download itself was checked
+// by the codec and the segment header). A damaged or unfinished copy, or
+// one from another repository, is removed and ignored. It returns the
+// segment size.
+//
+// Postgres waits for this call, so it does no more than it must: no
+// request (the store is not touched), one read of the copy, one rename,
+// and no fsync: Postgres fsyncs the segments it keeps (durable_rename
+// when it renames RECOVERYXLOG) and fetches again after a crash.
 func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	dir := PrefetchDir(filepath.Dir(dest))
 	p := filepath.Join(dir, name)
@@ -384,20 +399,20 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	if tag != f.tag {
 		f.log.Info("ignoring a segment prefetched from another repository", zap.String("wal", name))
 		os.Remove(p)
-		os.Remove(p + sidecarExt)
+		os.Remove(p + SidecarExt)
 		return 0, false
 	}
 	discard := func(why string) (int64, bool) {
 		f.log.Warn("ignoring damaged prefetched segment", zap.String("wal", name), zap.String("why", why))
 		os.Remove(p)
-		os.Remove(p + sidecarExt)
+		os.Remove(p + SidecarExt)
 		return 0, false
 	}
 	file, err := os.Open(p)
 	if err != nil {
 		return discard(err.Error())
 	}
-	h := codec.NewSumWriter(io.Discard)
+	h := newCopySum()
 	n, err := io.Copy(h, file)
 	if err == nil {
 		err = checkSegmentFile(file, name, n, f.systemID(filepath.Dir(dest)))
@@ -406,29 +421,42 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	if err != nil {
 		return discard(err.Error())
 	}
-	if h.SHA256() != sum {
-		return discard("sha256 mismatch")
+	if got := copySum(h); got != sum {
+		return discard(fmt.Sprintf("checksum %s, recorded %s", got, sum))
 	}
 	// Same file system (both inside pg_wal), so the rename is atomic.
 	if err := os.Rename(p, dest); err != nil {
 		return discard(err.Error())
 	}
-	os.Remove(p + sidecarExt)
-	if err := syncDir(filepath.Dir(dest)); err != nil {
-		return 0, false
-	}
+	os.Remove(p + SidecarExt)
 	return n, true
 }
 
-// sidecarExt names the file beside each prefetched segment that says it is
-// whole and where it came from: "<sha256 of the segment> <repository tag>".
-// It is written only after the segment is in place.
-const sidecarExt = ".sha256"
+// SidecarExt names the file beside each prefetched segment that says it is
+// whole and where it came from: "crc32c:<checksum of the segment>
+// <repository tag>". It is written only after the segment is in place, and
+// the copy is checked against it when it is taken, so a copy cut short by
+// a crash, or changed since, is never used.
+//
+// CRC-32C, the checksum Postgres puts on every WAL record, runs in
+// hardware at many GB/s: checking a 16 MiB segment while Postgres waits
+// costs ~2 ms, where sha256 cost ~15 ms (a third of the call). It guards
+// against accidental damage on the local disk; what came over the network
+// was checked by the codec already.
+const SidecarExt = ".sum"
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// newCopySum returns the hash of a prefetched copy that the sidecar records.
+func newCopySum() hash.Hash32 { return crc32.New(castagnoli) }
+
+// copySum is h's value as the sidecar writes it.
+func copySum(h hash.Hash32) string { return fmt.Sprintf("crc32c:%08x", h.Sum32()) }
 
 // readSidecar reads the sidecar of the prefetched segment at p. A sidecar
-// without a tag (an older walgo's) gives "", which matches no repository.
+// without a tag gives "", which matches no repository.
 func readSidecar(p string) (sum, tag string, ok bool) {
-	b, err := os.ReadFile(p + sidecarExt)
+	b, err := os.ReadFile(p + SidecarExt)
 	if err != nil {
 		return "", "", false
 	}

@@ -133,7 +133,7 @@ func TestPrefetch(t *testing.T) {
 	}
 	pdir := PrefetchDir(dir)
 	for _, n := range []string{"0000000100000000000003FF", "000000010000000000000400"} {
-		if _, err := os.Stat(filepath.Join(pdir, n+".sha256")); err != nil {
+		if _, err := os.Stat(filepath.Join(pdir, n+SidecarExt)); err != nil {
 			t.Fatalf("%s not prefetched: %v", n, err)
 		}
 		// Prove the prefetched copy is used: the archive no longer has it.
@@ -174,7 +174,7 @@ func TestDamagedPrefetchIgnored(t *testing.T) {
 			os.WriteFile(p, b[:len(b)/3], 0o600)
 		case "no-checksum":
 			os.WriteFile(p, bytes.Repeat([]byte{1}, len(b)), 0o600)
-			os.Remove(p + ".sha256")
+			os.Remove(p + SidecarExt)
 		}
 		dest := filepath.Join(dir, "RECOVERYXLOG")
 		if err := f.Fetch(ctx, n, dest); err != nil {
@@ -193,7 +193,7 @@ func TestPrefetchCleansStale(t *testing.T) {
 	archiveSegs(t, s, "000000010000000000000020", 4, codec.Zstd{})
 	pdir := PrefetchDir(dir)
 	os.MkdirAll(pdir, 0o700)
-	for _, n := range []string{"000000010000000000000001", "000000010000000000000001.sha256", ".walgo-fetch-000000010000000000000005-123", "000000020000000000000021"} {
+	for _, n := range []string{"000000010000000000000001", "000000010000000000000001.sha256", "000000010000000000000001" + SidecarExt, ".walgo-fetch-000000010000000000000005-123", "000000020000000000000021"} {
 		os.WriteFile(filepath.Join(pdir, n), []byte("old"), 0o600)
 	}
 	if err := f.Prefetch(ctx, "000000010000000000000020", dir, segSize); err != nil {
@@ -204,7 +204,7 @@ func TestPrefetchCleansStale(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	want := []string{".lock", "000000010000000000000021", "000000010000000000000021.sha256", "000000010000000000000022", "000000010000000000000022.sha256"}
+	want := []string{".lock", "000000010000000000000021", "000000010000000000000021" + SidecarExt, "000000010000000000000022", "000000010000000000000022" + SidecarExt}
 	if len(names) != len(want) {
 		t.Fatalf("prefetch folder holds %v, want %v", names, want)
 	}
