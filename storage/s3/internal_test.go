@@ -108,3 +108,25 @@ func TestHints(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectOnFirstRequest: New reads no SDK configuration (a wal-fetch
+// served from its prefetch folder pays nothing for a client it never
+// uses); a broken configuration fails the first request, clearly, and
+// every later one the same way.
+func TestConnectOnFirstRequest(t *testing.T) {
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_PROFILE", "walgo-no-such-profile")
+	st, err := New(context.Background(), Config{Bucket: "b", Endpoint: "http://127.0.0.1:1", PathStyle: true})
+	if err != nil {
+		t.Fatalf("New read the SDK configuration: %v", err)
+	}
+	if st.client != nil {
+		t.Fatal("New built the SDK client")
+	}
+	for i := 0; i < 2; i++ {
+		_, err = st.Get(context.Background(), "k")
+		if err == nil || !strings.Contains(err.Error(), "load aws config") || errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("Get with a missing AWS profile: %v, want the configuration error", err)
+		}
+	}
+}

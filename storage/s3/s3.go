@@ -95,7 +95,15 @@ type Config struct {
 // Store keeps objects in one bucket under a key prefix. It is safe for
 // concurrent use.
 type Store struct {
+	// client is built by connect, on the first request: reading the SDK's
+	// configuration chain costs a few ms, and a wal-fetch served from its
+	// prefetch folder sends no request at all.
 	client      *s3.Client
+	connectOnce sync.Once
+	connectErr  error
+	awsOpts     []func(*config.LoadOptions) error
+	clientOpts  func(*s3.Options)
+	httpTimeout time.Duration
 	partOpts    []func(*s3.Options) // for the requests of an upload, see New
 	plan        partPlan
 	concurrency int
@@ -114,8 +122,9 @@ type Store struct {
 
 var _ storage.Store = (*Store)(nil)
 
-// New returns a store for cfg.Bucket. It reads the SDK's configuration
-// chain but sends no request.
+// New returns a store for cfg.Bucket. It checks cfg and sends no request;
+// the SDK's configuration chain is read on the first request (see
+// connect), so a bad AWS profile fails that request.
 //
 // Retries: the SDK's own retryer is disabled for every call the Store makes
 // directly, because storage.WithRetry retries whole operations (rewinding
@@ -185,20 +194,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		opts = append(opts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(cfg.AccessKey, cfg.SecretKey, "")))
 	}
-	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("s3 storage: load aws config: %w", err)
-	}
-	if awsCfg.Region == "" {
-		awsCfg.Region = DefaultRegion
-	}
-	// Start from the SDK's client, which carries AWS_CA_BUNDLE's roots.
-	base, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient)
-	if !ok {
-		base = awshttp.NewBuildableClient()
-	}
-	awsCfg.HTTPClient = newHTTPClient(base, cfg.HTTPTimeout)
-	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+	clientOpts := func(o *s3.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
@@ -206,7 +202,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		// AWS_MAX_ATTEMPTS must not turn the SDK's retries back on.
 		o.Retryer = aws.NopRetryer{}
 		o.RetryMaxAttempts = 0
-	})
+	}
 	partRetryer := retry.NewStandard(func(o *retry.StandardOptions) {
 		o.MaxAttempts = partAttempts
 		o.MaxBackoff = 5 * time.Second
@@ -233,7 +229,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		o.MaxBackoff = 5 * time.Second
 		o.RateLimiter = ratelimit.None
 	})
-	st := &Store{client: client, partOpts: partOpts, plan: plan, concurrency: cfg.Concurrency,
+	st := &Store{awsOpts: opts, clientOpts: clientOpts, httpTimeout: cfg.HTTPTimeout, partOpts: partOpts, plan: plan, concurrency: cfg.Concurrency,
 		bucket: cfg.Bucket, prefix: prefix, name: name, abortRetryer: abortRetryer, pathStyle: cfg.PathStyle}
 	if cfg.Endpoint != "" {
 		if u, err := url.Parse(cfg.Endpoint); err == nil {
@@ -241,6 +237,30 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		}
 	}
 	return st, nil
+}
+
+// connect builds the SDK client, once: the first request of this Store
+// reads the SDK's configuration chain (environment, shared files). Every
+// exported method that sends a request calls it first.
+func (s *Store) connect(ctx context.Context) error {
+	s.connectOnce.Do(func() {
+		awsCfg, err := config.LoadDefaultConfig(ctx, s.awsOpts...)
+		if err != nil {
+			s.connectErr = fmt.Errorf("s3 storage: load aws config: %w", err)
+			return
+		}
+		if awsCfg.Region == "" {
+			awsCfg.Region = DefaultRegion
+		}
+		// Start from the SDK's client, which carries AWS_CA_BUNDLE's roots.
+		base, ok := awsCfg.HTTPClient.(*awshttp.BuildableClient)
+		if !ok {
+			base = awshttp.NewBuildableClient()
+		}
+		awsCfg.HTTPClient = newHTTPClient(base, s.httpTimeout)
+		s.client = s3.NewFromConfig(awsCfg, s.clientOpts)
+	})
+	return s.connectErr
 }
 
 // ParseURL splits "s3://bucket/some/prefix" into its bucket and its prefix
@@ -314,6 +334,9 @@ func (s *Store) Create(ctx context.Context, key string, r io.Reader, meta storag
 }
 
 func (s *Store) upload(ctx context.Context, op, key string, r io.Reader, meta storage.Metadata, ifNone bool) error {
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
 	k, err := s.objectKey(key)
 	if err != nil {
 		return err
@@ -378,6 +401,9 @@ func (s *Store) abort(ctx context.Context, k, uploadID string) error {
 // storage.ErrUnreachable, and a body shorter than the object fails with
 // io.ErrUnexpectedEOF rather than ending early.
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := s.connect(ctx); err != nil {
+		return nil, err
+	}
 	k, err := s.objectKey(key)
 	if err != nil {
 		return nil, err
@@ -423,6 +449,9 @@ func (b *objectBody) Close() error { return b.rc.Close() }
 // HEAD on a missing bucket like one on a missing key, so the first
 // not-found also checks the bucket, which must never pass for not-found.
 func (s *Store) Stat(ctx context.Context, key string) (storage.ObjectInfo, error) {
+	if err := s.connect(ctx); err != nil {
+		return storage.ObjectInfo{}, err
+	}
 	k, err := s.objectKey(key)
 	if err != nil {
 		return storage.ObjectInfo{}, err
@@ -553,6 +582,9 @@ func (s *Store) checkBucket(ctx context.Context) error {
 // List pages through ListObjectsV2 and calls fn with keys relative to the
 // prefix, in the lexical order S3 returns them.
 func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectInfo) error) error {
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
 	p := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{
 		Bucket: aws.String(s.bucket),
 		Prefix: aws.String(s.prefix + prefix),
@@ -581,6 +613,9 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(storage.ObjectI
 
 // Delete removes the object; a missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
 	k, err := s.objectKey(key)
 	if err != nil {
 		return err
@@ -600,6 +635,9 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // that does not implement it (NotImplemented, 501, 405) gets
 // storage.ErrUnsupported, and is not asked again by this Store.
 func (s *Store) DeleteBatch(ctx context.Context, keys []string) error {
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
 	if s.noBatch.Load() {
 		return fmt.Errorf("delete batch: %w", storage.ErrUnsupported)
 	}
@@ -671,6 +709,9 @@ var _ storage.BatchDeleter = (*Store)(nil)
 // them. A running Put's upload shows as well, with a recent ModTime (its
 // start). The ID is the upload ID; Size is not known without listing parts.
 func (s *Store) Leftovers(ctx context.Context, prefix string, fn func(storage.Leftover) error) error {
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
 	p := s3.NewListMultipartUploadsPaginator(s.client, &s3.ListMultipartUploadsInput{
 		Bucket: aws.String(s.bucket),
 		Prefix: aws.String(s.prefix + prefix),
@@ -695,6 +736,9 @@ func (s *Store) Leftovers(ctx context.Context, prefix string, fn func(storage.Le
 
 // RemoveLeftover aborts the multipart upload, which deletes its parts.
 func (s *Store) RemoveLeftover(ctx context.Context, l storage.Leftover) error {
+	if err := s.connect(ctx); err != nil {
+		return err
+	}
 	k, err := s.objectKey(l.Key)
 	if err != nil {
 		return err
