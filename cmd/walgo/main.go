@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"go.uber.org/zap"
@@ -146,7 +147,7 @@ func run(args []string) (code int) {
 	warnUnknownVariables(os.Stderr, os.Environ(), known)
 	err := loadConfigFile(g.config, known)
 	if err == nil {
-		err = app.RunContext(ctx, args)
+		err = app.RunContext(ctx, hoistGlobalFlags(args, app))
 	}
 	if err != nil && !g.started && !errors.Is(err, errUsage) {
 		// Anything that fails before a command starts is the command
@@ -160,6 +161,89 @@ func run(args []string) (code int) {
 		fmt.Fprintln(os.Stderr, "walgo:", err)
 	}
 	return g.exit(err)
+}
+
+// hoistGlobalFlags moves the global flags written after the command name
+// (`walgo backup-list --storage URL`, as git and WAL-G take them) to just
+// before it, where urfave/cli parses them; it would refuse them there as
+// "flag provided but not defined". A flag that the command or one of its
+// subcommands defines itself stays where it is, and "--" ends the flags.
+func hoistGlobalFlags(args []string, app *cli.App) []string {
+	global := map[string]bool{} // name -> takes a value
+	for _, fl := range app.Flags {
+		_, isBool := fl.(*cli.BoolFlag)
+		for _, n := range fl.Names() {
+			global[n] = !isBool
+		}
+	}
+	flagName := func(a string) (name string, hasValue bool, ok bool) {
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			return "", false, false
+		}
+		name, _, hasValue = strings.Cut(strings.TrimLeft(a, "-"), "=")
+		return name, hasValue, true
+	}
+	// The command is the first word that is not a global flag or its value.
+	at := -1
+	var cmd *cli.Command
+	for i := 1; i < len(args) && at < 0; i++ {
+		name, hasValue, ok := flagName(args[i])
+		switch {
+		case args[i] == "--":
+			return args
+		case ok:
+			if global[name] && !hasValue {
+				i++
+			}
+		default:
+			if cmd = app.Command(args[i]); cmd == nil {
+				return args
+			}
+			at = i
+		}
+	}
+	if cmd == nil {
+		return args
+	}
+	own := map[string]bool{}
+	var walk func(cs ...*cli.Command)
+	walk = func(cs ...*cli.Command) {
+		for _, c := range cs {
+			for _, fl := range c.Flags {
+				for _, n := range fl.Names() {
+					own[n] = true
+				}
+			}
+			walk(c.Subcommands...)
+		}
+	}
+	walk(cmd)
+	var hoisted, rest []string
+	for i := at + 1; i < len(args); i++ {
+		name, hasValue, ok := flagName(args[i])
+		if args[i] == "--" {
+			rest = append(rest, args[i:]...)
+			break
+		}
+		if !ok || own[name] {
+			rest = append(rest, args[i])
+			continue
+		}
+		if _, isGlobal := global[name]; !isGlobal {
+			rest = append(rest, args[i])
+			continue
+		}
+		hoisted = append(hoisted, args[i])
+		if global[name] && !hasValue && i+1 < len(args) {
+			i++
+			hoisted = append(hoisted, args[i])
+		}
+	}
+	out := make([]string, 0, len(args))
+	out = append(out, args[:at]...)
+	out = append(out, hoisted...)
+	out = append(out, args[at])
+	return append(out, rest...)
 }
 
 func newApp(g *guard) *cli.App {
