@@ -445,10 +445,9 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 // was checked by the codec already.
 const SidecarExt = ".sum"
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
-// newCopySum returns the hash of a prefetched copy that the sidecar records.
-func newCopySum() hash.Hash32 { return crc32.New(castagnoli) }
+// newCopySum returns the hash of a prefetched copy that the sidecar records
+// (the standard library builds the Castagnoli table once).
+func newCopySum() hash.Hash32 { return crc32.New(crc32.MakeTable(crc32.Castagnoli)) }
 
 // copySum is h's value as the sidecar writes it.
 func copySum(h hash.Hash32) string { return fmt.Sprintf("crc32c:%08x", h.Sum32()) }

@@ -177,14 +177,7 @@ func (m *dirMap) String() string {
 // (urfave/cli stops parsing flags there) and returns the other arguments.
 // "--" ends the flags.
 func interspersedFlags(c *cli.Context) ([]string, error) {
-	isBool := map[string]bool{}
-	for _, fl := range append(c.App.Flags, c.Command.Flags...) {
-		if _, ok := fl.(*cli.BoolFlag); ok {
-			for _, n := range fl.Names() {
-				isBool[n] = true
-			}
-		}
-	}
+	takes := takesValue(append(c.App.Flags, c.Command.Flags...))
 	var pos []string
 	args := c.Args().Slice()
 	for i := 0; i < len(args); i++ {
@@ -192,13 +185,13 @@ func interspersedFlags(c *cli.Context) ([]string, error) {
 		if a == "--" {
 			return append(pos, args[i+1:]...), nil
 		}
-		if !strings.HasPrefix(a, "-") || a == "-" {
+		name, value, hasValue, ok := flagArg(a)
+		if !ok {
 			pos = append(pos, a)
 			continue
 		}
-		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if !hasValue {
-			if isBool[name] {
+			if v, known := takes[name]; known && !v {
 				value = "true"
 			} else if i+1 < len(args) {
 				i++

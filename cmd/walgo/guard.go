@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strings"
 	"syscall"
 	"time"
 
@@ -78,14 +77,7 @@ var hookCommands = map[string]hook{
 // typo in restore_command stops recovery instead of ending it.
 func guardFor(args []string, commands []*cli.Command) *guard {
 	g := &guard{}
-	valueFlags := map[string]bool{}
-	for _, fl := range globalFlags {
-		if _, isBool := fl.(*cli.BoolFlag); !isBool {
-			for _, n := range fl.Names() {
-				valueFlags[n] = true
-			}
-		}
-	}
+	valueFlags := takesValue(globalFlags)
 	names := map[string]bool{"help": true, "h": true}
 	for _, c := range commands {
 		for _, n := range c.Names() {
@@ -103,8 +95,7 @@ func guardFor(args []string, commands []*cli.Command) *guard {
 			}
 			break
 		}
-		if strings.HasPrefix(a, "-") && a != "-" {
-			name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if name, value, hasValue, ok := flagArg(a); ok {
 			if !hasValue && (valueFlags[name] || g.command == "wal-prefetch" && name == "segment-size") && i+1 < len(args) {
 				i++
 				value = args[i]

@@ -163,31 +163,43 @@ func run(args []string) (code int) {
 	return g.exit(err)
 }
 
+// flagArg splits a command-line word that is a flag ("-name", "--name",
+// "--name=value") into its name and inline value; ok is false for any
+// other word, "-" and "--" among them. The guard, the hoisting of global
+// flags and the flags after a command's arguments all read argv with it.
+func flagArg(a string) (name, value string, hasValue, ok bool) {
+	if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+		return "", "", false, false
+	}
+	name, value, hasValue = strings.Cut(strings.TrimLeft(a, "-"), "=")
+	return name, value, hasValue, true
+}
+
+// takesValue maps every name of flags to whether it takes a value: a flag
+// that is not a bool takes the next word unless written --name=value.
+func takesValue(flags []cli.Flag) map[string]bool {
+	m := map[string]bool{}
+	for _, fl := range flags {
+		_, isBool := fl.(*cli.BoolFlag)
+		for _, n := range fl.Names() {
+			m[n] = !isBool
+		}
+	}
+	return m
+}
+
 // hoistGlobalFlags moves the global flags written after the command name
 // (`walgo backup-list --storage URL`, as git and WAL-G take them) to just
 // before it, where urfave/cli parses them; it would refuse them there as
 // "flag provided but not defined". A flag that the command or one of its
 // subcommands defines itself stays where it is, and "--" ends the flags.
 func hoistGlobalFlags(args []string, app *cli.App) []string {
-	global := map[string]bool{} // name -> takes a value
-	for _, fl := range app.Flags {
-		_, isBool := fl.(*cli.BoolFlag)
-		for _, n := range fl.Names() {
-			global[n] = !isBool
-		}
-	}
-	flagName := func(a string) (name string, hasValue bool, ok bool) {
-		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
-			return "", false, false
-		}
-		name, _, hasValue = strings.Cut(strings.TrimLeft(a, "-"), "=")
-		return name, hasValue, true
-	}
+	global := takesValue(app.Flags)
 	// The command is the first word that is not a global flag or its value.
 	at := -1
 	var cmd *cli.Command
 	for i := 1; i < len(args) && at < 0; i++ {
-		name, hasValue, ok := flagName(args[i])
+		name, _, hasValue, ok := flagArg(args[i])
 		switch {
 		case args[i] == "--":
 			return args
@@ -209,10 +221,8 @@ func hoistGlobalFlags(args []string, app *cli.App) []string {
 	var walk func(cs ...*cli.Command)
 	walk = func(cs ...*cli.Command) {
 		for _, c := range cs {
-			for _, fl := range c.Flags {
-				for _, n := range fl.Names() {
-					own[n] = true
-				}
+			for n := range takesValue(c.Flags) {
+				own[n] = true
 			}
 			walk(c.Subcommands...)
 		}
@@ -220,21 +230,18 @@ func hoistGlobalFlags(args []string, app *cli.App) []string {
 	walk(cmd)
 	var hoisted, rest []string
 	for i := at + 1; i < len(args); i++ {
-		name, hasValue, ok := flagName(args[i])
 		if args[i] == "--" {
 			rest = append(rest, args[i:]...)
 			break
 		}
-		if !ok || own[name] {
-			rest = append(rest, args[i])
-			continue
-		}
-		if _, isGlobal := global[name]; !isGlobal {
+		name, _, hasValue, ok := flagArg(args[i])
+		value, isGlobal := global[name]
+		if !ok || own[name] || !isGlobal {
 			rest = append(rest, args[i])
 			continue
 		}
 		hoisted = append(hoisted, args[i])
-		if global[name] && !hasValue && i+1 < len(args) {
+		if value && !hasValue && i+1 < len(args) {
 			i++
 			hoisted = append(hoisted, args[i])
 		}
