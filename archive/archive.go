@@ -43,6 +43,12 @@ type Config struct {
 	// Now is the clock (time.Now when nil), for the age of the cached
 	// repository description.
 	Now func() time.Time
+	// StartAhead, when set, starts a background pusher (a PushAhead for
+	// walDir, in a process of its own that outlives the call). Push then
+	// calls it when other .ready files wait and none runs, and pushes only
+	// its own file itself. When nil, or when it fails, Push pushes up to
+	// Concurrency-1 further .ready files itself before it returns.
+	StartAhead func(walDir string) error
 }
 
 // Pusher pushes WAL files to one store.
@@ -103,17 +109,13 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	marks := markers{dir: filepath.Join(own, "pushed"), store: p.store.String()}
 	cache := catalog.RepositoryCache{Path: filepath.Join(own, "repository"), Now: p.cfg.Now}
 
-	if id, ok := marks.take(name); ok {
-		repo, err := p.repository(ctx, cache, true)
-		if err != nil {
-			return Result{Name: name}, err
-		}
-		if id == repo.ID {
-			p.log.Info("already pushed by look-ahead", zap.String("wal", name), zap.Duration("took", time.Since(start)))
-			return Result{Name: name, Skipped: true}, nil
-		}
-		p.log.Warn("look-ahead marker was made in another repository (emptied or created again since): pushing the file again",
-			zap.String("wal", name), zap.String("marker_repository", id), zap.String("repository", repo.ID))
+	if done, err := p.pushedAhead(ctx, cache, marks, name); err != nil {
+		return Result{Name: name}, err
+	} else if done {
+		// The pusher may have stopped (idle, or failed on a file): keep
+		// one running while a backlog waits.
+		p.startAhead(walDir, name, marks)
+		return Result{Name: name, Skipped: true}, nil
 	}
 	repo, err := p.repository(ctx, cache, false)
 	if err != nil {
@@ -121,8 +123,26 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	}
 	store := repo.Store(p.store, p.log)
 
+	lookAhead := p.cfg.Concurrency > 1
+	if p.cfg.StartAhead != nil {
+		// The background pusher may be storing this very file: wait for
+		// it rather than compress the file a second time.
+		cl := claims{dir: filepath.Join(own, "pushing")}
+		c, ok, err := cl.wait(ctx, name)
+		if err != nil {
+			return Result{Name: name}, fmt.Errorf("push %s: claim: %w", name, err)
+		}
+		if !ok {
+			p.log.Warn("the background pusher held this file too long; pushing it here too", zap.String("wal", name), zap.Duration("waited", claimWaitMax))
+		}
+		defer cl.release(name, c)
+		if done, err := p.pushedAhead(ctx, cache, marks, name); err != nil || done {
+			return Result{Name: name, Skipped: done}, err
+		}
+		lookAhead = lookAhead && !p.startAhead(walDir, name, marks)
+	}
 	var ahead []string
-	if p.cfg.Concurrency > 1 {
+	if lookAhead {
 		ahead = readyAfter(walDir, name, p.cfg.Concurrency-1)
 	}
 	results := make([]Result, len(ahead))
@@ -149,6 +169,13 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 		}
 		res.LookAhead = append(res.LookAhead, n)
 	}
+	if err == nil && p.cfg.StartAhead != nil {
+		// Marked before the claim is let go: a background pusher that
+		// claims the file next sees that it is stored.
+		if merr := marks.put(name, repo.ID); merr != nil {
+			p.log.Warn("record push", zap.String("wal", name), zap.Error(merr))
+		}
+	}
 	marks.clean(walDir)
 	if err != nil {
 		return res, err
@@ -157,6 +184,56 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 		zap.Int64("bytes", res.Plain), zap.Int64("stored_bytes", res.Stored),
 		zap.Strings("look_ahead", res.LookAhead), zap.Duration("took", time.Since(start)))
 	return res, nil
+}
+
+// pushedAhead reports whether a marker says name is stored already (by a
+// look-ahead push or the background pusher), in the repository the store
+// holds now: the marker's repository ID is checked against a fresh read of
+// the repository description, so one made before the repository was
+// emptied and created again is not trusted. The marker is used up.
+func (p *Pusher) pushedAhead(ctx context.Context, cache catalog.RepositoryCache, marks markers, name string) (bool, error) {
+	id, ok := marks.take(name)
+	if !ok {
+		return false, nil
+	}
+	repo, err := p.repository(ctx, cache, true)
+	if err != nil {
+		return false, err
+	}
+	if id == repo.ID {
+		p.log.Info("already pushed ahead", zap.String("wal", name))
+		return true, nil
+	}
+	p.log.Warn("look-ahead marker was made in another repository (emptied or created again since): pushing the file again",
+		zap.String("wal", name), zap.String("marker_repository", id), zap.String("repository", repo.ID))
+	return false, nil
+}
+
+// startAhead starts the background pusher (Config.StartAhead) unless it
+// runs, or no .ready file other than name waits unmarked within the next
+// few. It reports whether a pusher runs or was started.
+func (p *Pusher) startAhead(walDir, name string, marks markers) bool {
+	if p.cfg.StartAhead == nil || p.cfg.Concurrency < 2 {
+		return false
+	}
+	if aheadRunning(walDir) {
+		return true
+	}
+	waiting := false
+	for _, n := range readyAfter(walDir, name, p.cfg.Concurrency+1) {
+		if !marks.has(n) {
+			waiting = true
+			break
+		}
+	}
+	if !waiting {
+		return false
+	}
+	if err := p.cfg.StartAhead(walDir); err != nil {
+		p.log.Warn("start the background pusher; pushing ahead in this call instead", zap.Error(err))
+		return false
+	}
+	return true
 }
 
 // repository returns the repository description, from the cache in
@@ -474,6 +551,16 @@ func (m markers) take(name string) (repoID string, ok bool) {
 	return id, true
 }
 
+// has reports whether a marker for this store says name is pushed.
+func (m markers) has(name string) bool {
+	b, err := os.ReadFile(m.path(name))
+	if err != nil {
+		return false
+	}
+	store, id, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return store == m.store && id != ""
+}
+
 // clean drops markers whose .ready file is gone: Postgres archived those
 // files some other way, and a marker must never outlive its file.
 func (m markers) clean(walDir string) {
@@ -482,6 +569,14 @@ func (m markers) clean(walDir string) {
 		return
 	}
 	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			// A marker being written, by the background pusher perhaps;
+			// one a crash left is removed once it is old.
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Hour {
+				os.Remove(m.path(e.Name()))
+			}
+			continue
+		}
 		ready := filepath.Join(walDir, "archive_status", e.Name()+".ready")
 		if _, err := os.Stat(ready); errors.Is(err, fs.ErrNotExist) {
 			os.Remove(m.path(e.Name()))

@@ -178,7 +178,7 @@ func TestKillWalPush(t *testing.T) {
 		}
 		rerun := "pushed it"
 		switch {
-		case strings.Contains(res.stderr, "already pushed by look-ahead"):
+		case strings.Contains(res.stderr, "already pushed ahead"):
 			rerun = "found the look-ahead marker"
 		case strings.Contains(res.stderr, `"already_archived": true`):
 			rerun = "found it archived"

@@ -180,7 +180,7 @@ func TestMarkerOfRecreatedRepository(t *testing.T) {
 			}
 			// The marker works for its own repository.
 			res = mustWalgo(t, env, "wal-push", filepath.Join(dir, names[1]))
-			if !strings.Contains(res.stderr, "already pushed by look-ahead") {
+			if !strings.Contains(res.stderr, "already pushed ahead") {
 				t.Fatalf("marker of this repository not used:\n%s", res.stderr)
 			}
 			// Emptied and created again under the same URL. Each push is
@@ -192,7 +192,7 @@ func TestMarkerOfRecreatedRepository(t *testing.T) {
 				if err := os.Remove(filepath.Join(dir, "archive_status", n+".ready")); err != nil {
 					t.Fatal(err)
 				}
-				if strings.Contains(res.stderr, "already pushed by look-ahead") {
+				if strings.Contains(res.stderr, "already pushed ahead") {
 					t.Errorf("%s: marker of the old repository trusted:\n%s", n, res.stderr)
 				}
 				if !exists(t, r, catalog.WALKey(n, codec.Zstd{})) {

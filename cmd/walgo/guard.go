@@ -67,6 +67,9 @@ var hookCommands = map[string]hook{
 	"wal-push":     archiveHook,
 	"wal-fetch":    restoreHook,
 	"wal-prefetch": restoreHook,
+	// the background pusher wal-push starts: stopped by a signal, it
+	// finishes cleanly rather than dying with a file half sent
+	"wal-push-ahead": archiveHook,
 }
 
 // guardFor reads argv (args[0] is the program) without parsing it: it

@@ -142,7 +142,7 @@ func TestGuardExitPaths(t *testing.T) {
 	hangEnv := []string{"WALGO_STORAGE=s3://bucket/x", "WALGO_S3_ENDPOINT=" + hang, "WALGO_S3_PATH_STYLE=true",
 		"AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=y", "WALGO_STORAGE_TIMEOUT=5m", "WALGO_STORAGE_RETRIES=1"}
 	settings := func(flags map[string]string) string {
-		b, _ := json.Marshal(prefetchSettings{Flags: flags})
+		b, _ := json.Marshal(detachedSettings{Flags: flags})
 		return string(b)
 	}
 	fetch := func(args ...string) []string { return append(args, "wal-fetch", good, "pg_wal/RECOVERYXLOG") }

@@ -283,6 +283,7 @@ func newApp(g *guard) *cli.App {
 			walPushCommand(),
 			walFetchCommand(g),
 			walPrefetchCommand(),
+			walPushAheadCommand(),
 			walListCommand(),
 			backupPushCommand(),
 			backupFetchCommand(),

@@ -99,6 +99,7 @@ so that Postgres' next calls return at once.`,
 			p := archive.New(e.store, archive.Config{
 				Codec:       e.set.codec,
 				Concurrency: e.set.uploadConc,
+				StartAhead:  aheadStarter(c, e),
 			}, e.log)
 			if _, err = p.Push(c.Context, args[0]); err != nil {
 				return err
@@ -183,80 +184,139 @@ func newFetcher(e *env, start func(seg, walDir string, segSize int64) error) *re
 	}, e.log)
 }
 
-// prefetchSettings is what wal-fetch hands its background prefetch on
-// stdin: the value of every global flag as this run resolved it from its
+// detachedSettings is what a hook hands the background process it starts
+// (wal-fetch its prefetch, wal-push its pusher) on stdin: the value of every global flag as this run resolved it from its
 // flags, environment and config file. The prefetch applies exactly these,
 // so it reads the repository this run read, with its codec, keys, S3
 // settings and limits, whatever the environment or a config file (which may
 // have changed since) says. No secret is in it: the age identity is a file
 // name, AWS credentials stay in the environment the prefetch inherits.
-type prefetchSettings struct {
+type detachedSettings struct {
 	Flags map[string]string `json:"flags"`
 }
 
-// maxPrefetchSettings bounds what wal-prefetch reads from stdin.
-const maxPrefetchSettings = 1 << 20
+// maxDetachedSettings bounds what a background process reads from stdin.
+const maxDetachedSettings = 1 << 20
 
-// prefetchStarter returns the function that launches `walgo wal-prefetch`
-// detached (own session, so it outlives this restore_command call and
-// Postgres' signals to it), with this run's settings on stdin and an
-// environment without WALGO_* variables.
+// prefetchStarter returns the function with which wal-fetch starts its
+// background prefetch (walgo wal-prefetch, see startDetached).
 func prefetchStarter(c *cli.Context, e *env) func(seg, walDir string, segSize int64) error {
 	return func(seg, walDir string, segSize int64) error {
-		ps := prefetchSettings{Flags: map[string]string{}}
-		for _, fl := range c.App.Flags {
-			name := fl.Names()[0]
-			switch name {
-			case "config", "help", "version":
-				continue
+		return startDetached(c, e, "wal-prefetch", "--segment-size", strconv.FormatInt(segSize, 10), seg, walDir)
+	}
+}
+
+// aheadStarter returns the function with which wal-push starts the
+// background pusher (walgo wal-push-ahead, see startDetached).
+func aheadStarter(c *cli.Context, e *env) func(walDir string) error {
+	return func(walDir string) error {
+		return startDetached(c, e, "wal-push-ahead", walDir)
+	}
+}
+
+// startDetached launches `walgo ARGS...` detached (own session, so it
+// outlives this hook's call and Postgres' signals to it), with this run's
+// settings on stdin (see readDetachedSettings) and an environment without
+// WALGO_* variables. Its log goes where this run's does.
+func startDetached(c *cli.Context, e *env, args ...string) error {
+	ps := detachedSettings{Flags: map[string]string{}}
+	for _, fl := range c.App.Flags {
+		name := fl.Names()[0]
+		switch name {
+		case "config", "help", "version":
+			continue
+		}
+		switch v := c.Value(name).(type) {
+		case nil:
+		case []string: // a slice flag takes comma-separated values
+			ps.Flags[name] = strings.Join(v, ",")
+		default:
+			ps.Flags[name] = fmt.Sprint(v)
+		}
+	}
+	if e.set.identityFile != "" {
+		ps.Flags["age-identity-file"] = e.set.identityFile // absolute
+	}
+	body, err := json.Marshal(ps)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WALGO_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	cmd.Stdin = r
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	r.Close()
+	if err != nil {
+		return err
+	}
+	// The settings are far smaller than a pipe's buffer: the write
+	// never waits for the child to read them.
+	if _, err := w.Write(body); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return cmd.Process.Release()
+}
+
+// readDetachedSettings applies the settings startDetached wrote on stdin
+// to c, before anything reads them.
+func readDetachedSettings(c *cli.Context) error {
+	var ps detachedSettings
+	body, err := io.ReadAll(io.LimitReader(os.Stdin, maxDetachedSettings))
+	if err == nil {
+		err = json.Unmarshal(body, &ps)
+	}
+	if err != nil || ps.Flags == nil {
+		return fmt.Errorf("%w: %s reads its settings on stdin from the hook that starts it: %v", errUsage, c.Command.Name, err)
+	}
+	for name, v := range ps.Flags {
+		if err := c.Set(name, v); err != nil {
+			return fmt.Errorf("%w: %s setting %s: %v", errUsage, c.Command.Name, name, err)
+		}
+	}
+	return nil
+}
+
+func walPushAheadCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "wal-push-ahead",
+		Hidden:    true,
+		Usage:     "push the .ready files of WALDIR ahead of Postgres' archive_command calls (started by wal-push, settings on stdin)",
+		ArgsUsage: "WALDIR",
+		Action: func(c *cli.Context) error {
+			args := cmdArgs(c)
+			if len(args) != 1 {
+				return fmt.Errorf("%w: wal-push-ahead takes WALDIR", errUsage)
 			}
-			switch v := c.Value(name).(type) {
-			case nil:
-			case []string: // a slice flag takes comma-separated values
-				ps.Flags[name] = strings.Join(v, ",")
-			default:
-				ps.Flags[name] = fmt.Sprint(v)
+			if err := readDetachedSettings(c); err != nil {
+				return err
 			}
-		}
-		if e.set.identityFile != "" {
-			ps.Flags["age-identity-file"] = e.set.identityFile // absolute
-		}
-		body, err := json.Marshal(ps)
-		if err != nil {
-			return err
-		}
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		cmd := exec.Command(self, "wal-prefetch", "--segment-size", strconv.FormatInt(segSize, 10), seg, walDir)
-		for _, kv := range os.Environ() {
-			if !strings.HasPrefix(kv, "WALGO_") {
-				cmd.Env = append(cmd.Env, kv)
+			e, err := setupStore(c, true)
+			if err != nil {
+				return err
 			}
-		}
-		r, w, err := os.Pipe()
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		cmd.Stdin = r
-		cmd.Stderr = os.Stderr
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		err = cmd.Start()
-		r.Close()
-		if err != nil {
-			return err
-		}
-		// The settings are far smaller than a pipe's buffer: the write
-		// never waits for the prefetch to read them.
-		if _, err := w.Write(body); err != nil {
-			return err
-		}
-		if err := w.Close(); err != nil {
-			return err
-		}
-		return cmd.Process.Release()
+			return archive.New(e.store, archive.Config{
+				Codec:       e.set.codec,
+				Concurrency: e.set.uploadConc,
+			}, e.log).PushAhead(c.Context, args[0])
+		},
 	}
 }
 
@@ -274,18 +334,8 @@ func walPrefetchCommand() *cli.Command {
 			if len(args) != 2 {
 				return fmt.Errorf("%w: wal-prefetch takes SEGMENT and WALDIR", errUsage)
 			}
-			var ps prefetchSettings
-			body, err := io.ReadAll(io.LimitReader(os.Stdin, maxPrefetchSettings))
-			if err == nil {
-				err = json.Unmarshal(body, &ps)
-			}
-			if err != nil || ps.Flags == nil {
-				return fmt.Errorf("%w: wal-prefetch reads its settings from wal-fetch on stdin: %v", errUsage, err)
-			}
-			for name, v := range ps.Flags {
-				if err := c.Set(name, v); err != nil {
-					return fmt.Errorf("%w: wal-prefetch setting %s: %v", errUsage, name, err)
-				}
+			if err := readDetachedSettings(c); err != nil {
+				return err
 			}
 			e, err := setupStore(c, true)
 			if err != nil {
