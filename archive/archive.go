@@ -45,9 +45,10 @@ type Config struct {
 	Now func() time.Time
 	// StartAhead, when set, starts a background pusher (a PushAhead for
 	// walDir, in a process of its own that outlives the call). Push then
-	// calls it when other .ready files wait and none runs, and pushes only
-	// its own file itself. When nil, or when it fails, Push pushes up to
-	// Concurrency-1 further .ready files itself before it returns.
+	// pushes only its own file, and after a success calls StartAhead when
+	// other .ready files wait and no pusher runs (Concurrency > 1). When
+	// nil, Push pushes up to Concurrency-1 further .ready files itself
+	// before it returns (look-ahead).
 	StartAhead func(walDir string) error
 }
 
@@ -88,7 +89,8 @@ type Result struct {
 // Requests: a new file costs one create, nothing else. A file the archive
 // holds costs the create that fails and one Stat, whose metadata (the
 // plain content's sha256) confirms it without reading it back. A file a
-// look-ahead push stored costs one read of the repository description,
+// look-ahead push or the background pusher (Config.StartAhead) stored
+// costs one read of the repository description,
 // which proves the marker was made in this very repository. The
 // repository description is otherwise read at most once per
 // catalog.RepositoryCacheTTL
@@ -123,7 +125,6 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	}
 	store := repo.Store(p.store, p.log)
 
-	lookAhead := p.cfg.Concurrency > 1
 	if p.cfg.StartAhead != nil {
 		// The background pusher may be storing this very file: wait for
 		// it rather than compress the file a second time.
@@ -139,10 +140,9 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 		if done, err := p.pushedAhead(ctx, cache, marks, name); err != nil || done {
 			return Result{Name: name, Skipped: done}, err
 		}
-		lookAhead = lookAhead && !p.startAhead(walDir, name, marks)
 	}
 	var ahead []string
-	if lookAhead {
+	if p.cfg.Concurrency > 1 && p.cfg.StartAhead == nil {
 		ahead = readyAfter(walDir, name, p.cfg.Concurrency-1)
 	}
 	results := make([]Result, len(ahead))
@@ -175,6 +175,9 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 		if merr := marks.put(name, repo.ID); merr != nil {
 			p.log.Warn("record push", zap.String("wal", name), zap.Error(merr))
 		}
+		// Only after a success: in an outage a pusher would fail too,
+		// and log its own lines for every file.
+		p.startAhead(walDir, name, marks)
 	}
 	marks.clean(walDir)
 	if err != nil {
@@ -209,15 +212,12 @@ func (p *Pusher) pushedAhead(ctx context.Context, cache catalog.RepositoryCache,
 	return false, nil
 }
 
-// startAhead starts the background pusher (Config.StartAhead) unless it
+// startAhead starts the background pusher (Config.StartAhead) unless one
 // runs, or no .ready file other than name waits unmarked within the next
-// few. It reports whether a pusher runs or was started.
-func (p *Pusher) startAhead(walDir, name string, marks markers) bool {
-	if p.cfg.StartAhead == nil || p.cfg.Concurrency < 2 {
-		return false
-	}
-	if aheadRunning(walDir) {
-		return true
+// few.
+func (p *Pusher) startAhead(walDir, name string, marks markers) {
+	if p.cfg.StartAhead == nil || p.cfg.Concurrency < 2 || aheadRunning(walDir) {
+		return
 	}
 	waiting := false
 	for _, n := range readyAfter(walDir, name, p.cfg.Concurrency+1) {
@@ -227,13 +227,12 @@ func (p *Pusher) startAhead(walDir, name string, marks markers) bool {
 		}
 	}
 	if !waiting {
-		return false
+		return
 	}
 	if err := p.cfg.StartAhead(walDir); err != nil {
-		p.log.Warn("start the background pusher; pushing ahead in this call instead", zap.Error(err))
-		return false
+		// Only speed is lost: each call still pushes its own file.
+		p.log.Warn("start the background pusher", zap.Error(err))
 	}
-	return true
 }
 
 // repository returns the repository description, from the cache in
