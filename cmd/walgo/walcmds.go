@@ -308,6 +308,10 @@ func walPushAheadCommand() *cli.Command {
 			if err := readDetachedSettings(c); err != nil {
 				return err
 			}
+			// It may live for a whole backlog: collect as the heap nears
+			// what a wal-push allows itself, instead of letting every
+			// worker's garbage double it.
+			debug.SetMemoryLimit(48 << 20)
 			e, err := setupStore(c, true)
 			if err != nil {
 				return err
