@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/pgdata"
 )
 
 // The background pusher (PushAhead) keeps compressing and storing the
@@ -55,7 +56,8 @@ var claimWaitMax = 10 * time.Minute
 // archiver, and leaves a marker for each so that Postgres' call for it
 // returns at once. It returns nil when no new .ready file came for
 // aheadIdle, or when another PushAhead holds walDir (only one runs per
-// pg_wal). It stops at the first failed file and returns its error:
+// pg_wal), or at once when idle and walDir's server is not running. It
+// stops at the first failed file and returns its error:
 // Postgres' own call for that file pushes it again and reports the failure.
 func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 	own := filepath.Join(walDir, "walgo")
@@ -161,7 +163,8 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 		if dispatched {
 			continue
 		}
-		if time.Since(idleSince) > aheadIdle {
+		// Nothing to do: no new .ready file comes from a stopped server.
+		if !busy && (time.Since(idleSince) > aheadIdle || !pgdata.PostmasterAlive(filepath.Dir(walDir))) {
 			break
 		}
 		if sleepCtx(ctx, aheadPoll) != nil {

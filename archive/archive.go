@@ -110,6 +110,7 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	own := filepath.Join(walDir, "walgo")
 	marks := markers{dir: filepath.Join(own, "pushed"), store: p.store.String()}
 	cache := catalog.RepositoryCache{Path: filepath.Join(own, "repository"), Now: p.cfg.Now}
+	defer marks.clean(walDir)
 
 	if done, err := p.pushedAhead(ctx, cache, marks, name); err != nil {
 		return Result{Name: name}, err
@@ -179,7 +180,6 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 		// and log its own lines for every file.
 		p.startAhead(walDir, name, marks)
 	}
-	marks.clean(walDir)
 	if err != nil {
 		return res, err
 	}
@@ -193,9 +193,9 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 // look-ahead push or the background pusher), in the repository the store
 // holds now: the marker's repository ID is checked against a fresh read of
 // the repository description, so one made before the repository was
-// emptied and created again is not trusted. The marker is used up.
+// emptied and created again is not trusted.
 func (p *Pusher) pushedAhead(ctx context.Context, cache catalog.RepositoryCache, marks markers, name string) (bool, error) {
-	id, ok := marks.take(name)
+	id, ok := marks.get(name)
 	if !ok {
 		return false, nil
 	}
@@ -535,14 +535,15 @@ func (m markers) put(name, repoID string) error {
 	return os.Rename(tmp, m.path(name))
 }
 
-// take forgets the marker of name, and returns the repository ID it was
-// made in if it was made for this store.
-func (m markers) take(name string) (repoID string, ok bool) {
+// get returns the repository ID the marker of name was made in, if it was
+// made for this store. The marker stays until clean finds its .ready file
+// gone: until Postgres has renamed that, a background pusher must still
+// see the file as pushed.
+func (m markers) get(name string) (repoID string, ok bool) {
 	b, err := os.ReadFile(m.path(name))
 	if err != nil {
 		return "", false
 	}
-	os.Remove(m.path(name))
 	store, id, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 	if store != m.store || id == "" {
 		return "", false
@@ -552,12 +553,8 @@ func (m markers) take(name string) (repoID string, ok bool) {
 
 // has reports whether a marker for this store says name is pushed.
 func (m markers) has(name string) bool {
-	b, err := os.ReadFile(m.path(name))
-	if err != nil {
-		return false
-	}
-	store, id, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return store == m.store && id != ""
+	_, ok := m.get(name)
+	return ok
 }
 
 // clean drops markers whose .ready file is gone: Postgres archived those

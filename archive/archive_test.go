@@ -182,8 +182,18 @@ func TestLookAhead(t *testing.T) {
 	if err != nil || !res.Skipped {
 		t.Fatalf("second call: %+v, %v", res, err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "walgo", "pushed", names[1])); err == nil {
-		t.Fatal("marker not removed after use")
+	// Its marker stays while Postgres still lists the file as .ready, and
+	// goes at the next call once the .ready file is gone.
+	marker := filepath.Join(dir, "walgo", "pushed", names[1])
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("marker removed while the file is still .ready: %v", err)
+	}
+	os.Rename(filepath.Join(dir, "archive_status", names[1]+".ready"), filepath.Join(dir, "archive_status", names[1]+".done"))
+	if res, err := p.Push(ctx, filepath.Join(dir, names[2])); err != nil || !res.Skipped {
+		t.Fatalf("third call: %+v, %v", res, err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("marker left after its .ready file went")
 	}
 }
 

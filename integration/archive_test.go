@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,4 +172,114 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestBacklogDrain: a backlog of .ready segments (archive_command left
+// empty while the cluster writes WAL) is drained by Postgres' archiver
+// through walgo. wal-push starts its background pusher, most calls find
+// their segment stored by it, and every segment is stored once, fetches
+// back identical to what Postgres had, with no failed call; the pusher
+// exits and leaves no claim behind.
+func TestBacklogDrain(t *testing.T) {
+	for _, rk := range repoKinds {
+		t.Run(rk.name, func(t *testing.T) {
+			pgtest.Require(t)
+			r := rk.make(t)
+			ref := pgtest.OwnedDir(t, "ref")
+			env := withEnv(r.env, "WALGO_LOG_LEVEL=info", "WALGO_UPLOAD_CONCURRENCY=3")
+			src := pgtest.New(t, pgtest.Options{
+				Env:  env,
+				Conf: []string{"archive_mode = on", "archive_command = ''", "max_wal_size = 1GB"},
+			})
+			src.Start(t)
+			src.PgBench(t, "-i", "-s", "2", "-q")
+			for range 12 {
+				src.PgBench(t, "-n", "-t", "200", "-c", "2")
+				src.SQL(t, "select pg_switch_wal()")
+			}
+			last := src.SQL(t, "select pg_walfile_name(pg_switch_wal())")
+			walDir := filepath.Join(src.DataDir(), "pg_wal")
+			var ready []string
+			ents, err := os.ReadDir(filepath.Join(walDir, "archive_status"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range ents {
+				if n, ok := strings.CutSuffix(e.Name(), ".ready"); ok && wal.Classify(n) == wal.KindSegment {
+					ready = append(ready, n)
+					b, err := os.ReadFile(filepath.Join(walDir, n))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := os.WriteFile(filepath.Join(ref, n), b, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if len(ready) < 15 {
+				t.Fatalf("only %d segments wait as .ready, want a backlog of at least 15", len(ready))
+			}
+
+			src.SQL(t, fmt.Sprintf("alter system set archive_command = '%s wal-push %%p'", walgoBin))
+			src.SQL(t, "select pg_reload_conf()")
+			pgtest.WaitFor(t, 3*time.Minute, func() bool {
+				return src.SQL(t, "select coalesce(last_archived_wal, '') >= '"+last+"' from pg_stat_archiver") == "t"
+			}, "the backlog archived up to "+last)
+			if failed := src.SQL(t, "select failed_count from pg_stat_archiver"); failed != "0" {
+				t.Errorf("pg_stat_archiver.failed_count = %s, want 0", failed)
+			}
+			// The pusher exits once idle; nothing of it stays behind.
+			pgtest.WaitFor(t, time.Minute, func() bool { return !lockHeld(t, filepath.Join(walDir, "walgo", "ahead.lock")) },
+				"the background pusher to exit")
+			if left, _ := os.ReadDir(filepath.Join(walDir, "walgo", "pushing")); len(left) != 0 {
+				t.Errorf("%d claims left in pg_wal/walgo/pushing", len(left))
+			}
+
+			logb, _ := os.ReadFile(src.LogFile())
+			log := string(logb)
+			ahead, marked := strings.Count(log, "\tpushed ahead\t"), strings.Count(log, "\talready pushed ahead\t")
+			t.Logf("%d segments in the backlog: %d pushed by the background pusher, %d calls answered by its markers", len(ready), ahead, marked)
+			if ahead < len(ready)/2 || marked < len(ready)/2 {
+				t.Errorf("background pusher stored %d and markers answered %d of %d backlog segments; want most of them\n%s",
+					ahead, marked, len(ready), lastLines(log, 30))
+			}
+
+			var tls []catalog.Timeline
+			out := mustWalgo(t, r.env, "wal-list", "--json")
+			if err := json.Unmarshal([]byte(out.stdout), &tls); err != nil {
+				t.Fatalf("wal-list --json: %v\n%s", err, out.stdout)
+			}
+			if len(tls) != 1 || len(tls[0].Gaps) != 0 || tls[0].Last < ready[len(ready)-1] {
+				t.Fatalf("wal-list after the drain: %+v", tls)
+			}
+			dest := filepath.Join(t.TempDir(), "RECOVERYXLOG")
+			noPrefetch := withEnv(r.env, "WALGO_PREFETCH=0")
+			for _, n := range ready {
+				mustWalgo(t, noPrefetch, "wal-fetch", n, dest)
+				got, err := os.ReadFile(dest)
+				if err != nil {
+					t.Fatal(err)
+				}
+				orig, _ := os.ReadFile(filepath.Join(ref, n))
+				if !bytes.Equal(got, orig) {
+					t.Fatalf("%s: fetched copy differs from the segment Postgres had", n)
+				}
+			}
+		})
+	}
+}
+
+// lockHeld reports whether some process holds an flock on path.
+func lockHeld(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) != nil {
+		return true
+	}
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
 }

@@ -214,23 +214,7 @@ func (f *Fetcher) Prefetch(ctx context.Context, seg string, walDir string, segSi
 // in its data directory and a live postmaster.
 func inRecovery(walDir string) bool {
 	return signalled(filepath.Join(walDir, "RECOVERYXLOG"), pgdata.RecoverySignalFile, pgdata.StandbySignalFile) &&
-		postmasterAlive(filepath.Dir(walDir))
-}
-
-// postmasterAlive reports whether postmaster.pid in dataDir names a
-// running process.
-func postmasterAlive(dataDir string) bool {
-	b, err := readHead(filepath.Join(dataDir, pgdata.PIDFile), 64)
-	if err != nil {
-		return false
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil || pid <= 0 {
-		return false
-	}
-	err = syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+		pgdata.PostmasterAlive(filepath.Dir(walDir))
 }
 
 // once fills the window after the position and returns when every

@@ -382,19 +382,24 @@ func TestEarlyFailuresOfOtherCommands(t *testing.T) {
 	dir := t.TempDir()
 	repo := "WALGO_STORAGE=file://" + dir
 	for _, r := range []struct {
-		name string
-		args []string
-		env  []string
+		name  string
+		args  []string
+		env   []string
+		stdin string
 	}{
-		{"bad variable", []string{"backup-list"}, []string{repo, "WALGO_PREFETCH=abc"}},
-		{"unknown flag", []string{"backup-list", "--bogus"}, []string{repo}},
-		{"unknown global flag", []string{"--bogus", "backup-list"}, []string{repo}},
-		{"unknown command", []string{"bakup-list"}, []string{repo}},
-		{"missing config file", []string{"--config", filepath.Join(dir, "nope"), "backup-list"}, []string{repo}},
-		{"wal-push: bad variable", []string{"wal-push", "pg_wal/000000010000000000000001"}, []string{repo, "WALGO_UPLOAD_CONCURRENCY=x"}},
+		{"bad variable", []string{"backup-list"}, []string{repo, "WALGO_PREFETCH=abc"}, ""},
+		{"unknown flag", []string{"backup-list", "--bogus"}, []string{repo}, ""},
+		{"unknown global flag", []string{"--bogus", "backup-list"}, []string{repo}, ""},
+		{"unknown command", []string{"bakup-list"}, []string{repo}, ""},
+		{"missing config file", []string{"--config", filepath.Join(dir, "nope"), "backup-list"}, []string{repo}, ""},
+		{"wal-push: bad variable", []string{"wal-push", "pg_wal/000000010000000000000001"}, []string{repo, "WALGO_UPLOAD_CONCURRENCY=x"}, ""},
+		// The background pusher takes its settings from wal-push only.
+		{"wal-push-ahead: no settings on stdin", []string{"wal-push-ahead", "pg_wal"}, []string{repo}, ""},
+		{"wal-push-ahead: unknown setting", []string{"wal-push-ahead", "pg_wal"}, nil, `{"flags":{"storage":"file://` + dir + `","nonsense":"1"}}`},
+		{"wal-push-ahead: no WALDIR", []string{"wal-push-ahead"}, nil, `{"flags":{"storage":"file://` + dir + `"}}`},
 	} {
 		t.Run(r.name, func(t *testing.T) {
-			o := runIn(t, bin, dir, r.env, "", r.args, nil)
+			o := runIn(t, bin, dir, r.env, r.stdin, r.args, nil)
 			if o.code != exitUsage || o.stdout != "" {
 				t.Errorf("exit %d, stdout %q; want 2 and nothing; stderr:\n%s", o.code, o.stdout, o.stderr)
 			}

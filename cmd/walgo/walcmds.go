@@ -77,9 +77,11 @@ func walPushCommand() *cli.Command {
 		ArgsUsage: "PATH",
 		Description: `Compresses the WAL file and stores it; exits 0 only once it is durable.
 Pushing a file the archive already holds with identical content succeeds;
-with different content it fails (exit 3) and overwrites nothing. While
-pushing, it also pushes up to WALGO_UPLOAD_CONCURRENCY-1 further .ready files
-so that Postgres' next calls return at once.`,
+with different content it fails (exit 3) and overwrites nothing. When more
+.ready files wait, a successful push starts one background process for the
+pg_wal (wal-push-ahead, its own session, this run's settings) that pushes
+them WALGO_UPLOAD_CONCURRENCY at once, so that Postgres' next calls return
+at once; it exits once no new .ready file came for 2 seconds.`,
 		Action: func(c *cli.Context) error {
 			args := cmdArgs(c)
 			if len(args) != 1 {
