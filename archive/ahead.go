@@ -228,11 +228,7 @@ func (c claims) try(name string) (f *os.File, ok bool, err error) {
 			}
 			return nil, false, err
 		}
-		// The holder before us removes the file as it lets go: a lock
-		// taken on a removed file claims nothing; open the new one.
-		var held, now syscall.Stat_t
-		if syscall.Fstat(int(f.Fd()), &held) == nil && syscall.Stat(c.path(name), &now) == nil &&
-			held.Dev == now.Dev && held.Ino == now.Ino {
+		if c.same(f, name) {
 			return f, true, nil
 		}
 		f.Close()
@@ -240,18 +236,69 @@ func (c claims) try(name string) (f *os.File, ok bool, err error) {
 }
 
 // wait takes the claim of name, waiting while another process holds it,
-// up to claimWaitMax; ok is false if it gave up waiting.
+// up to claimWaitMax; ok is false if it gave up waiting. The wait is a
+// blocking flock, so the claim is taken the moment its holder lets go.
 func (c claims) wait(ctx context.Context, name string) (f *os.File, ok bool, err error) {
-	deadline := time.Now().Add(claimWaitMax)
-	for pause := time.Millisecond; ; pause = min(2*pause, 20*time.Millisecond) {
-		f, ok, err := c.try(name)
-		if err != nil || ok || time.Now().After(deadline) {
-			return f, ok, err
-		}
-		if err := sleepCtx(ctx, pause); err != nil {
+	if f, ok, err := c.try(name); err != nil || ok {
+		return f, ok, err
+	}
+	timer := time.NewTimer(claimWaitMax)
+	defer timer.Stop()
+	for {
+		f, err := os.OpenFile(c.path(name), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
 			return nil, false, err
 		}
+		// The blocked flock owns f once given up on: it closes f when
+		// it returns, and with f the lock it may have got.
+		var mu sync.Mutex
+		abandoned := false
+		locked := make(chan error, 1)
+		go func() {
+			err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			mu.Lock()
+			defer mu.Unlock()
+			if abandoned {
+				f.Close()
+				return
+			}
+			locked <- err
+		}()
+		var stop error
+		select {
+		case err := <-locked:
+			if err != nil {
+				f.Close()
+				return nil, false, err
+			}
+			if c.same(f, name) {
+				return f, true, nil
+			}
+			f.Close() // locked a removed file: wait on the new one
+			continue
+		case <-timer.C:
+		case <-ctx.Done():
+			stop = ctx.Err()
+		}
+		mu.Lock()
+		abandoned = true
+		select {
+		case <-locked: // got it just now: let it go
+			f.Close()
+		default:
+		}
+		mu.Unlock()
+		return nil, false, stop
 	}
+}
+
+// same reports whether f, locked, is the file at the claim's path: the
+// holder before removes the file as it lets go, and a lock taken on a
+// removed file claims nothing.
+func (c claims) same(f *os.File, name string) bool {
+	var held, now syscall.Stat_t
+	return syscall.Fstat(int(f.Fd()), &held) == nil && syscall.Stat(c.path(name), &now) == nil &&
+		held.Dev == now.Dev && held.Ino == now.Ino
 }
 
 // release lets go of a claim try or wait took.

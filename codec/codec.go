@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -90,18 +91,27 @@ type Zstd struct{}
 func (Zstd) Name() string { return "zstd" }
 func (Zstd) Ext() string  { return "zst" }
 func (Zstd) NewWriter(w io.Writer) (io.WriteCloser, error) {
-	workers := runtime.GOMAXPROCS(0)
-	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(workers),
-		zstd.WithEncoderCRC(true),
-		zstd.WithWindowSize(blockSize),
-	)
+	enc, err := zstdEncoder()
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
-	return newParallelWriter(w, enc, workers), nil
+	return newParallelWriter(w, enc, runtime.GOMAXPROCS(0)), nil
 }
+
+// zstdEncoder is the one encoder of the process, shared by every stream:
+// its per-core state (hash tables, history) is made once, not per file,
+// and the streams together compress on as many blocks at once as there
+// are cores. A process pushing many files (the background pusher, a
+// backup) would otherwise make and drop megabytes of it per file.
+var zstdEncoder = sync.OnceValues(func() (*zstd.Encoder, error) {
+	return zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithEncoderCRC(true),
+		zstd.WithWindowSize(blockSize),
+	)
+})
+
 func (Zstd) NewReader(r io.Reader) (io.ReadCloser, error) {
 	d, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderLowmem(true), zstd.WithDecoderMaxMemory(1<<30))
 	if err != nil {

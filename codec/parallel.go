@@ -30,20 +30,23 @@ type parallelWriter struct {
 	err       error
 	closed    bool
 	submitted int
-	buffers   *sync.Pool // of *[]byte: input blocks
-	frames    *sync.Pool // of *[]byte: compressed frames
 }
+
+// The block and frame buffers are shared by every stream of the process,
+// as the encoder is (see zstdEncoder).
+var (
+	blockBuffers = sync.Pool{New: func() any { b := make([]byte, 0, blockSize); return &b }}   // input blocks
+	frameBuffers = sync.Pool{New: func() any { b := make([]byte, 0, blockSize/2); return &b }} // compressed frames
+)
 
 func newParallelWriter(w io.Writer, enc *zstd.Encoder, workers int) *parallelWriter {
 	p := &parallelWriter{
-		w:       w,
-		enc:     enc,
-		queue:   make(chan chan []byte, workers),
-		done:    make(chan struct{}),
-		buffers: &sync.Pool{New: func() any { b := make([]byte, 0, blockSize); return &b }},
-		frames:  &sync.Pool{New: func() any { b := make([]byte, 0, blockSize/2); return &b }},
+		w:     w,
+		enc:   enc,
+		queue: make(chan chan []byte, workers),
+		done:  make(chan struct{}),
 	}
-	p.buf = (*p.buffers.Get().(*[]byte))[:0]
+	p.buf = (*blockBuffers.Get().(*[]byte))[:0]
 	go p.drain()
 	return p
 }
@@ -59,7 +62,7 @@ func (p *parallelWriter) drain() {
 			}
 		}
 		frame = frame[:0]
-		p.frames.Put(&frame)
+		frameBuffers.Put(&frame)
 	}
 }
 
@@ -81,14 +84,14 @@ func (p *parallelWriter) setError(err error) {
 // blocks are already in flight.
 func (p *parallelWriter) submit() {
 	block := p.buf
-	p.buf = (*p.buffers.Get().(*[]byte))[:0]
+	p.buf = (*blockBuffers.Get().(*[]byte))[:0]
 	p.submitted++
 	ch := make(chan []byte, 1)
 	p.queue <- ch
 	go func() {
-		ch <- p.enc.EncodeAll(block, (*p.frames.Get().(*[]byte))[:0])
+		ch <- p.enc.EncodeAll(block, (*frameBuffers.Get().(*[]byte))[:0])
 		block = block[:0]
-		p.buffers.Put(&block)
+		blockBuffers.Put(&block)
 	}()
 }
 
@@ -149,5 +152,8 @@ func (p *parallelWriter) Close() error {
 	}
 	close(p.queue)
 	<-p.done
+	buf := p.buf[:0]
+	blockBuffers.Put(&buf)
+	p.buf = nil
 	return p.error()
 }
