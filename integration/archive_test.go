@@ -193,7 +193,7 @@ func TestBacklogDrain(t *testing.T) {
 			})
 			src.Start(t)
 			src.PgBench(t, "-i", "-s", "2", "-q")
-			for range 12 {
+			for range 18 {
 				src.PgBench(t, "-n", "-t", "200", "-c", "2")
 				src.SQL(t, "select pg_switch_wal()")
 			}
