@@ -209,6 +209,7 @@ func (p *Pusher) pushedAhead(ctx context.Context, cache catalog.RepositoryCache,
 	}
 	p.log.Warn("look-ahead marker was made in another repository (emptied or created again since): pushing the file again",
 		zap.String("wal", name), zap.String("marker_repository", id), zap.String("repository", repo.ID))
+	os.Remove(marks.path(name)) // known false: not to be read again
 	return false, nil
 }
 
