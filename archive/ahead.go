@@ -103,6 +103,12 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 			if handled[n] || marks.has(n) {
 				continue
 			}
+			mu.Lock()
+			failed := failure != nil
+			mu.Unlock()
+			if failed {
+				break // start nothing more: the storage fails
+			}
 			select {
 			case slots <- struct{}{}:
 			case <-ctx.Done():
