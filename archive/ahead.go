@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/internal/lockfile"
 	"github.com/walgo/walgo/pgdata"
 )
 
@@ -82,31 +83,28 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 	cl := claims{dir: filepath.Join(own, "pushing")}
 
 	var (
-		mu       sync.Mutex
-		failure  error
-		pushed   int
-		inFlight int
-		wg       sync.WaitGroup
+		mu      sync.Mutex
+		failure error
+		pushed  int
+		wg      sync.WaitGroup
 	)
+	stopped := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return failure != nil
+	}
+	// A slot is held by each push in flight, and by the loop only while it
+	// claims: between scans, len(slots) is the pushes in flight.
 	slots := make(chan struct{}, p.cfg.Concurrency)
 	handled := map[string]bool{} // pushed, skipped or failed by this run
 	idleSince := time.Now()
-	for ctx.Err() == nil {
-		mu.Lock()
-		failed := failure != nil
-		mu.Unlock()
-		if failed {
-			break
-		}
+	for ctx.Err() == nil && !stopped() {
 		dispatched := false
 		for _, n := range readyAfter(walDir, "", aheadWindow) {
 			if handled[n] || marks.has(n) {
 				continue
 			}
-			mu.Lock()
-			failed := failure != nil
-			mu.Unlock()
-			if failed {
+			if stopped() {
 				break // start nothing more: the storage fails
 			}
 			select {
@@ -131,9 +129,6 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 				continue
 			}
 			handled[n], dispatched = true, true
-			mu.Lock()
-			inFlight++
-			mu.Unlock()
 			wg.Go(func() {
 				defer func() { <-slots }()
 				start := time.Now()
@@ -145,7 +140,6 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 				cl.release(n, c)
 				mu.Lock()
 				defer mu.Unlock()
-				inFlight--
 				if err != nil {
 					if _, serr := os.Stat(path); errors.Is(serr, fs.ErrNotExist) {
 						return // archived and removed meanwhile
@@ -160,9 +154,7 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 					zap.Int64("bytes", res.Plain), zap.Int64("stored_bytes", res.Stored), zap.Duration("took", time.Since(start)))
 			})
 		}
-		mu.Lock()
-		busy := inFlight > 0
-		mu.Unlock()
+		busy := len(slots) > 0
 		if dispatched || busy {
 			idleSince = time.Now()
 		}
@@ -191,16 +183,7 @@ const aheadLockFile = "ahead.lock"
 
 // aheadRunning reports whether a PushAhead holds walDir.
 func aheadRunning(walDir string) bool {
-	lock, err := os.OpenFile(filepath.Join(walDir, "walgo", aheadLockFile), os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	defer lock.Close()
-	if syscall.Flock(int(lock.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) != nil {
-		return true
-	}
-	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	return false
+	return lockfile.Held(filepath.Join(walDir, "walgo", aheadLockFile))
 }
 
 // isReady reports whether Postgres still waits for name to be archived.

@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/internal/lockfile"
 	"github.com/walgo/walgo/internal/pgtest"
 	"github.com/walgo/walgo/wal"
 )
@@ -105,19 +105,7 @@ func TestArchiveEndToEnd(t *testing.T) {
 			}
 
 			// Each one fetches back byte-identical.
-			dest := filepath.Join(t.TempDir(), "RECOVERYXLOG")
-			noPrefetch := append([]string{"WALGO_PREFETCH=0"}, r.env...)
-			for _, n := range append(refSegs, filesOfKind(t, ref, wal.KindBackup)...) {
-				mustWalgo(t, noPrefetch, "wal-fetch", n, dest)
-				got, err := os.ReadFile(dest)
-				if err != nil {
-					t.Fatal(err)
-				}
-				orig, _ := os.ReadFile(filepath.Join(ref, n))
-				if !bytes.Equal(got, orig) {
-					t.Fatalf("%s: fetched copy differs from what Postgres archived", n)
-				}
-			}
+			fetchesAsCopied(t, r.env, ref, append(refSegs, filesOfKind(t, ref, wal.KindBackup)...))
 
 			// Postgres replays the archive through walgo onto the base backup.
 			restored := pgtest.OpenExisting(t, filepath.Join(base, "data"), pgtest.Options{
@@ -229,7 +217,7 @@ func TestBacklogDrain(t *testing.T) {
 				t.Errorf("pg_stat_archiver.failed_count = %s, want 0", failed)
 			}
 			// The pusher exits once idle; nothing of it stays behind.
-			pgtest.WaitFor(t, time.Minute, func() bool { return !lockHeld(t, filepath.Join(walDir, "walgo", "ahead.lock")) },
+			pgtest.WaitFor(t, time.Minute, func() bool { return !lockfile.Held(filepath.Join(walDir, "walgo", "ahead.lock")) },
 				"the background pusher to exit")
 			if left, _ := os.ReadDir(filepath.Join(walDir, "walgo", "pushing")); len(left) != 0 {
 				t.Errorf("%d claims left in pg_wal/walgo/pushing", len(left))
@@ -252,34 +240,27 @@ func TestBacklogDrain(t *testing.T) {
 			if len(tls) != 1 || len(tls[0].Gaps) != 0 || tls[0].Last < ready[len(ready)-1] {
 				t.Fatalf("wal-list after the drain: %+v", tls)
 			}
-			dest := filepath.Join(t.TempDir(), "RECOVERYXLOG")
-			noPrefetch := withEnv(r.env, "WALGO_PREFETCH=0")
-			for _, n := range ready {
-				mustWalgo(t, noPrefetch, "wal-fetch", n, dest)
-				got, err := os.ReadFile(dest)
-				if err != nil {
-					t.Fatal(err)
-				}
-				orig, _ := os.ReadFile(filepath.Join(ref, n))
-				if !bytes.Equal(got, orig) {
-					t.Fatalf("%s: fetched copy differs from the segment Postgres had", n)
-				}
-			}
+			fetchesAsCopied(t, r.env, ref, ready)
 		})
 	}
 }
 
-// lockHeld reports whether some process holds an flock on path.
-func lockHeld(t *testing.T, path string) bool {
+// fetchesAsCopied fetches each named WAL file from the repository (no
+// prefetch) and fails unless it equals the copy of it in ref, taken before
+// walgo saw the file.
+func fetchesAsCopied(t *testing.T, env []string, ref string, names []string) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		return false
+	dest := filepath.Join(t.TempDir(), "RECOVERYXLOG")
+	noPrefetch := withEnv(env, "WALGO_PREFETCH=0")
+	for _, n := range names {
+		mustWalgo(t, noPrefetch, "wal-fetch", n, dest)
+		got, err := os.ReadFile(dest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		orig, _ := os.ReadFile(filepath.Join(ref, n))
+		if !bytes.Equal(got, orig) {
+			t.Fatalf("%s: fetched copy differs from what Postgres archived", n)
+		}
 	}
-	defer f.Close()
-	if syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB) != nil {
-		return true
-	}
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/internal/lockfile"
 	"github.com/walgo/walgo/internal/pgtest"
 	"github.com/walgo/walgo/internal/waltest"
 	"github.com/walgo/walgo/restore"
@@ -323,16 +324,6 @@ func TestPrefetchThroughCLI(t *testing.T) {
 // waitNoPrefetcher waits until no background prefetch holds the folder's lock.
 func waitNoPrefetcher(t *testing.T, pdir string) {
 	t.Helper()
-	pgtest.WaitFor(t, time.Minute, func() bool {
-		f, err := os.OpenFile(filepath.Join(pdir, ".lock"), os.O_RDWR, 0)
-		if err != nil {
-			return true
-		}
-		defer f.Close()
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-			return false
-		}
-		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		return true
-	}, "the background prefetch to finish")
+	pgtest.WaitFor(t, time.Minute, func() bool { return !lockfile.Held(filepath.Join(pdir, ".lock")) },
+		"the background prefetch to finish")
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/walgo/walgo/catalog"
+	"github.com/walgo/walgo/internal/lockfile"
 	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
@@ -101,16 +102,8 @@ func notePosition(walDir string, seg string, segSize int64) (startOne bool, err 
 	if err := os.Rename(tmp, filepath.Join(dir, positionFile)); err != nil {
 		return false, err
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return false, err
-	}
-	defer lock.Close()
-	if syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
-		return false, nil // a prefetch runs and will read the position
-	}
-	syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	return true, nil
+	// A running prefetch reads the position; else the caller starts one.
+	return !lockfile.Held(filepath.Join(dir, ".lock")), nil
 }
 
 // readPosition reads positionFile; ok is false when there is none or it

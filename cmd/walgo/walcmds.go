@@ -98,12 +98,7 @@ at once; it exits once no new .ready file came for 2 seconds.`,
 			if err != nil {
 				return err
 			}
-			p := archive.New(e.store, archive.Config{
-				Codec:       e.set.codec,
-				Concurrency: e.set.uploadConc,
-				StartAhead:  aheadStarter(c, e),
-			}, e.log)
-			if _, err = p.Push(c.Context, args[0]); err != nil {
+			if _, err = newPusher(e, aheadStarter(c, e)).Push(c.Context, args[0]); err != nil {
 				return err
 			}
 			// After promotion nothing fetches WAL any more: what a
@@ -175,6 +170,16 @@ every failure exits 1 instead, so the standby retries and keeps running.`,
 	}
 }
 
+// newPusher is the Pusher both wal-push and its background pusher use; only
+// wal-push starts a background pusher.
+func newPusher(e *env, start func(walDir string) error) *archive.Pusher {
+	return archive.New(e.store, archive.Config{
+		Codec:       e.set.codec,
+		Concurrency: e.set.uploadConc,
+		StartAhead:  start,
+	}, e.log)
+}
+
 // newFetcher is the Fetcher both wal-fetch and its background prefetch use;
 // only wal-fetch starts a prefetch.
 func newFetcher(e *env, start func(seg, walDir string, segSize int64) error) *restore.Fetcher {
@@ -218,7 +223,7 @@ func aheadStarter(c *cli.Context, e *env) func(walDir string) error {
 
 // startDetached launches `walgo ARGS...` detached (own session, so it
 // outlives this hook's call and Postgres' signals to it), with this run's
-// settings on stdin (see readDetachedSettings) and an environment without
+// settings on stdin (see setupDetached) and an environment without
 // WALGO_* variables. Its log goes where this run's does.
 func startDetached(c *cli.Context, e *env, args ...string) error {
 	ps := detachedSettings{Flags: map[string]string{}}
@@ -277,23 +282,24 @@ func startDetached(c *cli.Context, e *env, args ...string) error {
 	return cmd.Process.Release()
 }
 
-// readDetachedSettings applies the settings startDetached wrote on stdin
-// to c, before anything reads them.
-func readDetachedSettings(c *cli.Context) error {
+// setupDetached is setupStore for a background process: first it applies
+// the settings startDetached wrote on stdin to c, before anything reads
+// them.
+func setupDetached(c *cli.Context) (*env, error) {
 	var ps detachedSettings
 	body, err := io.ReadAll(io.LimitReader(os.Stdin, maxDetachedSettings))
 	if err == nil {
 		err = json.Unmarshal(body, &ps)
 	}
 	if err != nil || ps.Flags == nil {
-		return fmt.Errorf("%w: %s reads its settings on stdin from the hook that starts it: %v", errUsage, c.Command.Name, err)
+		return nil, fmt.Errorf("%w: %s reads its settings on stdin from the hook that starts it: %v", errUsage, c.Command.Name, err)
 	}
 	for name, v := range ps.Flags {
 		if err := c.Set(name, v); err != nil {
-			return fmt.Errorf("%w: %s setting %s: %v", errUsage, c.Command.Name, name, err)
+			return nil, fmt.Errorf("%w: %s setting %s: %v", errUsage, c.Command.Name, name, err)
 		}
 	}
-	return nil
+	return setupStore(c, true)
 }
 
 func walPushAheadCommand() *cli.Command {
@@ -307,21 +313,15 @@ func walPushAheadCommand() *cli.Command {
 			if len(args) != 1 {
 				return fmt.Errorf("%w: wal-push-ahead takes WALDIR", errUsage)
 			}
-			if err := readDetachedSettings(c); err != nil {
-				return err
-			}
 			// It may live for a whole backlog: collect as the heap nears
 			// what a wal-push allows itself, instead of letting every
 			// worker's garbage double it.
 			debug.SetMemoryLimit(48 << 20)
-			e, err := setupStore(c, true)
+			e, err := setupDetached(c)
 			if err != nil {
 				return err
 			}
-			return archive.New(e.store, archive.Config{
-				Codec:       e.set.codec,
-				Concurrency: e.set.uploadConc,
-			}, e.log).PushAhead(c.Context, args[0])
+			return newPusher(e, nil).PushAhead(c.Context, args[0])
 		},
 	}
 }
@@ -340,10 +340,7 @@ func walPrefetchCommand() *cli.Command {
 			if len(args) != 2 {
 				return fmt.Errorf("%w: wal-prefetch takes SEGMENT and WALDIR", errUsage)
 			}
-			if err := readDetachedSettings(c); err != nil {
-				return err
-			}
-			e, err := setupStore(c, true)
+			e, err := setupDetached(c)
 			if err != nil {
 				return err
 			}
