@@ -80,7 +80,7 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 	}
 	store := repo.Store(p.store, p.log)
 	marks := markers{dir: filepath.Join(own, "pushed"), store: p.store.String()}
-	cl := claims{dir: filepath.Join(own, "pushing")}
+	cl := lockfile.Claims{Dir: filepath.Join(own, "pushing")}
 
 	var (
 		mu      sync.Mutex
@@ -114,7 +114,7 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 			if ctx.Err() != nil {
 				break
 			}
-			c, ok, err := cl.try(n)
+			c, ok, err := cl.Try(n)
 			if err != nil || !ok {
 				// Taken by wal-push: it will store the file and mark it.
 				<-slots
@@ -123,7 +123,7 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 			// With the claim held, look again: the file may have been
 			// pushed and marked, or archived and let go, meanwhile.
 			if marks.has(n) || !isReady(walDir, n) {
-				cl.release(n, c)
+				cl.Release(n, c)
 				handled[n] = true
 				<-slots
 				continue
@@ -137,7 +137,7 @@ func (p *Pusher) PushAhead(ctx context.Context, walDir string) error {
 				if err == nil {
 					err = marks.put(n, repo.ID)
 				}
-				cl.release(n, c)
+				cl.Release(n, c)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -190,111 +190,4 @@ func aheadRunning(walDir string) bool {
 func isReady(walDir, name string) bool {
 	_, err := os.Stat(filepath.Join(walDir, "archive_status", name+".ready"))
 	return err == nil
-}
-
-// claims are the files being pushed now: pg_wal/walgo/pushing/NAME, held
-// with flock by the process pushing NAME. A claim is live only while its
-// lock is held, so one left by a killed process is free.
-type claims struct{ dir string }
-
-func (c claims) path(name string) string { return filepath.Join(c.dir, name) }
-
-// try takes the claim of name if no one holds it. ok is false when another
-// process (or another call in this one) does.
-func (c claims) try(name string) (f *os.File, ok bool, err error) {
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
-		return nil, false, err
-	}
-	for {
-		f, err := os.OpenFile(c.path(name), os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			return nil, false, err
-		}
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			f.Close()
-			if errors.Is(err, syscall.EWOULDBLOCK) {
-				return nil, false, nil
-			}
-			return nil, false, err
-		}
-		if c.same(f, name) {
-			return f, true, nil
-		}
-		f.Close()
-	}
-}
-
-// wait takes the claim of name, waiting while another process holds it,
-// up to claimWaitMax; ok is false if it gave up waiting. The wait is a
-// blocking flock, so the claim is taken the moment its holder lets go.
-func (c claims) wait(ctx context.Context, name string) (f *os.File, ok bool, err error) {
-	if f, ok, err := c.try(name); err != nil || ok {
-		return f, ok, err
-	}
-	timer := time.NewTimer(claimWaitMax)
-	defer timer.Stop()
-	for {
-		f, err := os.OpenFile(c.path(name), os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			return nil, false, err
-		}
-		// The blocked flock owns f once given up on: it closes f when
-		// it returns, and with f the lock it may have got.
-		var mu sync.Mutex
-		abandoned := false
-		locked := make(chan error, 1)
-		go func() {
-			err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-			mu.Lock()
-			defer mu.Unlock()
-			if abandoned {
-				f.Close()
-				return
-			}
-			locked <- err
-		}()
-		var stop error
-		select {
-		case err := <-locked:
-			if err != nil {
-				f.Close()
-				return nil, false, err
-			}
-			if c.same(f, name) {
-				return f, true, nil
-			}
-			f.Close() // locked a removed file: wait on the new one
-			continue
-		case <-timer.C:
-		case <-ctx.Done():
-			stop = ctx.Err()
-		}
-		mu.Lock()
-		abandoned = true
-		select {
-		case <-locked: // got it just now: let it go
-			f.Close()
-		default:
-		}
-		mu.Unlock()
-		return nil, false, stop
-	}
-}
-
-// same reports whether f, locked, is the file at the claim's path: the
-// holder before removes the file as it lets go, and a lock taken on a
-// removed file claims nothing.
-func (c claims) same(f *os.File, name string) bool {
-	var held, now syscall.Stat_t
-	return syscall.Fstat(int(f.Fd()), &held) == nil && syscall.Stat(c.path(name), &now) == nil &&
-		held.Dev == now.Dev && held.Ino == now.Ino
-}
-
-// release lets go of a claim try or wait took.
-func (c claims) release(name string, f *os.File) {
-	if f == nil {
-		return
-	}
-	os.Remove(c.path(name))
-	f.Close()
 }

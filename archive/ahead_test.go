@@ -18,6 +18,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/walgo/walgo/internal/lockfile"
 	"github.com/walgo/walgo/internal/waltest"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/storagetest"
@@ -30,7 +31,7 @@ const holdClaimEnv = "WALGO_TEST_HOLD_CLAIM"
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(holdClaimEnv); spec != "" {
 		dir, name := filepath.Split(spec)
-		_, ok, err := claims{dir: dir}.try(name)
+		_, ok, err := lockfile.Claims{Dir: dir}.Try(name)
 		if err != nil || !ok {
 			fmt.Println("not held", err)
 			os.Exit(1)

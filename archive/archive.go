@@ -20,6 +20,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/internal/lockfile"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
@@ -129,15 +130,15 @@ func (p *Pusher) Push(ctx context.Context, path string) (Result, error) {
 	if p.cfg.StartAhead != nil {
 		// The background pusher may be storing this very file: wait for
 		// it rather than compress the file a second time.
-		cl := claims{dir: filepath.Join(own, "pushing")}
-		c, ok, err := cl.wait(ctx, name)
+		cl := lockfile.Claims{Dir: filepath.Join(own, "pushing")}
+		c, ok, err := cl.Wait(ctx, name, claimWaitMax)
 		if err != nil {
 			return Result{Name: name}, fmt.Errorf("push %s: claim: %w", name, err)
 		}
 		if !ok {
 			p.log.Warn("the background pusher held this file too long; pushing it here too", zap.String("wal", name), zap.Duration("waited", claimWaitMax))
 		}
-		defer cl.release(name, c)
+		defer cl.Release(name, c)
 		if done, err := p.pushedAhead(ctx, cache, marks, name); err != nil || done {
 			return Result{Name: name, Skipped: done}, err
 		}
