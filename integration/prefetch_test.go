@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -92,7 +93,9 @@ func TestPrefetchSmallPgWal(t *testing.T) {
 			}()
 			c.Start(t)
 			ctx := context.Background()
+			var nices []int // of the prefetch's threads, each time it was seen
 			pgtest.WaitFor(t, 5*time.Minute, func() bool {
+				nices = append(nices, threadNices("wal-prefetch", filepath.Join(dir, "pg_wal"))...)
 				if !c.Running() {
 					logb, _ := os.ReadFile(c.LogFile())
 					t.Fatalf("the restored cluster stopped during recovery:\n%s", lastLines(string(logb), 30))
@@ -114,9 +117,54 @@ func TestPrefetchSmallPgWal(t *testing.T) {
 				t.Errorf("pg_wal ran full during recovery:\n%s", grepLines(log, "no space left on device"))
 			}
 			close(stopPeak)
+			// The prefetch works ahead of the replay: it yields the cores
+			// to the startup process (nice 10 on every thread).
+			if tc.prefetch != "0" {
+				if len(nices) == 0 {
+					t.Error("the prefetch process was never seen during recovery")
+				}
+				for _, n := range nices {
+					if n != 10 {
+						t.Errorf("a prefetch thread runs at nice %d, want 10 (all seen: %v)", n, nices)
+						break
+					}
+				}
+			}
 			t.Logf("prefetched segments taken: %d; pg_wal's peak use %.1f MiB of %d", strings.Count(log, `"prefetched": true`), float64(<-peakDone)/(1<<20), size>>20)
 		})
 	}
+}
+
+// threadNices lists the nice value of every thread of the processes whose
+// command line holds all of args.
+func threadNices(args ...string) []int {
+	var out []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		cmd := strings.Split(string(b), "\x00")
+		if !slices.ContainsFunc(args, func(a string) bool { return !slices.Contains(cmd, a) }) {
+			tasks, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "task", "*", "stat"))
+			for _, st := range tasks {
+				b, err := os.ReadFile(st)
+				if err != nil {
+					continue
+				}
+				// Fields after the command's closing parenthesis; nice is
+				// the 19th field of the whole line (proc(5)).
+				f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+				if len(f) > 16 {
+					if n, err := strconv.Atoi(f[16]); err == nil {
+						out = append(out, n)
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // grepLines returns the lines of s that contain sub.

@@ -28,7 +28,14 @@ import (
 //   - Every wal-fetch of a segment writes that segment's name into
 //     positionFile in the prefetch folder and starts a prefetch only if
 //     none holds the folder's lock. The prefetch reads the position as it
-//     changes, so one process serves a whole recovery.
+//     changes, so one process serves a whole recovery. The first
+//     wal-fetch starts it before downloading its own segment, so the two
+//     overlap.
+//   - It holds a claim on each segment while downloading it
+//     (prefetchClaims): a wal-fetch of that segment waits for the
+//     download rather than making a second one.
+//   - It runs at nice backgroundNice (cmd/walgo): it works ahead of the
+//     replay, so on busy cores Postgres' startup process runs first.
 //   - It keeps the segments after the position downloaded: as many in
 //     flight as the measured replay rate times the measured transfer time
 //     needs to hide the round trip, up to FetchConfig.Concurrency, and
@@ -53,6 +60,18 @@ import (
 // positionFile, in the prefetch folder, names the segment wal-fetch served
 // last: "<segment name> <segment size>".
 const positionFile = ".position"
+
+// claimsDir, in the prefetch folder, holds the claims of the segments the
+// prefetch downloads now (see prefetchClaims).
+const claimsDir = ".claims"
+
+// prefetchClaims are the claims of walDir's prefetch: it holds a
+// segment's claim from the start of its download until its sidecar is
+// written, so a wal-fetch of that segment waits for it instead of
+// downloading it again.
+func prefetchClaims(walDir string) lockfile.Claims {
+	return lockfile.Claims{Dir: filepath.Join(PrefetchDir(walDir), claimsDir)}
+}
 
 const (
 	// prefetchPoll is how often a supervised prefetch looks at the
@@ -343,7 +362,7 @@ func (p *prefetcher) evict() {
 	for _, e := range ents {
 		n := e.Name()
 		switch {
-		case n == ".lock" || strings.HasPrefix(n, positionFile) || strings.HasPrefix(n, fetchTempPrefix):
+		case n == ".lock" || n == claimsDir || strings.HasPrefix(n, positionFile) || strings.HasPrefix(n, fetchTempPrefix):
 		case keep[strings.TrimSuffix(n, SidecarExt)]:
 		case p.flight[n]:
 		default:
@@ -469,6 +488,7 @@ func (p *prefetcher) finished(d fetchDone) {
 	switch {
 	case d.err == nil:
 		p.transfer = ewma(p.transfer, d.took.Seconds())
+	case errors.Is(d.err, errClaimed):
 	case errors.Is(d.err, storage.ErrNotFound), errors.Is(d.err, catalog.ErrVanished):
 		// Listed, then gone (retention, a replaced copy): list again.
 		delete(p.listed, d.name[:16])
@@ -503,8 +523,22 @@ func (p *prefetcher) clear() {
 	}
 }
 
-// fetchOne downloads one listed segment with its sidecar.
+// errClaimed: a wal-fetch holds the segment's claim (it is taking the
+// segment), so the prefetch leaves it.
+var errClaimed = errors.New("claimed by wal-fetch")
+
+// fetchOne downloads one listed segment with its sidecar, holding the
+// segment's claim throughout.
 func (p *prefetcher) fetchOne(o catalog.WALObject) error {
+	cl := prefetchClaims(p.walDir)
+	c, ok, err := cl.Try(o.Name)
+	if err != nil {
+		return fmt.Errorf("prefetch %s: claim: %w", o.Name, err)
+	}
+	if !ok {
+		return errClaimed
+	}
+	defer cl.Release(o.Name, c)
 	path := filepath.Join(p.dir, o.Name)
 	os.Remove(path + SidecarExt) // another repository's copy, if any, is replaced
 	start := time.Now()

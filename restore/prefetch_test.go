@@ -1,12 +1,14 @@
 package restore
 
 import (
+	"bytes"
 	"context"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -14,6 +16,8 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/internal/waltest"
+	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -178,5 +182,124 @@ func waitFor(t *testing.T, cond func() bool, what string) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// clusterDir makes walDir's parent a data directory whose pg_control
+// gives the system identifier of waltest's segments and the tests'
+// segment size, as a restored cluster's does.
+func clusterDir(t *testing.T, walDir string, seg []byte) {
+	t.Helper()
+	hdr, err := wal.ParseHeader(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Dir(walDir)
+	os.MkdirAll(filepath.Join(data, "global"), 0o700)
+	if err := os.WriteFile(filepath.Join(data, pgdata.ControlFile), waltest.PgControlSegSize(t, hdr.SystemID, segSize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFirstFetchStartsPrefetch: the first wal-fetch of a recovery starts
+// the prefetch before it downloads its own segment (so the two overlap),
+// and tells it the segment it serves; a wal-fetch while a prefetch runs
+// starts none.
+func TestFirstFetchStartsPrefetch(t *testing.T) {
+	ctx := context.Background()
+	s, _, dir := setup(t, 0)
+	segs := archiveSegs(t, s, "000000010000000000000010", 3, codec.Zstd{})
+	clusterDir(t, dir, segs["000000010000000000000010"])
+	cs := &counting{Store: s}
+	var starts []string
+	var getsBefore []int
+	f := NewFetcher(cs, FetchConfig{Prefetch: 2, Concurrency: 2, StartPrefetch: func(seg, walDir string, size int64) error {
+		starts = append(starts, seg)
+		getsBefore = append(getsBefore, cs.counts()["get"])
+		if walDir != dir || size != segSize {
+			t.Errorf("started for %s, size %d; want %s, %d", walDir, size, dir, segSize)
+		}
+		return nil
+	}}, zap.NewNop())
+	dest := filepath.Join(dir, "RECOVERYXLOG")
+	if err := f.Fetch(ctx, "000000010000000000000010", dest); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(starts, []string{"000000010000000000000010"}) || getsBefore[0] != 0 {
+		t.Fatalf("prefetch started %v with %v GETs made before it; want once, before the download", starts, getsBefore)
+	}
+	if pos, _, ok := readPosition(PrefetchDir(dir)); !ok || pos.Name() != "000000010000000000000010" {
+		t.Fatalf("position %v (%v), want ...10", pos, ok)
+	}
+	// A prefetch runs (holds the lock): the next fetch starts none.
+	lock, err := os.OpenFile(filepath.Join(PrefetchDir(dir), ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Fetch(ctx, "000000010000000000000011", dest); err != nil {
+		t.Fatal(err)
+	}
+	if len(starts) != 1 {
+		t.Fatalf("prefetch started again while one runs: %v", starts)
+	}
+	if pos, _, _ := readPosition(PrefetchDir(dir)); pos.Name() != "000000010000000000000011" {
+		t.Fatalf("position %v after serving ...11", pos)
+	}
+}
+
+// TestFetchWaitsForPrefetchDownload: a wal-fetch of the segment the
+// prefetch is downloading now waits for that download, takes its copy,
+// and makes no request of its own.
+func TestFetchWaitsForPrefetchDownload(t *testing.T) {
+	ctx := context.Background()
+	s, f, dir := setup(t, 2)
+	name := "000000010000000000000011"
+	segs := archiveSegs(t, s, "000000010000000000000010", 2, codec.Zstd{})
+	if err := f.Prefetch(ctx, "000000010000000000000010", dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	// Take the copy away and hold its claim, as the prefetch does while
+	// it downloads; put it back and let go 300 ms later.
+	pdir := PrefetchDir(dir)
+	aside := t.TempDir()
+	for _, n := range []string{name, name + SidecarExt} {
+		if err := os.Rename(filepath.Join(pdir, n), filepath.Join(aside, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl := prefetchClaims(dir)
+	c, ok, err := cl.Try(name)
+	if err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		for _, n := range []string{name, name + SidecarExt} {
+			os.Rename(filepath.Join(aside, n), filepath.Join(pdir, n))
+		}
+		cl.Release(name, c)
+	}()
+	cs := &counting{Store: s}
+	g := NewFetcher(cs, FetchConfig{Prefetch: 2, Concurrency: 2}, zap.NewNop())
+	dest := filepath.Join(dir, "RECOVERYXLOG")
+	t0 := time.Now()
+	if err := g.Fetch(ctx, name, dest); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d < 300*time.Millisecond {
+		t.Errorf("returned after %v, before the download it waited for ended", d)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, segs[name]) {
+		t.Fatal("fetched content differs")
+	}
+	if got := cs.counts(); len(got) != 0 {
+		t.Errorf("requests %v, want none: the prefetched copy serves it", got)
+	}
+	if _, err := os.Stat(cl.Path(name)); !os.IsNotExist(err) {
+		t.Errorf("claim left: %v", err)
 	}
 }

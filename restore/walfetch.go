@@ -23,6 +23,7 @@ import (
 
 	"github.com/walgo/walgo/catalog"
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/internal/lockfile"
 	"github.com/walgo/walgo/pgdata"
 	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
@@ -59,20 +60,32 @@ type Fetcher struct {
 
 	sysOnce sync.Once
 	sysID   uint64 // of the cluster being recovered; 0 if unknown
+	segSize int64  // its WAL segment size; 0 if unknown
 	tag     string // the repository's tag in prefetched copies
 }
 
-// systemID is the cluster's system identifier (see clusterSystemID), read
-// once: walDir is the folder fetched WAL goes to (pg_wal, or the prefetch
+// readControl reads the cluster's pg_control once (see clusterControl):
+// walDir is the folder fetched WAL goes to (pg_wal, or the prefetch
 // folder inside it).
-func (f *Fetcher) systemID(walDir string) uint64 {
+func (f *Fetcher) readControl(walDir string) {
 	f.sysOnce.Do(func() {
 		if filepath.Base(walDir) == "prefetch" && filepath.Base(filepath.Dir(walDir)) == "walgo" {
 			walDir = filepath.Dir(filepath.Dir(walDir))
 		}
-		f.sysID = clusterSystemID(walDir, f.log)
+		f.sysID, f.segSize = clusterControl(walDir, f.log)
 	})
+}
+
+// systemID is the cluster's system identifier; 0 if unknown.
+func (f *Fetcher) systemID(walDir string) uint64 {
+	f.readControl(walDir)
 	return f.sysID
+}
+
+// segmentSize is the cluster's WAL segment size; 0 if unknown.
+func (f *Fetcher) segmentSize(walDir string) int64 {
+	f.readControl(walDir)
+	return f.segSize
 }
 
 // NewFetcher returns a Fetcher.
@@ -110,18 +123,23 @@ func (f *Fetcher) Fetch(ctx context.Context, name, dest string) error {
 	walDir := filepath.Dir(absDest)
 	sweepFetchTemps(walDir, f.log)
 	if kind == wal.KindSegment {
-		if size, ok := f.takePrefetched(name, absDest); ok {
+		size, ok := f.takePrefetched(name, absDest)
+		if !ok {
+			size, ok = f.awaitPrefetched(ctx, name, absDest)
+		}
+		if ok {
 			f.log.Info("fetched", zap.String("wal", name), zap.Bool("prefetched", true), zap.Duration("took", time.Since(start)))
 			f.startPrefetch(name, walDir, size)
 			return nil
 		}
 	}
+	started := kind == wal.KindSegment && f.startPrefetchFirst(name, walDir)
 	size, err := f.download(ctx, name, absDest)
 	if err != nil {
 		return err
 	}
 	f.log.Info("fetched", zap.String("wal", name), zap.Int64("bytes", size), zap.Duration("took", time.Since(start)))
-	if kind == wal.KindSegment {
+	if kind == wal.KindSegment && !started {
 		f.startPrefetch(name, walDir, size)
 	}
 	return nil
@@ -140,6 +158,45 @@ func (f *Fetcher) startPrefetch(name, walDir string, segSize int64) {
 	if err != nil {
 		f.log.Warn("start prefetch", zap.String("wal", name), zap.Error(err))
 	}
+}
+
+// startPrefetchFirst starts the background prefetch at name before this
+// call downloads name itself, when none runs yet and pg_control gives the
+// segment size, and reports whether it did: the first call of a recovery
+// then overlaps its download with the prefetch's start, listing and first
+// downloads. A running prefetch hears of the position once name is
+// served, as before.
+func (f *Fetcher) startPrefetchFirst(name, walDir string) bool {
+	if f.cfg.Prefetch <= 0 || f.cfg.StartPrefetch == nil {
+		return false
+	}
+	size := f.segmentSize(walDir)
+	if size == 0 || lockfile.Held(filepath.Join(PrefetchDir(walDir), ".lock")) {
+		return false
+	}
+	f.startPrefetch(name, walDir, size)
+	return true
+}
+
+// prefetchWaitMax bounds how long wal-fetch waits for a segment the
+// prefetch is downloading before it downloads the segment itself.
+var prefetchWaitMax = 30 * time.Second
+
+// awaitPrefetched takes name from the prefetch folder once the prefetch
+// finishes downloading it, if it is downloading it now (it holds the
+// segment's claim): a download that started earlier ends sooner than a
+// new one, and the segment is fetched once.
+func (f *Fetcher) awaitPrefetched(ctx context.Context, name, dest string) (int64, bool) {
+	cl := prefetchClaims(filepath.Dir(dest))
+	if !lockfile.Held(cl.Path(name)) {
+		return 0, false
+	}
+	c, ok, err := cl.Wait(ctx, name, prefetchWaitMax)
+	if err != nil || !ok {
+		return 0, false
+	}
+	defer cl.Release(name, c)
+	return f.takePrefetched(name, dest)
 }
 
 // download fetches name into dest through a temp file in dest's folder:
@@ -331,12 +388,13 @@ func checkSegmentFile(f *os.File, name string, size int64, sysID uint64) error {
 	return nil
 }
 
-// clusterSystemID is the system identifier of the cluster recovering into
-// walDir, from its global/pg_control: Postgres runs restore_command in the
-// data directory, and pg_wal is inside it. 0 when neither place holds a
-// readable pg_control (wal-fetch run by hand somewhere else): the header is
-// then checked without it.
-func clusterSystemID(walDir string, log *zap.Logger) uint64 {
+// clusterControl is the system identifier and WAL segment size of the
+// cluster recovering into walDir, from its global/pg_control: Postgres
+// runs restore_command in the data directory, and pg_wal is inside it.
+// 0 for what neither place's pg_control gives (wal-fetch run by hand
+// somewhere else): the header is then checked without the identifier,
+// and the prefetch starts after the first download.
+func clusterControl(walDir string, log *zap.Logger) (sysID uint64, segSize int64) {
 	dirs := []string{filepath.Dir(walDir)}
 	if wd, err := os.Getwd(); err == nil && wd != dirs[0] {
 		dirs = append([]string{wd}, dirs...)
@@ -348,15 +406,18 @@ func clusterSystemID(walDir string, log *zap.Logger) uint64 {
 			continue
 		}
 		if err == nil {
+			if c, perr := pgdata.ParseControl(b); perr == nil {
+				return c.SystemID, int64(c.WALSegSize)
+			}
 			var id uint64
 			if id, err = pgdata.ControlSystemID(b); err == nil {
-				return id
+				return id, 0
 			}
 		}
 		log.Warn("cannot read the cluster's system identifier: segments are not checked against it", zap.String("pg_control", p), zap.Error(err))
-		return 0
+		return 0, 0
 	}
-	return 0
+	return 0, 0
 }
 
 // readHead reads at most n bytes from the start of a file.

@@ -204,7 +204,10 @@ func TestPrefetchCleansStale(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	want := []string{".lock", "000000010000000000000021", "000000010000000000000021" + SidecarExt, "000000010000000000000022", "000000010000000000000022" + SidecarExt}
+	want := []string{claimsDir, ".lock", "000000010000000000000021", "000000010000000000000021" + SidecarExt, "000000010000000000000022", "000000010000000000000022" + SidecarExt}
+	if left, _ := os.ReadDir(filepath.Join(pdir, claimsDir)); len(left) != 0 {
+		t.Errorf("claims left after the downloads: %v", left)
+	}
 	if len(names) != len(want) {
 		t.Fatalf("prefetch folder holds %v, want %v", names, want)
 	}

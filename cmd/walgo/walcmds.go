@@ -344,6 +344,9 @@ func walPrefetchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if err := lowerPriority(backgroundNice); err != nil {
+				e.log.Debug("lower the prefetch's priority", zap.Error(err))
+			}
 			return newFetcher(e, nil).Prefetch(c.Context, args[0], args[1], c.Int64("segment-size"))
 		},
 	}
