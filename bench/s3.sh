@@ -20,6 +20,7 @@ LIST_DELAY=${LIST_DELAY:-20}           # part 6: ms per request
 PF_MIB=${PF_MIB:-1152}                 # part 7: size of the small pg_wal (tmpfs): recovery keeps restored segments until a restartpoint, ~64 here
 PF_DELAY=${PF_DELAY:-10}               # part 7: ms per request
 PARTS=${PARTS:-"push drain replay delete fetch list prefetch"} # which parts run
+REPLAY_ALT=${REPLAY_ALT:-}             # part 3: a second walgo binary, replayed interleaved with the first (A/B)
 WALG=${WALG:-}                         # a wal-g binary for part 1's WAL-G column (optional)
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 BENCH_TMP=${BENCH_TMP:-/var/tmp}
@@ -187,12 +188,21 @@ ROWS=$(Q "$P3_PORT" "select count(*) from pgbench_history")
 LAST=$(Q "$P3_PORT" "select pg_walfile_name(pg_switch_wal())")
 wait_archived "$P3_PORT" "$LAST" 300 || die "part 3: archiving stalled"
 pg_stop "$P3/c"
-# replay MODE DELAY: restore (untimed, no delay), then time start to promotion.
+if [[ -n $REPLAY_ALT ]]; then
+  cp "$REPLAY_ALT" "$T/bin/walgo-alt" || die "REPLAY_ALT: cannot copy $REPLAY_ALT"
+fi
+# A wait that starts no process: the poll below must not take the CPU the
+# replay needs (a psql every 20 ms took a fifth of both cores).
+mkfifo "$T/nap"; exec {NAP}<>"$T/nap"
+nap() { read -rt "$1" -u "$NAP" || true; }
+# replay MODE DELAY: restore (untimed, no delay), then time start to
+# promotion. MODE cp: the floor; walgo; alt: REPLAY_ALT's binary.
 replay() {
-  local mode=$1 d=$2 dir=$P3/r port t0 t1
+  local mode=$1 d=$2 dir=$P3/r port t0 t1 bin=$WALGO
+  [[ $mode == alt ]] && bin=$T/bin/walgo-alt
   rm -rf "$dir"; mkdir -p "$dir"; chown postgres: "$dir"
   delay 0
-  as_pg "$WALGO" --config "$conf3" backup-fetch "$dir/data" LATEST >"$P3/fetch.log" 2>&1 || die "part 3: backup-fetch failed: $P3/fetch.log"
+  as_pg "$bin" --config "$conf3" backup-fetch "$dir/data" LATEST >"$P3/fetch.log" 2>&1 || die "part 3: backup-fetch failed: $P3/fetch.log"
   take_port port
   printf "port = %s\narchive_mode = off\nunix_socket_directories = '%s'\n" "$port" "$T/sock" >>"$dir/data/postgresql.auto.conf"
   [[ $mode == cp ]] && echo "restore_command = 'cp $P3/wal/%f %p'" >>"$dir/data/postgresql.auto.conf"
@@ -201,21 +211,30 @@ replay() {
   t0=$(us_now)
   as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" start >/dev/null
   STARTED+=("$dir/data")
+  # Postgres removes recovery.signal as archive recovery ends; only then
+  # ask it (the end-of-recovery checkpoint follows).
+  while [[ -f $dir/data/recovery.signal ]]; do
+    [[ -f $dir/data/postmaster.pid ]] || die "part 3: the restored cluster stopped: $dir/postgres.log"
+    nap 0.01
+  done
   until [[ $(Q "$port" "select pg_is_in_recovery()" 2>/dev/null) == f ]]; do
     [[ -f $dir/data/postmaster.pid ]] || die "part 3: the restored cluster stopped: $dir/postgres.log"
-    sleep 0.02
+    nap 0.01
   done
   t1=$(us_now)
   [[ $(Q "$port" "select count(*) from pgbench_history") == "$ROWS" ]] || die "part 3: $mode at $d ms: wrong row count"
   echo "$(( (t1 - t0) / 1000 ))" >>"$P3/$mode.$d.ms"
-  [[ $mode == walgo ]] && counts >>"$P3/$mode.$d.counts"
+  [[ $mode != cp ]] && counts >>"$P3/$mode.$d.counts"
   as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
 }
 fi
 want replay && for r in $(seq 1 "$RUNS"); do
   replay cp 0
-  for d in $REPLAY_DELAYS; do replay walgo "$d"; done
-  say "part 3 run $r: floor $(tail -n1 "$P3/cp.0.ms") ms$(for d in $REPLAY_DELAYS; do printf ', %s ms: %s ms' "$d" "$(tail -n1 "$P3/walgo.$d.ms")"; done)"
+  for d in $REPLAY_DELAYS; do
+    replay walgo "$d"
+    if [[ -n $REPLAY_ALT ]]; then replay alt "$d"; fi
+  done
+  say "part 3 run $r: floor $(tail -n1 "$P3/cp.0.ms") ms$(for d in $REPLAY_DELAYS; do printf ', %s ms: %s ms' "$d" "$(tail -n1 "$P3/walgo.$d.ms")"; [[ -z $REPLAY_ALT ]] || printf ' (alt %s ms)' "$(tail -n1 "$P3/alt.$d.ms")"; done)"
 done
 
 # ================================================================ part 4
@@ -407,6 +426,10 @@ CONDITIONS_END=$(conditions)
     REQ=$(jq -s --argjson n "$REPLAY_SEGS" 'map(.requests) | add / length / $n | . * 100 | round / 100' "$P3/walgo.$d.counts")
     OPS=$(jq -rs --argjson n "$REPLAY_SEGS" 'length as $r | map(.by_op) | reduce .[] as $m ({}; reduce ($m | to_entries[]) as $e (.; .[$e.key] += $e.value)) | to_entries | map("\(.key) \(.value / $r / $n | . * 100 | round / 100)") | join(", ")' "$P3/walgo.$d.counts")
     echo "   walgo wal-fetch at $d ms/request: $W ms [$(paste -sd' ' "$P3/walgo.$d.ms")], $(ratio "$W" "$F")x the floor; $REQ requests per segment ($OPS)"
+    if [[ -n $REPLAY_ALT ]]; then
+      A=$(med <"$P3/alt.$d.ms")
+      echo "   REPLAY_ALT ($REPLAY_ALT) at $d ms/request: $A ms [$(paste -sd' ' "$P3/alt.$d.ms")], $(ratio "$A" "$F")x the floor, $(ratio "$A" "$W")x walgo"
+    fi
   done
   last=${REPLAY_DELAYS##* }
   R=$(ratio "$(med <"$P3/walgo.$last.ms")" "$F")
