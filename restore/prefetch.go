@@ -351,7 +351,9 @@ func (p *prefetcher) held() []string {
 // while pg_wal's file system has less free space than the reserve, the
 // segments furthest ahead.
 func (p *prefetcher) evict() {
-	keep := map[string]bool{}
+	// The position's own copy stays too: Postgres asks again for the
+	// segment it ended recovery in, right after the one it did not find.
+	keep := map[string]bool{p.pos.Name(): true}
 	for _, s := range p.window(max(1, p.f.cfg.Prefetch)) {
 		keep[s.Name()] = true
 	}

@@ -3,6 +3,7 @@ package restore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/walgo/walgo/codec"
 	"github.com/walgo/walgo/internal/waltest"
 	"github.com/walgo/walgo/pgdata"
+	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -302,4 +304,71 @@ func TestFetchWaitsForPrefetchDownload(t *testing.T) {
 	if _, err := os.Stat(cl.Path(name)); !os.IsNotExist(err) {
 		t.Errorf("claim left: %v", err)
 	}
+}
+
+// TestPrefetchKeepsPosition: in a recovering cluster the copy of the
+// segment wal-fetch served last stays, so the second request Postgres
+// makes for the segment it ended recovery in (after the next one was
+// missing) is served from it without a request; a change to the file it
+// shares with pg_wal is caught by its checksum (fetched again from the
+// archive); once the position moves on, the copy goes.
+func TestPrefetchKeepsPosition(t *testing.T) {
+	ctx := context.Background()
+	s, _, dir := setup(t, 0)
+	cs := &counting{Store: s}
+	f := NewFetcher(cs, FetchConfig{Prefetch: 2, Concurrency: 2}, zaptest.NewLogger(t))
+	segs := archiveSegs(t, s, "000000010000000000000010", 3, codec.Zstd{}) // 10..12
+	recoveringCluster(t, dir)
+	pctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.Prefetch(pctx, "000000010000000000000010", dir, segSize) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, func() bool { return len(prefetched(dir)) == 2 }, "11 and 12 prefetched")
+
+	dest := filepath.Join(dir, "RECOVERYXLOG")
+	last := "000000010000000000000012"
+	cs.counts()
+	for i := range 2 {
+		os.Remove(dest)
+		if err := f.Fetch(ctx, last, dest); err != nil {
+			t.Fatalf("fetch %d of %s: %v", i+1, last, err)
+		}
+		if got, _ := os.ReadFile(dest); !bytes.Equal(got, segs[last]) {
+			t.Fatalf("fetch %d of %s: content differs", i+1, last)
+		}
+		// Postgres asks for 13 in between: not in the archive.
+		if err := f.Fetch(ctx, "000000010000000000000013", filepath.Join(dir, "RECOVERYXLOG")); !errors.Is(err, storage.ErrNotFound) {
+			t.Fatalf("fetch of a missing segment: %v", err)
+		}
+		time.Sleep(2 * prefetchPoll) // the prefetch reads the position and evicts
+	}
+	// Each miss is a GET and a LIST (the prefetch may list again too);
+	// the second fetch of 12 costs nothing.
+	if got := cs.counts(); got["get"] != 2 {
+		t.Errorf("requests %v, want the two misses' GETs only", got)
+	}
+
+	// The file pg_wal shares with the copy is written to: the copy is not
+	// used again, the archive's is.
+	wf, err := os.OpenFile(dest, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf.WriteAt([]byte("overwritten"), 4096)
+	wf.Close()
+	if err := f.Fetch(ctx, last, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, segs[last]) {
+		t.Fatal("a changed copy was served")
+	}
+	if got := cs.counts(); got["get"] != 1 {
+		t.Errorf("requests %v after the copy changed, want one GET", got)
+	}
+
+	// The position moves on past both copies: they go.
+	if _, err := notePosition(dir, "000000010000000000000014", segSize); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return len(prefetched(dir)) == 0 }, "copies behind the position removed")
 }

@@ -447,8 +447,8 @@ func syncDir(dir string) error {
 // segment size.
 //
 // Postgres waits for this call, so it does no more than it must: no
-// request (the store is not touched), one read of the copy, one rename,
-// and no fsync: Postgres fsyncs the segments it keeps (durable_rename
+// request (the store is not touched), one read of the copy, a link and a
+// rename, and no fsync: Postgres fsyncs the segments it keeps (durable_rename
 // when it renames RECOVERYXLOG) and fetches again after a crash.
 func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	dir := PrefetchDir(filepath.Dir(dest))
@@ -485,11 +485,20 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	if got := copySum(h); got != sum {
 		return discard(fmt.Sprintf("checksum %s, recorded %s", got, sum))
 	}
-	// Same file system (both inside pg_wal), so the rename is atomic.
-	if err := os.Rename(p, dest); err != nil {
+	// A hard link (same file system: both inside pg_wal) renamed into
+	// place, not a rename of the copy: the copy stays while it is the
+	// position (see prefetcher.evict), because Postgres asks once more for
+	// the segment it ended recovery in. Its checksum is checked again
+	// then, so whatever wrote to the shared file since is caught.
+	tmp := filepath.Join(filepath.Dir(dest), fetchTempPrefix+name+"-link")
+	os.Remove(tmp)
+	if err := os.Link(p, tmp); err != nil {
 		return discard(err.Error())
 	}
-	os.Remove(p + SidecarExt)
+	if err := os.Rename(tmp, dest); err != nil {
+		os.Remove(tmp)
+		return discard(err.Error())
+	}
 	return n, true
 }
 
