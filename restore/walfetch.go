@@ -493,7 +493,12 @@ func (f *Fetcher) takePrefetched(name, dest string) (int64, bool) {
 	tmp := filepath.Join(filepath.Dir(dest), fetchTempPrefix+name+"-link")
 	os.Remove(tmp)
 	if err := os.Link(p, tmp); err != nil {
-		return discard(err.Error())
+		// A file system without hard links: hand the copy over.
+		if err := os.Rename(p, dest); err != nil {
+			return discard(err.Error())
+		}
+		os.Remove(p + SidecarExt)
+		return n, true
 	}
 	if err := os.Rename(tmp, dest); err != nil {
 		os.Remove(tmp)
