@@ -2,11 +2,15 @@ package catalog
 
 import (
 	"context"
+	"errors"
+	"maps"
 	"strings"
 	"testing"
 
 	"github.com/walgo/walgo/codec"
+	"github.com/walgo/walgo/storage"
 	"github.com/walgo/walgo/storage/file"
+	"github.com/walgo/walgo/storage/storagetest"
 	"github.com/walgo/walgo/wal"
 )
 
@@ -103,5 +107,57 @@ func TestFindAndListWAL(t *testing.T) {
 	all, err := ListWAL(ctx, s)
 	if err != nil || len(all) != 3 {
 		t.Errorf("ListWAL: %+v, %v", all, err)
+	}
+}
+
+// TestOpenWALRequests: OpenWAL asks for the configured codec's key first
+// (a found file: 1 request, a missing one: 2); OpenWALListed lists first
+// (a missing file: 1, a found one: 2); both find a copy of another codec.
+func TestOpenWALRequests(t *testing.T) {
+	ctx := context.Background()
+	fs, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &storagetest.Counter{Store: fs}
+	stored := "000000010000000000000001"
+	lz := "000000010000000000000002" // stored as lz4 only
+	for _, n := range []string{WALKey(stored, codec.Zstd{}), WALKey(lz, codec.LZ4{})} {
+		if err := fs.Put(ctx, n, strings.NewReader("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := map[string]func(name string) (*OpenedWAL, error){
+		"OpenWAL":       func(name string) (*OpenedWAL, error) { return OpenWAL(ctx, s, name, codec.Zstd{}) },
+		"OpenWALListed": func(name string) (*OpenedWAL, error) { return OpenWALListed(ctx, s, name) },
+	}
+	for _, tc := range []struct {
+		fn, name string
+		key      string // "" = not found
+		want     map[string]int
+	}{
+		{"OpenWAL", stored, WALKey(stored, codec.Zstd{}), map[string]int{"get": 1}},
+		{"OpenWAL", lz, WALKey(lz, codec.LZ4{}), map[string]int{"get": 2, "list": 1}},
+		{"OpenWAL", "000000010000000000000009", "", map[string]int{"get": 1, "list": 1}},
+		{"OpenWALListed", stored, WALKey(stored, codec.Zstd{}), map[string]int{"get": 1, "list": 1}},
+		{"OpenWALListed", lz, WALKey(lz, codec.LZ4{}), map[string]int{"get": 1, "list": 1}},
+		{"OpenWALListed", "000000010000000000000009", "", map[string]int{"list": 1}},
+	} {
+		s.Reset()
+		o, err := open[tc.fn](tc.name)
+		switch {
+		case tc.key == "" && !errors.Is(err, storage.ErrNotFound):
+			t.Errorf("%s(%s): err %v, want not found", tc.fn, tc.name, err)
+		case tc.key != "" && err != nil:
+			t.Errorf("%s(%s): %v", tc.fn, tc.name, err)
+		case tc.key != "" && o.Key != tc.key:
+			t.Errorf("%s(%s) opened %s, want %s", tc.fn, tc.name, o.Key, tc.key)
+		}
+		if o != nil {
+			o.Body.Close()
+		}
+		if got := s.Counts(); !maps.Equal(got, tc.want) {
+			t.Errorf("%s(%s): requests %v, want %v", tc.fn, tc.name, got, tc.want)
+		}
 	}
 }

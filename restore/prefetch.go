@@ -34,6 +34,10 @@ import (
 //   - It holds a claim on each segment while downloading it
 //     (prefetchClaims): a wal-fetch of that segment waits for the
 //     download rather than making a second one.
+//   - The copy of the segment served last stays while it is the position
+//     (Postgres asks for it again at the end of recovery), and the first
+//     segment its listing did not show is named in missingFile, so a
+//     wal-fetch of it lists first: one request for "not there".
 //   - It runs at nice backgroundNice (cmd/walgo): it works ahead of the
 //     replay, so on busy cores Postgres' startup process runs first.
 //   - It keeps the segments after the position downloaded: as many in
@@ -60,6 +64,23 @@ import (
 // positionFile, in the prefetch folder, names the segment wal-fetch served
 // last: "<segment name> <segment size>".
 const positionFile = ".position"
+
+// missingFile, in the prefetch folder, names the first segment the
+// prefetch wanted and the archive's listing did not show: a wal-fetch of
+// it (the next segment at the end of the archive, asked for at the end of
+// recovery and again and again by a standby) lists first, so "not in the
+// archive" costs one request. It only orders the requests: the LIST
+// answers for the archive as it is now.
+const missingFile = ".missing"
+
+// missingHint is the segment name missingFile holds, or "".
+func missingHint(walDir string) string {
+	b, err := os.ReadFile(filepath.Join(PrefetchDir(walDir), missingFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
 
 // claimsDir, in the prefetch folder, holds the claims of the segments the
 // prefetch downloads now (see prefetchClaims).
@@ -161,6 +182,7 @@ type prefetcher struct {
 	supervised bool // serving a recovering cluster (see supervise)
 
 	listed  map[string]*logListing // by log prefix (timeline + log id)
+	missing string                 // the segment missingFile names
 	flight  map[string]bool        // segment names downloading
 	done    chan fetchDone
 	failErr error // the first download failure other than "missing"
@@ -364,7 +386,7 @@ func (p *prefetcher) evict() {
 	for _, e := range ents {
 		n := e.Name()
 		switch {
-		case n == ".lock" || n == claimsDir || strings.HasPrefix(n, positionFile) || strings.HasPrefix(n, fetchTempPrefix):
+		case n == ".lock" || n == claimsDir || strings.HasPrefix(n, positionFile) || strings.HasPrefix(n, missingFile) || strings.HasPrefix(n, fetchTempPrefix):
 		case keep[strings.TrimSuffix(n, SidecarExt)]:
 		case p.flight[n]:
 		default:
@@ -453,6 +475,7 @@ func (p *prefetcher) lookup(s wal.Segment) (catalog.WALObject, bool) {
 			return o, true
 		}
 		if time.Since(l.at) < l.wait {
+			p.noteMissing(s)
 			return catalog.WALObject{}, false
 		}
 	}
@@ -474,7 +497,21 @@ func (p *prefetcher) lookup(s wal.Segment) (catalog.WALObject, bool) {
 	p.listed[prefix] = next
 	o, ok := objs[s.Name()]
 	next.missed = !ok
+	if !ok {
+		p.noteMissing(s)
+	}
 	return o, ok
+}
+
+// noteMissing records s in missingFile, once.
+func (p *prefetcher) noteMissing(s wal.Segment) {
+	if p.missing == s.Name() {
+		return
+	}
+	tmp := filepath.Join(p.dir, missingFile+".tmp")
+	if os.WriteFile(tmp, []byte(s.Name()+"\n"), 0o600) == nil && os.Rename(tmp, filepath.Join(p.dir, missingFile)) == nil {
+		p.missing = s.Name()
+	}
 }
 
 // fail records the first failure that stops the prefetch.

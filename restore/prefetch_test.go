@@ -372,3 +372,39 @@ func TestPrefetchKeepsPosition(t *testing.T) {
 	}
 	waitFor(t, func() bool { return len(prefetched(dir)) == 0 }, "copies behind the position removed")
 }
+
+// TestFetchOfMissingNext: the segment after the end of the archive, which
+// the prefetch's listing did not show, costs one LIST when wal-fetch asks
+// for it (not a GET and a LIST); once archived, a LIST and a GET find it.
+func TestFetchOfMissingNext(t *testing.T) {
+	ctx := context.Background()
+	s, _, dir := setup(t, 0)
+	cs := &counting{Store: s}
+	f := NewFetcher(cs, FetchConfig{Prefetch: 2, Concurrency: 2}, zap.NewNop())
+	archiveSegs(t, s, "000000010000000000000010", 2, codec.Zstd{}) // 10, 11
+	if err := f.Prefetch(ctx, "000000010000000000000010", dir, segSize); err != nil {
+		t.Fatal(err)
+	}
+	next := "000000010000000000000012"
+	if got := missingHint(dir); got != next {
+		t.Fatalf("missing hint %q, want %s", got, next)
+	}
+	cs.counts()
+	dest := filepath.Join(dir, "RECOVERYXLOG")
+	if err := f.Fetch(ctx, next, dest); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("fetch of the missing next segment: %v", err)
+	}
+	if got, want := cs.counts(), map[string]int{"list": 1}; !maps.Equal(got, want) {
+		t.Errorf("requests %v, want %v", got, want)
+	}
+	segs := archiveSegs(t, s, next, 1, codec.Zstd{})
+	if err := f.Fetch(ctx, next, dest); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(dest); !bytes.Equal(got, segs[next]) {
+		t.Fatal("content differs")
+	}
+	if got, want := cs.counts(), map[string]int{"list": 1, "get": 1}; !maps.Equal(got, want) {
+		t.Errorf("requests %v, want %v", got, want)
+	}
+}

@@ -201,12 +201,18 @@ func (f *Fetcher) awaitPrefetched(ctx context.Context, name, dest string) (int64
 
 // download fetches name into dest through a temp file in dest's folder:
 // decode, check, fsync, rename, fsync the folder. It returns the plain
-// size. The first attempt finds the
-// file with catalog.OpenWAL (one GET when it is stored with the configured
-// codec); once found, a copy that is gone is a storage failure
-// (catalog.ErrVanished), never "not in the archive".
+// size. The first attempt finds the file with catalog.OpenWAL (one GET
+// when it is stored with the configured codec), or with
+// catalog.OpenWALListed (one LIST) for the segment the prefetch found
+// missing (missingFile); once found, a copy that is gone is a storage
+// failure (catalog.ErrVanished), never "not in the archive".
 func (f *Fetcher) download(ctx context.Context, name, dest string) (int64, error) {
-	found, err := catalog.OpenWAL(ctx, f.store, name, f.cfg.Codec)
+	open := func() (*catalog.OpenedWAL, error) { return catalog.OpenWAL(ctx, f.store, name, f.cfg.Codec) }
+	if wal.Classify(name) == wal.KindSegment && missingHint(filepath.Dir(dest)) == name {
+		// The prefetch's listing ended before it: most likely missing.
+		open = func() (*catalog.OpenedWAL, error) { return catalog.OpenWALListed(ctx, f.store, name) }
+	}
+	found, err := open()
 	if err != nil {
 		return 0, err
 	}
