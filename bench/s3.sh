@@ -81,6 +81,14 @@ EOF
   echo "$f"
 }
 med() { stats | cut -d' ' -f1; }
+# run_ratios A B: the ratios line by line of two files of times, and their median
+run_ratios() {
+  paste -d' ' "$1" "$2" | awk '{ r[NR] = $1 / $2; line = line (NR > 1 ? " " : "") sprintf("%.2f", r[NR]) }
+    END {
+      for (i = 2; i <= NR; i++) { v = r[i]; for (j = i - 1; j >= 1 && r[j] > v; j--) r[j + 1] = r[j]; r[j + 1] = v }
+      m = (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+      printf "%s, median %.2f", line, m }'
+}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 # sum_counts FILE: the proxy's counts, one JSON a line, summed into one
 sum_counts() { jq -s '{requests: (map(.requests) | add), by_op: (map(.by_op) | reduce .[] as $m ({}; reduce ($m | to_entries[]) as $e (.; .[$e.key] += $e.value)))}' "$1"; }
@@ -426,9 +434,13 @@ CONDITIONS_END=$(conditions)
     REQ=$(jq -s --argjson n "$REPLAY_SEGS" 'map(.requests) | add / length / $n | . * 100 | round / 100' "$P3/walgo.$d.counts")
     OPS=$(jq -rs --argjson n "$REPLAY_SEGS" 'length as $r | map(.by_op) | reduce .[] as $m ({}; reduce ($m | to_entries[]) as $e (.; .[$e.key] += $e.value)) | to_entries | map("\(.key) \(.value / $r / $n | . * 100 | round / 100)") | join(", ")' "$P3/walgo.$d.counts")
     echo "   walgo wal-fetch at $d ms/request: $W ms [$(paste -sd' ' "$P3/walgo.$d.ms")], $(ratio "$W" "$F")x the floor; $REQ requests per segment ($OPS)"
+    # Ratios within each run (the floor and walgo back to back) are less
+    # exposed to a machine whose speed drifts between runs.
+    echo "   walgo/floor run by run: $(run_ratios "$P3/walgo.$d.ms" "$P3/cp.0.ms")"
     if [[ -n $REPLAY_ALT ]]; then
       A=$(med <"$P3/alt.$d.ms")
       echo "   REPLAY_ALT ($REPLAY_ALT) at $d ms/request: $A ms [$(paste -sd' ' "$P3/alt.$d.ms")], $(ratio "$A" "$F")x the floor, $(ratio "$A" "$W")x walgo"
+      echo "   alt/walgo run by run: $(run_ratios "$P3/alt.$d.ms" "$P3/walgo.$d.ms")"
     fi
   done
   last=${REPLAY_DELAYS##* }
