@@ -199,10 +199,6 @@ pg_stop "$P3/c"
 if [[ -n $REPLAY_ALT ]]; then
   cp "$REPLAY_ALT" "$T/bin/walgo-alt" || die "REPLAY_ALT: cannot copy $REPLAY_ALT"
 fi
-# A wait that starts no process: the poll below must not take the CPU the
-# replay needs (a psql every 20 ms took a fifth of both cores).
-mkfifo "$T/nap"; exec {NAP}<>"$T/nap"
-nap() { read -rt "$1" -u "$NAP" || true; }
 # replay MODE DELAY: restore (untimed, no delay), then time start to
 # promotion. MODE cp: the floor; walgo; alt: REPLAY_ALT's binary.
 replay() {
@@ -220,7 +216,8 @@ replay() {
   as_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" start >/dev/null
   STARTED+=("$dir/data")
   # Postgres removes recovery.signal as archive recovery ends; only then
-  # ask it (the end-of-recovery checkpoint follows).
+  # ask it (the end-of-recovery checkpoint follows). nap (lib.sh) starts
+  # no process: a psql every 20 ms took a fifth of both cores.
   while [[ -f $dir/data/recovery.signal ]]; do
     [[ -f $dir/data/postmaster.pid ]] || die "part 3: the restored cluster stopped: $dir/postgres.log"
     nap 0.01
