@@ -254,13 +254,20 @@ func fetchesAsCopied(t *testing.T, env []string, ref string, names []string) {
 	noPrefetch := withEnv(env, "WALGO_PREFETCH=0")
 	for _, n := range names {
 		mustWalgo(t, noPrefetch, "wal-fetch", n, dest)
-		got, err := os.ReadFile(dest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		orig, _ := os.ReadFile(filepath.Join(ref, n))
-		if !bytes.Equal(got, orig) {
+		if !sameAsCopied(t, dest, ref, n) {
 			t.Fatalf("%s: fetched copy differs from what Postgres archived", n)
 		}
 	}
+}
+
+// sameAsCopied reports whether the file at got equals WAL file n's copy in
+// ref.
+func sameAsCopied(t *testing.T, got, ref, n string) bool {
+	t.Helper()
+	b, err := os.ReadFile(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := os.ReadFile(filepath.Join(ref, n))
+	return bytes.Equal(b, orig)
 }

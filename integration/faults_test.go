@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -166,12 +165,7 @@ func TestArchiveThroughFaults(t *testing.T) {
 			}
 			t.Fatalf("wal-fetch %s failed (Postgres would stop recovery):\n%s", n, strings.Join(fetchErrors, "\n"))
 		}
-		got, err := os.ReadFile(dest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		orig, _ := os.ReadFile(filepath.Join(ref, n))
-		if !bytes.Equal(got, orig) {
+		if !sameAsCopied(t, dest, ref, n) {
 			t.Fatalf("%s: fetched through the faults, differs from what Postgres archived", n)
 		}
 	}

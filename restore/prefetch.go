@@ -82,6 +82,15 @@ func missingHint(walDir string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// lockFile, in the prefetch folder, is flock'ed by the running prefetch
+// for its whole life (see Prefetch).
+const lockFile = ".lock"
+
+// prefetchRunning reports whether a prefetch holds walDir's folder.
+func prefetchRunning(walDir string) bool {
+	return lockfile.Held(filepath.Join(PrefetchDir(walDir), lockFile))
+}
+
 // claimsDir, in the prefetch folder, holds the claims of the segments the
 // prefetch downloads now (see prefetchClaims).
 const claimsDir = ".claims"
@@ -143,7 +152,7 @@ func notePosition(walDir string, seg string, segSize int64) (startOne bool, err 
 		return false, err
 	}
 	// A running prefetch reads the position; else the caller starts one.
-	return !lockfile.Held(filepath.Join(dir, ".lock")), nil
+	return !prefetchRunning(walDir), nil
 }
 
 // readPosition reads positionFile; ok is false when there is none or it
@@ -219,7 +228,7 @@ func (f *Fetcher) Prefetch(ctx context.Context, seg string, walDir string, segSi
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("prefetch: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return fmt.Errorf("prefetch: %w", err)
 	}
@@ -386,7 +395,7 @@ func (p *prefetcher) evict() {
 	for _, e := range ents {
 		n := e.Name()
 		switch {
-		case n == ".lock" || n == claimsDir || strings.HasPrefix(n, positionFile) || strings.HasPrefix(n, missingFile) || strings.HasPrefix(n, fetchTempPrefix):
+		case n == lockFile || n == claimsDir || strings.HasPrefix(n, positionFile) || strings.HasPrefix(n, missingFile) || strings.HasPrefix(n, fetchTempPrefix):
 		case keep[strings.TrimSuffix(n, SidecarExt)]:
 		case p.flight[n]:
 		default:

@@ -234,7 +234,7 @@ func TestFirstFetchStartsPrefetch(t *testing.T) {
 		t.Fatalf("position %v (%v), want ...10", pos, ok)
 	}
 	// A prefetch runs (holds the lock): the next fetch starts none.
-	lock, err := os.OpenFile(filepath.Join(PrefetchDir(dir), ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(PrefetchDir(dir), lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -171,7 +171,7 @@ func (f *Fetcher) startPrefetchFirst(name, walDir string) bool {
 		return false
 	}
 	size := f.segmentSize(walDir)
-	if size == 0 || lockfile.Held(filepath.Join(PrefetchDir(walDir), ".lock")) {
+	if size == 0 || prefetchRunning(walDir) {
 		return false
 	}
 	f.startPrefetch(name, walDir, size)
@@ -586,7 +586,7 @@ func SweepAfterRecovery(walDir string, log *zap.Logger) {
 	if signalled(filepath.Join(walDir, "RECOVERYXLOG"), pgdata.RecoverySignalFile, pgdata.StandbySignalFile) {
 		return
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return
 	}

@@ -211,7 +211,7 @@ func TestPrefetchCleansStale(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	want := []string{claimsDir, ".lock", "000000010000000000000021", "000000010000000000000021" + SidecarExt, "000000010000000000000022", "000000010000000000000022" + SidecarExt}
+	want := []string{claimsDir, lockFile, "000000010000000000000021", "000000010000000000000021" + SidecarExt, "000000010000000000000022", "000000010000000000000022" + SidecarExt}
 	if left, _ := os.ReadDir(filepath.Join(pdir, claimsDir)); len(left) != 0 {
 		t.Errorf("claims left after the downloads: %v", left)
 	}
@@ -370,7 +370,7 @@ func TestSweepAfterRecovery(t *testing.T) {
 		}
 		os.Remove(filepath.Join(data, sig))
 	}
-	lk, err := os.OpenFile(filepath.Join(pdir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lk, err := os.OpenFile(filepath.Join(pdir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
