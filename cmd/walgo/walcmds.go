@@ -209,7 +209,7 @@ const maxDetachedSettings = 1 << 20
 // background prefetch (walgo wal-prefetch, see startDetached).
 func prefetchStarter(c *cli.Context, e *env) func(seg, walDir string, segSize int64) error {
 	return func(seg, walDir string, segSize int64) error {
-		return startDetached(c, e, "wal-prefetch", "--segment-size", strconv.FormatInt(segSize, 10), seg, walDir)
+		return startDetached(c, e, backgroundNice, "wal-prefetch", "--segment-size", strconv.FormatInt(segSize, 10), seg, walDir)
 	}
 }
 
@@ -217,15 +217,16 @@ func prefetchStarter(c *cli.Context, e *env) func(seg, walDir string, segSize in
 // background pusher (walgo wal-push-ahead, see startDetached).
 func aheadStarter(c *cli.Context, e *env) func(walDir string) error {
 	return func(walDir string) error {
-		return startDetached(c, e, "wal-push-ahead", walDir)
+		return startDetached(c, e, 0, "wal-push-ahead", walDir)
 	}
 }
 
 // startDetached launches `walgo ARGS...` detached (own session, so it
 // outlives this hook's call and Postgres' signals to it), with this run's
 // settings on stdin (see setupDetached) and an environment without
-// WALGO_* variables. Its log goes where this run's does.
-func startDetached(c *cli.Context, e *env, args ...string) error {
+// WALGO_* variables. Its log goes where this run's does. A nice value
+// above 0 starts it at that priority (see startAtNice).
+func startDetached(c *cli.Context, e *env, nice int, args ...string) error {
 	ps := detachedSettings{Flags: map[string]string{}}
 	for _, fl := range c.App.Flags {
 		name := fl.Names()[0]
@@ -266,7 +267,11 @@ func startDetached(c *cli.Context, e *env, args ...string) error {
 	cmd.Stdin = r
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
+	if nice != 0 {
+		err = startAtNice(cmd, nice)
+	} else {
+		err = cmd.Start()
+	}
 	r.Close()
 	if err != nil {
 		return err
