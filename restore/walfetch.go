@@ -203,13 +203,19 @@ func (f *Fetcher) awaitPrefetched(ctx context.Context, name, dest string) (int64
 // decode, check, fsync, rename, fsync the folder. It returns the plain
 // size. The first attempt finds the file with catalog.OpenWAL (one GET
 // when it is stored with the configured codec), or with
-// catalog.OpenWALListed (one LIST) for the segment the prefetch found
-// missing (missingFile); once found, a copy that is gone is a storage
-// failure (catalog.ErrVanished), never "not in the archive".
+// catalog.OpenWALListed (one LIST) for a file most likely missing: a
+// history file, or the segment the prefetch found missing (missingFile).
+// Once found, a copy that is gone is a storage failure
+// (catalog.ErrVanished), never "not in the archive".
 func (f *Fetcher) download(ctx context.Context, name, dest string) (int64, error) {
 	open := func() (*catalog.OpenedWAL, error) { return catalog.OpenWAL(ctx, f.store, name, f.cfg.Codec) }
-	if wal.Classify(name) == wal.KindSegment && missingHint(filepath.Dir(dest)) == name {
-		// The prefetch's listing ended before it: most likely missing.
+	switch kind := wal.Classify(name); {
+	case kind == wal.KindHistory,
+		// Postgres asks for the next timeline's history at the end of
+		// every recovery and at each poll of a standby: it is missing
+		// almost every time.
+		kind == wal.KindSegment && missingHint(filepath.Dir(dest)) == name:
+		// The prefetch's listing ended before it.
 		open = func() (*catalog.OpenedWAL, error) { return catalog.OpenWALListed(ctx, f.store, name) }
 	}
 	found, err := open()
