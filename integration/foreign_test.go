@@ -155,6 +155,14 @@ func TestFetchRequests(t *testing.T) {
 			t.Errorf("wal-fetch %d of a missing segment: requests %v, want %d GET and one LIST", i+1, got, want)
 		}
 	}
+	// The next timeline's history file, which Postgres asks for at the end
+	// of every recovery: missing almost always, so listed first.
+	if res := walgo(t, env, "wal-fetch", "00000002.history", dest); res.code != 1 {
+		t.Fatalf("missing history file: exit %d: %s", res.code, res.stderr)
+	}
+	if got := take(); len(got) != 1 || got["LIST"] != 1 {
+		t.Errorf("wal-fetch of a missing history file: requests %v, want exactly one LIST", got)
+	}
 }
 
 // TestMixedCodecRestore: a repository whose WAL was written by several
