@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/walgo/walgo/internal/pgtest"
+	"github.com/walgo/walgo/internal/proctest"
 )
 
 // TestPrefetchSmallPgWal: a restore whose pg_wal is a small file system
@@ -139,29 +139,13 @@ func TestPrefetchSmallPgWal(t *testing.T) {
 // command line holds all of args.
 func threadNices(args ...string) []int {
 	var out []int
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		b, err := os.ReadFile(p)
+	for _, pid := range proctest.Matching(args...) {
+		nices, err := proctest.ThreadNices(pid)
 		if err != nil {
-			continue
+			continue // the process ended
 		}
-		cmd := strings.Split(string(b), "\x00")
-		if !slices.ContainsFunc(args, func(a string) bool { return !slices.Contains(cmd, a) }) {
-			tasks, _ := filepath.Glob(filepath.Join(filepath.Dir(p), "task", "*", "stat"))
-			for _, st := range tasks {
-				b, err := os.ReadFile(st)
-				if err != nil {
-					continue
-				}
-				// Fields after the command's closing parenthesis; nice is
-				// the 19th field of the whole line (proc(5)).
-				f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-				if len(f) > 16 {
-					if n, err := strconv.Atoi(f[16]); err == nil {
-						out = append(out, n)
-					}
-				}
-			}
+		for _, n := range nices {
+			out = append(out, n)
 		}
 	}
 	return out

@@ -1,16 +1,16 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/walgo/walgo/internal/proctest"
 )
 
 const niceChildEnv = "WALGO_TEST_NICE_CHILD"
@@ -62,34 +62,11 @@ func TestStartAtNice(t *testing.T) {
 // taskNices reads the nice value of each thread of process pid.
 func taskNices(t *testing.T, pid string) map[string]int {
 	t.Helper()
-	out, err := readNices(pid)
+	out, err := proctest.ThreadNices(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return out
-}
-
-func readNices(pid string) (map[string]int, error) {
-	stats, err := filepath.Glob("/proc/" + pid + "/task/*/stat")
-	if err != nil || len(stats) == 0 {
-		return nil, fmt.Errorf("no threads of %s: %v", pid, err)
-	}
-	out := map[string]int{}
-	for _, st := range stats {
-		b, err := os.ReadFile(st)
-		if err != nil {
-			continue // the thread ended
-		}
-		// Fields after the command's closing parenthesis; nice is the
-		// 19th field of the whole line (proc(5)).
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		n, err := strconv.Atoi(f[16])
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", st, err)
-		}
-		out[filepath.Base(filepath.Dir(st))] = n
-	}
-	return out, nil
 }
 
 // niceChild churns OS threads, lowers its priority in the middle of it,
@@ -127,7 +104,7 @@ func niceChild() {
 	time.Sleep(100 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	nices, err := readNices("self")
+	nices, err := proctest.ThreadNices("self")
 	if err != nil {
 		println(err.Error())
 		os.Exit(1)
