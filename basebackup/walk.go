@@ -25,9 +25,15 @@ type entry struct {
 // in pg_tblspc are followed and stored in place, with only the version
 // folder of major (pgdata.MajorVersion; "" keeps them all) inside them, as
 // pg_basebackup sends: a location may also hold another version's folder
-// (pg_upgrade). Files that vanish while walking are left out: Postgres
-// removes files all the time.
+// (pg_upgrade). A tablespace located inside the data directory is stored
+// once, through its link; its folder is stored empty
+// (pgdata.TablespacesInside). Files that vanish while walking are left
+// out: Postgres removes files all the time.
 func walk(dataDir, major string) ([]entry, error) {
+	inside, err := pgdata.TablespacesInside(dataDir)
+	if err != nil {
+		return nil, err
+	}
 	var out []entry
 	var visit func(dir, name string) error
 	visit = func(dir, name string) error {
@@ -91,8 +97,8 @@ func walk(dataDir, major string) ([]entry, error) {
 			}
 			if fi.IsDir() {
 				out = append(out, entry{name: rel, path: p, info: fi})
-				if pgdata.SkipContents(rel) {
-					continue
+				if pgdata.SkipContents(rel) || inside[rel] {
+					continue // inside: a tablespace's location, stored through its link
 				}
 				if err := visit(p, rel); err != nil {
 					return err

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -130,5 +131,42 @@ func TestLinkedDirs(t *testing.T) {
 	}
 	if !slices.Equal(got, want) || walDir != wal {
 		t.Errorf("linkedDirs = %+v, %q\nwant %+v, %q", got, walDir, want, wal)
+	}
+}
+
+// A tablespace whose location is inside the data directory (Postgres warns
+// but allows it) is stored once, through its pg_tblspc link, as
+// pg_basebackup does: the folder itself stays, empty, so a restore to the
+// original paths finds the tablespace's location there and empty.
+func TestTablespaceInsideDataDir(t *testing.T) {
+	data := t.TempDir()
+	touch(t, data, "PG_VERSION", "tsin/PG_15_202209061/5/17001", "pg_tblspc/.keep", "other/file")
+	os.Remove(filepath.Join(data, "pg_tblspc", ".keep"))
+	// Linked by absolute path, through a symlink to the data directory, as
+	// a location may be.
+	alias := filepath.Join(t.TempDir(), "alias")
+	if err := os.Symlink(data, alias); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(alias, "tsin"), filepath.Join(data, "pg_tblspc", "17000")); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := walk(data, "15")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.name)
+	}
+	for _, want := range []string{"tsin", "pg_tblspc/17000", "pg_tblspc/17000/PG_15_202209061/5/17001", "other/file"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("the backup lacks %s: %v", want, names)
+		}
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "tsin/") {
+			t.Errorf("the tablespace is stored a second time, as %s", n)
+		}
 	}
 }

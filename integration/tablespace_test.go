@@ -185,3 +185,68 @@ func firstVersionDir(t *testing.T, spc string) string {
 	}
 	return m[0]
 }
+
+// TestTablespaceInsideDataDir: a tablespace located inside the data
+// directory (Postgres warns, but allows it) is stored once, through its
+// link, and its folder empty, as pg_basebackup does. So a restore to the
+// original paths (the host rebuilt, the data directory where it was) puts
+// the tablespace back in its folder inside the data directory; before, the
+// backup held the tablespace twice and that restore was refused.
+func TestTablespaceInsideDataDir(t *testing.T) {
+	r := fileRepo(t)
+	pgtest.Require(t)
+	src := pgtest.New(t, pgtest.Options{
+		InitdbArgs: []string{"-k"},
+		Env:        r.env,
+		Conf:       []string{"archive_mode = on", fmt.Sprintf("archive_command = '%s wal-push %%p'", walgoBin)},
+	})
+	loc := filepath.Join(src.DataDir(), "tsin")
+	if err := os.Mkdir(loc, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.Chown(t, loc)
+	src.Start(t)
+	env := append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...)
+	src.SQL(t, fmt.Sprintf(`create tablespace ts1 location '%s';
+		create table big (id int primary key using index tablespace ts1, v text) tablespace ts1;
+		create index big_v on big (v) tablespace ts1;
+		insert into big select g, md5(g::text) from generate_series(1, 20000) g;
+		create table plain (id int primary key);
+		insert into plain select generate_series(1, 1000);`, loc))
+	oid := src.SQL(t, "select oid from pg_tablespace where spcname = 'ts1'")
+	mustWalgoAs(t, src, env, "backup-push")
+	src.SQL(t, `update big set v = 'changed' where id % 7 = 0; delete from plain where id % 3 = 0; checkpoint;`)
+	mustWalgoAs(t, src, env, "backup-push", "--delta")
+	end := pointAfter(t, src)
+	want := src.SQL(t, tsState)
+	archiveAll(t, src)
+	list := listBackups(t, r)
+	if len(list) != 2 {
+		t.Fatalf("backups: %v", list)
+	}
+
+	// The host is rebuilt: the data directory goes back where it was.
+	src.Stop(t)
+	dir := src.DataDir()
+	if err := os.Rename(dir, dir+".lost"); err != nil {
+		t.Fatal(err)
+	}
+	mustWalgo(t, r.env, "backup-fetch", dir, list[1], "--target-lsn", end)
+	pgtest.Chown(t, dir)
+	if link, err := os.Readlink(filepath.Join(dir, "pg_tblspc", oid)); err != nil || link != loc {
+		t.Errorf("pg_tblspc/%s: %q, %v; want a link to %s", oid, link, err, loc)
+	}
+	if ents, err := os.ReadDir(loc); err != nil || len(ents) != 1 || !strings.HasPrefix(ents[0].Name(), "PG_") {
+		t.Errorf("the tablespace's folder holds %v (%v), want one version folder", ents, err)
+	}
+	c := pgtest.OpenExisting(t, dir, pgtest.Options{Env: r.env, Conf: []string{"archive_mode = off"}})
+	c.Start(t)
+	waitPromoted(t, c)
+	if got := c.SQL(t, tsState); got != want {
+		t.Errorf("restored data differs:\n got %s\nwant %s", got, want)
+	}
+	if got := c.SQL(t, "select pg_tablespace_location("+oid+")"); got != loc {
+		t.Errorf("tablespace ts1 is at %q, want %q", got, loc)
+	}
+	amcheck(t, c)
+}

@@ -3,6 +3,9 @@ package pgdata
 import (
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +34,46 @@ func ParseTablespaceLink(p string) (uint32, bool) {
 		return 0, false
 	}
 	return parseOid(rest)
+}
+
+// TablespacesInside lists the folders of dataDir (relative,
+// slash-separated) that a tablespace link in pg_tblspc points at: Postgres
+// warns about a location inside the data directory but allows it. A backup
+// stores such a folder's content once, as the tablespace, and the folder
+// itself empty, as pg_basebackup does. Links are resolved through
+// symlinks on both sides; an in-place tablespace (a folder in pg_tblspc,
+// not a link) is not listed.
+func TablespacesInside(dataDir string) (map[string]bool, error) {
+	root, err := filepath.EvalSymlinks(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(filepath.Join(dataDir, TablespaceDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, e := range ents {
+		if e.Type()&fs.ModeSymlink == 0 {
+			continue
+		}
+		if _, ok := parseOid(e.Name()); !ok {
+			continue
+		}
+		target, err := filepath.EvalSymlinks(filepath.Join(dataDir, TablespaceDir, e.Name()))
+		if err != nil {
+			continue // a dangling link: the walk reports it
+		}
+		rel, err := filepath.Rel(root, target)
+		if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			continue
+		}
+		out[filepath.ToSlash(rel)] = true
+	}
+	return out, nil
 }
 
 // VersionDir is the folder inside a tablespace that one major version of

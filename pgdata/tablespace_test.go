@@ -2,6 +2,9 @@ package pgdata
 
 import (
 	"errors"
+	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -84,5 +87,34 @@ func TestTablespaceMap(t *testing.T) {
 		if _, err := ParseTablespaceMap(bad); !errors.Is(err, ErrTablespaceMap) {
 			t.Errorf("ParseTablespaceMap(%q) = %v, want ErrTablespaceMap", bad, err)
 		}
+	}
+}
+
+func TestTablespacesInside(t *testing.T) {
+	data, outside := t.TempDir(), t.TempDir()
+	for _, d := range []string{"pg_tblspc/16390", "tsin", "deep/ts2"} { // 16390: an in-place tablespace
+		if err := os.MkdirAll(filepath.Join(data, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for oid, target := range map[string]string{
+		"16384": filepath.Join(data, "tsin"),
+		"16385": "../deep/ts2", // relative
+		"16386": outside,
+		"16387": filepath.Join(data, "gone"), // dangling
+	} {
+		if err := os.Symlink(target, filepath.Join(data, "pg_tblspc", oid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := TablespacesInside(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]bool{"tsin": true, "deep/ts2": true}; !maps.Equal(got, want) {
+		t.Errorf("TablespacesInside = %v, want %v", got, want)
+	}
+	if got, err := TablespacesInside(t.TempDir()); err != nil || len(got) != 0 {
+		t.Errorf("without pg_tblspc: %v, %v", got, err)
 	}
 }

@@ -1474,6 +1474,56 @@ func TestBackupFetchInPlaceTablespace(t *testing.T) {
 	}
 }
 
+// TestBackupFetchTablespaceInsideDataDir: a tablespace located inside the
+// data directory (Postgres warns, but allows it) is restored to the
+// original paths when the backup holds its folder empty, as walgo's
+// backups do since they store it once (pgdata.TablespacesInside); a backup
+// that holds the tablespace's files in that folder too is refused, as two
+// copies would meet in one place.
+func TestBackupFetchTablespaceInsideDataDir(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		extra  []ent // in the data directory's own "tsin" folder
+		refuse string
+	}{
+		{name: "folder held empty"},
+		{name: "folder held with the files too", extra: []ent{{path: "tsin/PG_16_202307071/", typ: tar.TypeDir}, {path: "tsin/PG_16_202307071/f", body: []byte("old copy")}},
+			refuse: "hold one another"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir() + "/data"
+			loc := dir + "/tsin"
+			s := newStore(t)
+			ents := append([]ent{
+				{path: "pg_tblspc/", typ: tar.TypeDir}, {path: "tsin/", typ: tar.TypeDir},
+				{path: "pg_tblspc/16384/", typ: tar.TypeDir}, {path: "pg_tblspc/16384/PG_16_202307071/", typ: tar.TypeDir},
+				{path: "pg_tblspc/16384/PG_16_202307071/f", body: []byte("the tablespace")},
+			}, tt.extra...)
+			putBackup(t, s, spec{no: 2, tsMap: "16384 " + loc + "\n",
+				spaces: []catalog.Tablespace{{OID: 16384, Name: "tsin", Location: loc}}, ents: ents})
+			_, err := BackupFetch(context.Background(), s, opts(dir))
+			if tt.refuse != "" {
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.refuse) {
+					t.Fatalf("err = %v, want ErrInvalid with %q", err, tt.refuse)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if target, err := os.Readlink(dir + "/pg_tblspc/16384"); err != nil || target != loc {
+				t.Errorf("link %q (%v), want %q", target, err, loc)
+			}
+			if got := string(readFile(t, loc+"/PG_16_202307071/f")); got != "the tablespace" {
+				t.Errorf("tablespace file: %q", got)
+			}
+			if got := tree(t, loc); !slices.Equal(got, []string{"PG_16_202307071", "PG_16_202307071/f"}) {
+				t.Errorf("the tablespace's folder holds %q", got)
+			}
+		})
+	}
+}
+
 // TestBackupFetchTablespaceCleanup: a restore that fails halfway leaves a
 // tablespace folder it created removed, and one that was there empty.
 func TestBackupFetchTablespaceCleanup(t *testing.T) {

@@ -21,7 +21,9 @@ import (
 // tablespace to opts.Tablespaces[name or oid], else under
 // opts.TablespacesUnder, else to its original location; pg_wal to
 // opts.WALDir if set (else it is a folder inside dir). Every target must be
-// an empty or missing folder outside dir and apart from the others.
+// an empty or missing folder outside dir and apart from the others, but
+// for a folder the backup holds empty inside dir (a tablespace located
+// inside the data directory, restored to the original paths).
 func planMoves(final *layer, dir string, opts *BackupFetchOptions) ([]*movedDir, error) {
 	sn := final.sn
 	byOID := map[uint32]catalog.Tablespace{}
@@ -88,6 +90,13 @@ func planMoves(final *layer, dir string, opts *BackupFetchOptions) ([]*movedDir,
 			return nil, fmt.Errorf("%w: %s: folder %s: %v", ErrInvalid, m.what, m.target, err)
 		}
 		m.target = abs
+		if rel, ok := emptyFolderIn(final, dir, m.target); ok {
+			// A tablespace located inside the data directory, restored to
+			// the original paths: the backup holds its folder empty
+			// (pgdata.TablespacesInside), so only the tablespace fills it.
+			m.within = rel
+			continue
+		}
 		if inside(m.target, dir) || inside(dir, m.target) {
 			return nil, fmt.Errorf("%w: %s: %s and the restore folder %s hold one another; give it a folder of its own", ErrInvalid, m.what, m.target, dir)
 		}
@@ -103,6 +112,27 @@ func planMoves(final *layer, dir string, opts *BackupFetchOptions) ([]*movedDir,
 		}
 	}
 	return moved, nil
+}
+
+// emptyFolderIn reports whether target is a folder inside the restore
+// folder dir (not dir itself) that the backup holds with nothing in it, and
+// its path there.
+func emptyFolderIn(final *layer, dir, target string) (string, bool) {
+	rel, err := filepath.Rel(dir, target)
+	if err != nil || rel == "." || !inside(target, dir) {
+		return "", false
+	}
+	rel = filepath.ToSlash(rel)
+	f, ok := final.files[rel]
+	if !ok || !fs.FileMode(f.Mode).IsDir() {
+		return "", false
+	}
+	for p := range final.files {
+		if strings.HasPrefix(p, rel+"/") {
+			return "", false
+		}
+	}
+	return rel, true
 }
 
 // inside reports whether folder a is b or inside it.

@@ -28,6 +28,10 @@ type movedDir struct {
 	target string // where its contents go: an absolute folder
 	what   string // what it is, for messages: `tablespace "ts1" (16400)`
 	from   string // where it was on the backed-up cluster, if known
+	// within: target's path in the data directory, when it lies inside it
+	// (a tablespace located there, restored to the original paths); the
+	// data directory's own tree holds that folder empty.
+	within string
 	root   *os.Root
 	// created: the restore made target, and removes it again on failure.
 	created bool
@@ -140,6 +144,13 @@ func (t *destTree) walk(fn func(p string, d fs.DirEntry) error) error {
 			}
 			switch {
 			case prefix == "":
+				if d.IsDir() && t.holdsMoved(p) {
+					// A moved folder's contents are walked from its own root.
+					if err := fn(p, d); err != nil {
+						return err
+					}
+					return fs.SkipDir
+				}
 			case p == ".":
 				p = prefix
 			default:
@@ -157,6 +168,17 @@ func (t *destTree) walk(fn func(p string, d fs.DirEntry) error) error {
 		}
 	}
 	return nil
+}
+
+// holdsMoved reports whether folder p of the data directory is where a
+// moved folder's contents go (movedDir.within).
+func (t *destTree) holdsMoved(p string) bool {
+	for _, m := range t.moved {
+		if m.within != "" && m.within == p {
+			return true
+		}
+	}
+	return false
 }
 
 // link makes each moved folder's symlink in the data directory, where
