@@ -50,14 +50,7 @@ func TestWalkSkipsWhatPgBasebackupSkips(t *testing.T) {
 	}
 	os.Symlink("/etc/hosts", filepath.Join(data, "conf-link"))
 
-	entries, err := walk(data, "15")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range entries {
-		got = append(got, e.name)
-	}
+	entries, got := walkNames(t, data)
 	want := []string{
 		"PG_VERSION", "base", "base/5", "base/5/1259", "base/5/1259_fsm", "base/5/16384", "base/5/16384.1",
 		"base/5/16400_init", "conf-link", "global", "global/1262",
@@ -151,14 +144,7 @@ func TestTablespaceInsideDataDir(t *testing.T) {
 	if err := os.Symlink(filepath.Join(alias, "tsin"), filepath.Join(data, "pg_tblspc", "17000")); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := walk(data, "15")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.name)
-	}
+	_, names := walkNames(t, data)
 	for _, want := range []string{"tsin", "pg_tblspc/17000", "pg_tblspc/17000/PG_15_202209061/5/17001", "other/file"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("the backup lacks %s: %v", want, names)
@@ -169,4 +155,19 @@ func TestTablespaceInsideDataDir(t *testing.T) {
 			t.Errorf("the tablespace is stored a second time, as %s", n)
 		}
 	}
+}
+
+// walkNames walks data as a backup does and lists its entries' names, in
+// tar order.
+func walkNames(t *testing.T, data string) ([]entry, []string) {
+	t.Helper()
+	entries, err := walk(data, "15")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.name)
+	}
+	return entries, names
 }

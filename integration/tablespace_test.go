@@ -34,20 +34,7 @@ func TestTablespaces(t *testing.T) {
 		Conf:       []string{"archive_mode = on", fmt.Sprintf("archive_command = '%s wal-push %%p'", walgoBin)},
 	})
 	src.Start(t)
-	env := append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...)
-	src.SQL(t, fmt.Sprintf(`create tablespace ts1 location '%s';
-		create table big (id int primary key using index tablespace ts1, v text) tablespace ts1;
-		create index big_v on big (v) tablespace ts1;
-		insert into big select g, md5(g::text) from generate_series(1, 20000) g;
-		create table plain (id int primary key);
-		insert into plain select generate_series(1, 1000);`, tsDir))
-	oid := src.SQL(t, "select oid from pg_tablespace where spcname = 'ts1'")
-	mustWalgoAs(t, src, env, "backup-push")
-	src.SQL(t, `update big set v = 'changed' where id % 7 = 0; delete from plain where id % 3 = 0; checkpoint;`)
-	mustWalgoAs(t, src, env, "backup-push", "--delta")
-	end := pointAfter(t, src)
-	want := src.SQL(t, tsState)
-	archiveAll(t, src)
+	oid, end, want := tablespaceBackups(t, r, src, tsDir)
 	list := listBackups(t, r)
 	if len(list) != 2 || !strings.Contains(list[1], "_D_") {
 		t.Fatalf("backups: %v", list)
@@ -176,6 +163,29 @@ func TestTablespaces(t *testing.T) {
 	})
 }
 
+// tablespaceBackups fills the running cluster src with what tsState
+// fingerprints, in a tablespace ts1 at loc, and takes a full backup and a
+// delta, changing it in between. It returns the tablespace's oid, an LSN
+// after the delta and tsState there, with everything up to it archived.
+func tablespaceBackups(t *testing.T, r repo, src *pgtest.Cluster, loc string) (oid, end, want string) {
+	t.Helper()
+	env := append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...)
+	src.SQL(t, fmt.Sprintf(`create tablespace ts1 location '%s';
+		create table big (id int primary key using index tablespace ts1, v text) tablespace ts1;
+		create index big_v on big (v) tablespace ts1;
+		insert into big select g, md5(g::text) from generate_series(1, 20000) g;
+		create table plain (id int primary key);
+		insert into plain select generate_series(1, 1000);`, loc))
+	oid = src.SQL(t, "select oid from pg_tablespace where spcname = 'ts1'")
+	mustWalgoAs(t, src, env, "backup-push")
+	src.SQL(t, `update big set v = 'changed' where id % 7 = 0; delete from plain where id % 3 = 0; checkpoint;`)
+	mustWalgoAs(t, src, env, "backup-push", "--delta")
+	end = pointAfter(t, src)
+	want = src.SQL(t, tsState)
+	archiveAll(t, src)
+	return oid, end, want
+}
+
 // firstVersionDir is the PG_<major>_<catversion> folder in a tablespace.
 func firstVersionDir(t *testing.T, spc string) string {
 	t.Helper()
@@ -206,20 +216,7 @@ func TestTablespaceInsideDataDir(t *testing.T) {
 	}
 	pgtest.Chown(t, loc)
 	src.Start(t)
-	env := append([]string{"WALGO_DISK_RATE_LIMIT=0"}, r.env...)
-	src.SQL(t, fmt.Sprintf(`create tablespace ts1 location '%s';
-		create table big (id int primary key using index tablespace ts1, v text) tablespace ts1;
-		create index big_v on big (v) tablespace ts1;
-		insert into big select g, md5(g::text) from generate_series(1, 20000) g;
-		create table plain (id int primary key);
-		insert into plain select generate_series(1, 1000);`, loc))
-	oid := src.SQL(t, "select oid from pg_tablespace where spcname = 'ts1'")
-	mustWalgoAs(t, src, env, "backup-push")
-	src.SQL(t, `update big set v = 'changed' where id % 7 = 0; delete from plain where id % 3 = 0; checkpoint;`)
-	mustWalgoAs(t, src, env, "backup-push", "--delta")
-	end := pointAfter(t, src)
-	want := src.SQL(t, tsState)
-	archiveAll(t, src)
+	oid, end, want := tablespaceBackups(t, r, src, loc)
 	list := listBackups(t, r)
 	if len(list) != 2 {
 		t.Fatalf("backups: %v", list)
