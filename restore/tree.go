@@ -174,7 +174,7 @@ func (t *destTree) walk(fn func(p string, d fs.DirEntry) error) error {
 // moved folder's contents go (movedDir.within).
 func (t *destTree) holdsMoved(p string) bool {
 	for _, m := range t.moved {
-		if m.within != "" && m.within == p {
+		if m.within == p {
 			return true
 		}
 	}

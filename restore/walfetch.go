@@ -209,13 +209,11 @@ func (f *Fetcher) awaitPrefetched(ctx context.Context, name, dest string) (int64
 // (catalog.ErrVanished), never "not in the archive".
 func (f *Fetcher) download(ctx context.Context, name, dest string) (int64, error) {
 	open := func() (*catalog.OpenedWAL, error) { return catalog.OpenWAL(ctx, f.store, name, f.cfg.Codec) }
-	switch kind := wal.Classify(name); {
-	case kind == wal.KindHistory,
-		// Postgres asks for the next timeline's history at the end of
-		// every recovery and at each poll of a standby: it is missing
-		// almost every time.
-		kind == wal.KindSegment && missingHint(filepath.Dir(dest)) == name:
-		// The prefetch's listing ended before it.
+	// Postgres asks for the next timeline's history at the end of every
+	// recovery and at each poll of a standby: it is missing almost every
+	// time. The hinted segment is where the prefetch's listing ended.
+	kind := wal.Classify(name)
+	if kind == wal.KindHistory || kind == wal.KindSegment && missingHint(filepath.Dir(dest)) == name {
 		open = func() (*catalog.OpenedWAL, error) { return catalog.OpenWALListed(ctx, f.store, name) }
 	}
 	found, err := open()

@@ -37,14 +37,11 @@ func lowerPriority(n int) error {
 			if err != nil {
 				continue
 			}
-			switch err := lowerThread(tid, n); {
-			case errors.Is(err, errAlreadyNice), errors.Is(err, syscall.ESRCH):
-				// at n or nicer, or ended since the listing
-			case err != nil:
+			lowered, err := lowerThread(tid, n)
+			if err != nil && !errors.Is(err, syscall.ESRCH) { // ESRCH: ended since the listing
 				return err
-			default:
-				changed = true
 			}
+			changed = changed || lowered
 		}
 		if !changed {
 			return nil
@@ -79,7 +76,7 @@ func startAtNice(cmd *exec.Cmd, n int) error {
 			runtime.UnlockOSThread()
 			return
 		}
-		if err := lowerThread(tid, n); err != nil && !errors.Is(err, errAlreadyNice) {
+		if _, err := lowerThread(tid, n); err != nil {
 			res <- started{tid, fmt.Errorf("lower the starting thread's priority: %w", err)}
 			return
 		}
@@ -97,19 +94,13 @@ func startAtNice(cmd *exec.Cmd, n int) error {
 	return r.err
 }
 
-// errAlreadyNice: the thread's nice value is at least the one asked for.
-var errAlreadyNice = errors.New("already at that nice value or nicer")
-
 // lowerThread gives thread tid the nice value n unless it is already n or
-// nicer (errAlreadyNice).
-func lowerThread(tid, n int) error {
+// nicer, and reports whether it changed it.
+func lowerThread(tid, n int) (bool, error) {
 	// getpriority(2) answers 20 - nice, to stay positive.
 	prio, err := syscall.Getpriority(syscall.PRIO_PROCESS, tid)
-	if err != nil {
-		return err
+	if err != nil || 20-prio >= n {
+		return false, err
 	}
-	if 20-prio >= n {
-		return errAlreadyNice
-	}
-	return syscall.Setpriority(syscall.PRIO_PROCESS, tid, n)
+	return true, syscall.Setpriority(syscall.PRIO_PROCESS, tid, n)
 }

@@ -349,6 +349,8 @@ func walPrefetchCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			// startDetached starts it at backgroundNice already; this
+			// covers a prefetch started any other way.
 			if err := lowerPriority(backgroundNice); err != nil {
 				e.log.Debug("lower the prefetch's priority", zap.Error(err))
 			}
